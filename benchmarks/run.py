@@ -1,0 +1,645 @@
+"""Benchmark runner: hvac-push against two baselines, over loopback, with a C load generator.
+
+For each server it starts the server as a subprocess on a free 127.0.0.1 port,
+waits until a WebSocket upgrade on /ws succeeds, runs ``loadgen`` (compiled
+from ``benchmarks/loadgen.c`` with ``cc -O2`` into a temporary directory),
+samples the server's CPU and RSS over the loadgen's measurement window, stops
+the server (SIGTERM, then SIGKILL after a bound) and prints a markdown table.
+
+Examples::
+
+    .venv/bin/python benchmarks/run.py --quick                 # 50 clients, 5 s, smoke check
+    .venv/bin/python benchmarks/run.py                         # 1000 clients x 100 updates/s
+    .venv/bin/python benchmarks/run.py --all                   # 1000x100 and 5000x10
+    .venv/bin/python benchmarks/run.py --scenario 5000x10 --servers hvacpush,websockets
+
+Everything is bounded: each server gets at most READY_TIMEOUT_S to come up,
+the loadgen exits by itself after warmup + duration (and is killed a few
+seconds later if it does not), and each server is killed STOP_TIMEOUT_S after
+SIGTERM. Raw results go to ``benchmarks/out/`` (git-ignored) as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import importlib.metadata
+import json
+import os
+import platform
+import resource
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+try:
+    import psutil
+except ImportError:  # pragma: no cover - the venv has it
+    sys.exit("run.py needs psutil: use the project venv (.venv/bin/python benchmarks/run.py)")
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+OUT_DIR = HERE / "out"
+HOST = "127.0.0.1"
+WS_PATH = "/ws"
+
+READY_TIMEOUT_S = 20.0
+STOP_TIMEOUT_S = 10.0
+LOADGEN_GRACE_S = 15.0
+SAMPLE_INTERVAL_S = 0.25
+FD_SLACK = 1024
+
+ALL_SERVERS = ("hvacpush", "websockets", "autobahn-naive")
+
+#: Named scenarios; ``--all`` runs them in this order.
+SCENARIOS = {
+    "1000x100": {"clients": 1000, "rate": 100, "duration": 20.0, "warmup": 5.0},
+    "5000x10": {"clients": 5000, "rate": 10, "duration": 20.0, "warmup": 10.0},
+}
+DEFAULT = {"clients": 1000, "rate": 100, "duration": 20.0, "warmup": 5.0}
+QUICK = {"clients": 50, "rate": 100, "duration": 5.0, "warmup": 2.0}
+
+
+# -- environment --------------------------------------------------------------
+
+def venv_bin(name: str) -> str:
+    """A console script next to the running interpreter (the project venv)."""
+    candidate = Path(sys.executable).parent / name
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which(name)
+    if found:
+        return found
+    return str(REPO / ".venv" / "bin" / name)
+
+
+def version_of(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine_line() -> str:
+    return (
+        f"nproc={os.cpu_count()}, CPU: {cpu_model()}, {platform.system()} {platform.release()}, "
+        f"Python {platform.python_version()}, Twisted {version_of('twisted')}, "
+        f"Autobahn {version_of('autobahn')}, websockets {version_of('websockets')}, "
+        f"psutil {version_of('psutil')}"
+    )
+
+
+def nofile_target(clients: int) -> int:
+    return clients + FD_SLACK
+
+
+def raise_nofile(target: int) -> tuple[int, int]:
+    """Raise this process's RLIMIT_NOFILE soft limit to C{target} (and hard, if allowed)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        new_hard = hard
+        if hard != resource.RLIM_INFINITY and hard < target:
+            new_hard = target  # only root may do this; fall back below
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, new_hard))
+        except (ValueError, OSError):
+            if hard == resource.RLIM_INFINITY or hard > soft:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)
+
+
+def preexec_for(target: int):
+    """preexec_fn for servers: their own RLIMIT_NOFILE soft limit, set in the child."""
+
+    def preexec() -> None:
+        try:
+            raise_nofile(target)
+        except Exception:
+            pass
+
+    return preexec
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def compile_loadgen(tmpdir: str) -> str:
+    cc = os.environ.get("CC", "cc")
+    exe = os.path.join(tmpdir, "loadgen")
+    cmd = [cc, "-O2", "-o", exe, str(HERE / "loadgen.c")]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    if result.returncode != 0:
+        sys.exit(f"compiling the load generator failed:\n{shlex.join(cmd)}\n{result.stderr}")
+    return exe
+
+
+# -- servers ------------------------------------------------------------------
+
+def server_command(name: str, port: int, rate: int) -> list[str]:
+    if name == "hvacpush":
+        return [
+            venv_bin("twistd"), "-n", "--pidfile=", "hvacpush",
+            "--listen", f"tcp:{port}:interface={HOST}",
+            "--sim-units", "6", "--sim-rate", str(rate),
+        ]
+    if name == "websockets":
+        return [sys.executable, str(HERE / "baseline_websockets.py"),
+                "--host", HOST, "--port", str(port), "--rate", str(rate), "--units", "6"]
+    if name == "autobahn-naive":
+        return [sys.executable, str(HERE / "baseline_autobahn_naive.py"),
+                "--host", HOST, "--port", str(port), "--rate", str(rate), "--units", "6",
+                "--poll-ms", "5"]
+    raise ValueError(f"unknown server {name!r}")
+
+
+def unavailable_reason(name: str) -> str | None:
+    if name == "hvacpush" and not (REPO / "hvac_push" / "tap.py").exists():
+        return "hvac_push/tap.py does not exist yet"
+    return None
+
+
+def server_env(extra_paths: list[str]) -> dict[str, str]:
+    env = dict(os.environ)
+    paths = [*extra_paths, str(REPO)]
+    if env.get("PYTHONPATH"):
+        paths.append(env["PYTHONPATH"])
+    env["PYTHONPATH"] = os.pathsep.join(paths)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def upgrade_ok(port: int, timeout: float = 2.0) -> bool:
+    """One WebSocket upgrade on /ws: True when the server answers 101."""
+    request = (
+        f"GET {WS_PATH} HTTP/1.1\r\nHost: {HOST}:{port}\r\nUpgrade: websocket\r\n"
+        "Connection: Upgrade\r\nSec-WebSocket-Key: cmVhZHktcHJvYmUtMDAwMQ==\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n"
+    ).encode()
+    try:
+        with socket.create_connection((HOST, port), timeout=timeout) as s:
+            s.sendall(request)
+            data = b""
+            deadline = time.monotonic() + timeout
+            while b"\r\n\r\n" not in data and time.monotonic() < deadline and len(data) < 65536:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+            ok = data.startswith(b"HTTP/1.1 101")
+            if ok:  # polite close frame (masked, code 1000)
+                try:
+                    s.sendall(bytes([0x88, 0x82, 1, 2, 3, 4, 0x03 ^ 1, 0xE8 ^ 2]))
+                except OSError:
+                    pass
+            return ok
+    except OSError:
+        return False
+
+
+def wait_ready(proc: subprocess.Popen, port: int) -> str | None:
+    """None when the server accepts WebSocket upgrades, else why not."""
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return f"exited with code {proc.returncode} before accepting connections"
+        if upgrade_ok(port):
+            return None
+        time.sleep(0.2)
+    return f"did not accept a WebSocket upgrade on {WS_PATH} within {READY_TIMEOUT_S:.0f}s"
+
+
+def stop_server(proc: subprocess.Popen) -> str:
+    if proc.poll() is not None:
+        return f"had already exited ({proc.returncode})"
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=STOP_TIMEOUT_S)
+        return f"stopped by SIGTERM ({proc.returncode})"
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+        return "killed (SIGKILL) after SIGTERM timeout"
+
+
+def tail(path: Path, lines: int = 15) -> str:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return ""
+    return "\n".join(text[-lines:])
+
+
+# -- measurement --------------------------------------------------------------
+
+class Sampler:
+    """CPU time and RSS of a process tree, sampled over the loadgen's window."""
+
+    def __init__(self, pid: int):
+        self.proc = psutil.Process(pid)
+        self.lock = threading.Lock()
+        self.in_window = False
+        self.cpu_start = self.cpu_end = None
+        self.wall_start = self.wall_end = None
+        self.sys_start = self.sys_end = None
+        self.peak_rss = 0
+        self.peak_rss_any = 0
+
+    def _tree(self):
+        procs = [self.proc]
+        try:
+            procs += self.proc.children(recursive=True)
+        except psutil.Error:
+            pass
+        return procs
+
+    def cpu(self) -> float:
+        total = 0.0
+        for p in self._tree():
+            try:
+                t = p.cpu_times()
+                total += t.user + t.system
+            except psutil.Error:
+                pass
+        return total
+
+    def rss(self) -> int:
+        total = 0
+        for p in self._tree():
+            try:
+                total += p.memory_info().rss
+            except psutil.Error:
+                pass
+        return total
+
+    def mark_start(self) -> None:
+        with self.lock:
+            self.cpu_start, self.wall_start = self.cpu(), time.monotonic()
+            self.sys_start = psutil.cpu_times()
+            self.in_window = True
+
+    def mark_end(self) -> None:
+        with self.lock:
+            if self.in_window:
+                self.cpu_end, self.wall_end = self.cpu(), time.monotonic()
+                self.sys_end = psutil.cpu_times()
+                self.in_window = False
+
+    def sample(self) -> None:
+        r = self.rss()
+        with self.lock:
+            self.peak_rss_any = max(self.peak_rss_any, r)
+            if self.in_window:
+                self.peak_rss = max(self.peak_rss, r)
+
+    def result(self) -> dict:
+        out: dict = {"peak_rss_mb": round(self.peak_rss / 2**20, 1),
+                     "peak_rss_any_mb": round(self.peak_rss_any / 2**20, 1)}
+        if self.cpu_start is not None and self.cpu_end is not None:
+            wall = max(self.wall_end - self.wall_start, 1e-9)
+            out["server_cpu_s"] = round(self.cpu_end - self.cpu_start, 3)
+            out["server_cpu_pct"] = round(100.0 * (self.cpu_end - self.cpu_start) / wall, 1)
+            out["server_window_s"] = round(wall, 3)
+            busy = _busy(self.sys_end) - _busy(self.sys_start)
+            total = sum(self.sys_end) - sum(self.sys_start)
+            out["machine_busy_pct"] = round(100.0 * busy / total, 1) if total > 0 else None
+        return out
+
+
+def _busy(t) -> float:
+    return sum(t) - t.idle - getattr(t, "iowait", 0.0)
+
+
+def run_loadgen(loadgen: str, port: int, cfg: dict, sampler: Sampler, batch: int,
+                inflight: int) -> dict:
+    cmd = [loadgen, HOST, str(port), WS_PATH, str(cfg["clients"]), str(cfg["duration"]),
+           str(cfg["warmup"]), str(batch), str(inflight)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=preexec_for(nofile_target(cfg["clients"])))
+    stderr_lines: list[str] = []
+
+    def read_stderr() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            line = line.rstrip("\n")
+            if line == "# measure start":
+                sampler.mark_start()
+            elif line == "# measure end":
+                sampler.mark_end()
+            elif len(stderr_lines) < 200:
+                stderr_lines.append(line)
+
+    reader = threading.Thread(target=read_stderr, daemon=True)
+    reader.start()
+    stdout_chunks: list[str] = []
+
+    def read_stdout() -> None:
+        assert proc.stdout is not None
+        stdout_chunks.append(proc.stdout.read())
+
+    out_reader = threading.Thread(target=read_stdout, daemon=True)
+    out_reader.start()
+
+    deadline = time.monotonic() + cfg["warmup"] + cfg["duration"] + LOADGEN_GRACE_S
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            sampler.sample()
+        except psutil.Error:
+            pass
+        time.sleep(SAMPLE_INTERVAL_S)
+    killed = False
+    if proc.poll() is None:
+        proc.kill()
+        killed = True
+    proc.wait(timeout=10)
+    out_reader.join(timeout=5)
+    reader.join(timeout=5)
+    sampler.mark_end()
+    text = "".join(stdout_chunks).strip().splitlines()
+    if not text:
+        raise RuntimeError("loadgen printed nothing" + (" (killed)" if killed else "")
+                           + (": " + " | ".join(stderr_lines[-5:]) if stderr_lines else ""))
+    result = json.loads(text[-1])
+    result["loadgen_command"] = shlex.join(cmd)
+    if stderr_lines:
+        result["loadgen_stderr"] = stderr_lines[-20:]
+    return result
+
+
+def run_one(name: str, cfg: dict, loadgen: str, log_dir: Path, args) -> dict:
+    row = {"server": name, **cfg, "expected_updates_per_s": cfg["clients"] * cfg["rate"]}
+    reason = unavailable_reason(name)
+    if reason:
+        row["error"] = f"skipped: {reason}"
+        return row
+    port = free_port()
+    cmd = server_command(name, port, cfg["rate"])
+    row["server_command"] = shlex.join(cmd)
+    log_path = log_dir / f"{cfg['name']}-{name}.log"
+    row["server_log"] = str(log_path)
+    print(f"  {name}: starting on {HOST}:{port} ...", file=sys.stderr, flush=True)
+    with open(log_path, "w", encoding="utf-8") as log:
+        proc = subprocess.Popen(
+            cmd, cwd=str(REPO), env=server_env(args.pythonpath_prepend), stdout=log,
+            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            preexec_fn=preexec_for(nofile_target(cfg["clients"])),
+        )
+        try:
+            problem = wait_ready(proc, port)
+            if problem:
+                row["error"] = f"server {problem}"
+                row["server_log_tail"] = tail(log_path)
+                return row
+            sampler = Sampler(proc.pid)
+            print(f"  {name}: ready; loadgen {cfg['clients']} clients, "
+                  f"{cfg['warmup']:g}s warmup + {cfg['duration']:g}s", file=sys.stderr, flush=True)
+            try:
+                lg = run_loadgen(loadgen, port, cfg, sampler, args.batch, args.inflight)
+            except (RuntimeError, ValueError) as exc:
+                row["error"] = f"loadgen: {exc}"
+                return row
+            row["loadgen"] = lg
+            row.update(sampler.result())
+            if proc.poll() is not None:
+                row["warning"] = f"server exited during the run ({proc.returncode})"
+        finally:
+            row["server_stop"] = stop_server(proc)
+    if row.get("loadgen"):
+        lg = row["loadgen"]
+        row["delivered_updates_per_s"] = lg["updates_per_s"]
+        row["delivered_pct"] = round(100.0 * lg["updates_per_s"] / row["expected_updates_per_s"], 1)
+        row["loadgen_cpu_pct"] = round(100.0 * lg["loadgen_cpu_s"] / max(lg["window_s"], 1e-9), 1)
+        notes = []
+        if lg["clients_connected"] < cfg["clients"]:
+            notes.append(f"only {lg['clients_connected']}/{cfg['clients']} clients connected")
+        if lg["ramp_s"] > cfg["warmup"]:
+            notes.append(f"ramp took {lg['ramp_s']:.1f}s > warmup {cfg['warmup']:g}s")
+        if lg["clients_dropped"]:
+            notes.append(f"{lg['clients_dropped']} clients dropped by the server")
+        if notes:
+            row["notes"] = notes
+    return row
+
+
+# -- reporting ----------------------------------------------------------------
+
+def fmt(value, digits=1) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def table(rows: list[dict]) -> str:
+    head = ("| server | clients | rate | delivered updates/s | expected updates/s | delivered % "
+            "| p50 (ms) | p99 (ms) | max (ms) | server CPU % | peak RSS MB | loadgen CPU % |")
+    lines = [head, "|" + "---|" * 12]
+    for r in rows:
+        if "loadgen" not in r:
+            lines.append(f"| {r['server']} | {fmt(r['clients'])} | {fmt(r['rate'])} | "
+                         f"{r.get('error', 'no result')} |" + " |" * 8)
+            continue
+        lat = r["loadgen"]["latency_ms"]
+        lines.append(
+            f"| {r['server']} | {fmt(r['clients'])} | {fmt(r['rate'])} "
+            f"| {fmt(r['delivered_updates_per_s'], 0)} | {fmt(r['expected_updates_per_s'])} "
+            f"| {fmt(r['delivered_pct'])} | {fmt(lat['p50'], 2)} | {fmt(lat['p99'], 2)} "
+            f"| {fmt(lat['max'], 2)} | {fmt(r.get('server_cpu_pct'))} | {fmt(r.get('peak_rss_mb'))} "
+            f"| {fmt(r.get('loadgen_cpu_pct'))} |"
+        )
+    return "\n".join(lines)
+
+
+def us_per_update(r: dict) -> float | None:
+    lg = r.get("loadgen")
+    if not lg or not lg.get("updates") or r.get("server_cpu_s") is None:
+        return None
+    return 1e6 * r["server_cpu_s"] / lg["updates"]
+
+
+def ratio_lines(rows: list[dict]) -> list[str]:
+    ours = next((r for r in rows if r["server"] == "hvacpush" and "loadgen" in r), None)
+    if ours is None:
+        return []
+    out = []
+    for base in rows:
+        if base is ours or "loadgen" not in base:
+            continue
+        p99 = ours["loadgen"]["latency_ms"]["p99"] / max(base["loadgen"]["latency_ms"]["p99"], 1e-9)
+        cpu_b = base.get("server_cpu_pct") or 0
+        cpu = (ours.get("server_cpu_pct") or 0) / cpu_b if cpu_b else float("nan")
+        upd_o, upd_b = us_per_update(ours), us_per_update(base)
+        per = f"; server CPU per delivered update {upd_o:.1f} µs vs {upd_b:.1f} µs" \
+            if upd_o and upd_b else ""
+        out.append(f"- hvacpush vs {base['server']}: p99 ratio {p99:.2f}x, CPU ratio {cpu:.2f}x"
+                   f" (hvacpush / baseline; below 1 is better){per}")
+    return out
+
+
+def detail_lines(rows: list[dict]) -> list[str]:
+    """Secondary figures that explain the table (coalescing, fairness, ramp, load)."""
+    out = []
+    for r in rows:
+        lg = r.get("loadgen")
+        if not lg:
+            continue
+        frames_s = lg["frames"] / max(lg["window_s"], 1e-9)
+        per_frame = lg["updates"] / lg["frames"] if lg["frames"] else 0.0
+        upd = us_per_update(r)
+        out.append(
+            f"- {r['server']}: {frames_s:,.0f} frames/s ({per_frame:.2f} points/frame), "
+            f"p99.9 {lg['latency_ms']['p999']:.2f} ms, per-client updates "
+            f"{lg['per_client_updates_min']:,}-{lg['per_client_updates_max']:,}, "
+            f"{lg['clients_connected']:,} connected in {lg['ramp_s']:.1f}s, "
+            f"{lg['clients_failed']} failed, {lg['clients_dropped']} dropped, "
+            f"server CPU {upd:.1f} µs/update, machine busy {r.get('machine_busy_pct')}%"
+            if upd is not None else f"- {r['server']}: {frames_s:,.0f} frames/s"
+        )
+    return out
+
+
+def notes_lines(rows: list[dict]) -> list[str]:
+    out = []
+    for r in rows:
+        for n in r.get("notes", []):
+            out.append(f"- {r['server']}: {n}")
+        if r.get("warning"):
+            out.append(f"- {r['server']}: {r['warning']}")
+        if r.get("machine_busy_pct") is not None and r["machine_busy_pct"] > 90:
+            out.append(f"- {r['server']}: the machine was {r['machine_busy_pct']:.0f}% busy "
+                       "(all cores) during the window")
+        if r.get("error") and r.get("server_log_tail"):
+            out.append(f"- {r['server']}: server log tail:\n```\n{r['server_log_tail']}\n```")
+    return out
+
+
+# -- main ---------------------------------------------------------------------
+
+def build_configs(args) -> list[dict]:
+    overrides = {k: getattr(args, k) for k in ("clients", "rate", "duration", "warmup")
+                 if getattr(args, k) is not None}
+    if args.quick:
+        if args.all or args.scenario:
+            sys.exit("--quick is a scenario of its own; do not combine it with --all/--scenario")
+        return [{"name": "quick", **QUICK, **overrides}]
+    names = list(SCENARIOS) if args.all else (args.scenario.split(",") if args.scenario else [])
+    if not names:
+        cfg = {**DEFAULT, **overrides}
+        return [{"name": f"{cfg['clients']}x{cfg['rate']}", **cfg}]
+    configs = []
+    for n in names:
+        if n not in SCENARIOS:
+            sys.exit(f"unknown scenario {n!r}; known: {', '.join(SCENARIOS)}")
+        configs.append({"name": n, **SCENARIOS[n], **overrides})
+    return configs
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description="hvac-push fan-out benchmark (loopback, C loadgen)")
+    p.add_argument("--clients", type=int, help=f"WebSocket clients (default {DEFAULT['clients']})")
+    p.add_argument("--rate", type=int, help=f"simulator updates/s (default {DEFAULT['rate']})")
+    p.add_argument("--duration", type=float, help="measured seconds (default 20)")
+    p.add_argument("--warmup", type=float, help="seconds before measuring (default 5)")
+    p.add_argument("--servers", default=",".join(ALL_SERVERS),
+                   help=f"comma list from {','.join(ALL_SERVERS)}")
+    p.add_argument("--scenario", help=f"comma list of named scenarios: {', '.join(SCENARIOS)}")
+    p.add_argument("--all", action="store_true", help="run every named scenario")
+    p.add_argument("--quick", action="store_true",
+                   help=f"smoke check: {QUICK['clients']} clients, {QUICK['duration']:g}s")
+    p.add_argument("--batch", type=int, default=32, help="loadgen connects per 10 ms turn")
+    p.add_argument("--inflight", type=int, default=32,
+                   help="loadgen max pending handshakes (keep below the listen backlog, 50)")
+    p.add_argument("--pythonpath-prepend", action="append", default=[], metavar="DIR",
+                   help="extra import dir placed before the repo for the servers (development)")
+    p.add_argument("--json", metavar="FILE", help="also write raw results here")
+    args = p.parse_args(argv)
+    args.server_list = [s.strip() for s in args.servers.split(",") if s.strip()]
+    for s in args.server_list:
+        if s not in ALL_SERVERS:
+            p.error(f"unknown server {s!r}; known: {', '.join(ALL_SERVERS)}")
+    for key, lo, hi in (("clients", 1, 20000), ("rate", 1, 10000), ("duration", 1, 600),
+                        ("warmup", 0, 120)):
+        v = getattr(args, key)
+        if v is not None and not lo <= v <= hi:
+            p.error(f"--{key} must be within [{lo}, {hi}]")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    configs = build_configs(args)
+    command = shlex.join([sys.executable, *sys.argv]) if argv is None else shlex.join(argv)
+    max_clients = max(c["clients"] for c in configs)
+    soft, hard = raise_nofile(nofile_target(max_clients))
+    if soft < max_clients + 64:
+        print(f"warning: RLIMIT_NOFILE is {soft}; {max_clients} clients may not fit",
+              file=sys.stderr)
+
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    log_dir = OUT_DIR / stamp
+    log_dir.mkdir(parents=True, exist_ok=True)
+    machine = machine_line()
+    started = time.monotonic()
+    results = []
+    with tempfile.TemporaryDirectory(prefix="hvac-loadgen-") as tmp:
+        loadgen = compile_loadgen(tmp)
+        for cfg in configs:
+            print(f"scenario {cfg['name']}: {cfg['clients']} clients x {cfg['rate']} updates/s",
+                  file=sys.stderr, flush=True)
+            rows = [run_one(name, cfg, loadgen, log_dir, args) for name in args.server_list]
+            results.append({"scenario": cfg, "rows": rows})
+
+    elapsed = time.monotonic() - started
+    print(f"\n## hvac-push fan-out benchmark ({stamp})\n")
+    print(f"Machine: {machine}, RLIMIT_NOFILE {soft}")
+    print(f"Command: `{command}` (cwd {os.getcwd()})")
+    print("Load generator: benchmarks/loadgen.c (one C process, epoll, single thread, "
+          f"`cc -O2`), clients on {HOST}; latency = receive time - point `ts`.")
+    for block in results:
+        cfg = block["scenario"]
+        print(f"\n### {cfg['name']}: {cfg['clients']} clients x {cfg['rate']} updates/s, "
+              f"{cfg['warmup']:g}s warmup + {cfg['duration']:g}s measured\n")
+        print(table(block["rows"]))
+        extra = ratio_lines(block["rows"]) + detail_lines(block["rows"]) + notes_lines(block["rows"])
+        if extra:
+            print()
+            print("\n".join(extra))
+    print(f"\nTotal time {elapsed:.0f}s. Raw results and server logs: {log_dir}")
+
+    payload = {"machine": machine, "command": command, "stamp": stamp, "results": results}
+    (log_dir / "results.json").write_text(json.dumps(payload, indent=2), encoding="utf-8")
+    if args.json:
+        Path(args.json).write_text(json.dumps(payload, indent=2), encoding="utf-8")
+    failed = any("loadgen" not in r and not r.get("error", "").startswith("skipped")
+                 for b in results for r in b["rows"])
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,194 @@
+"""Delivery: the WebSocket factory and the tick that brings every client up to date.
+
+Clients that are at the same version with the same subscription form one
+group; each group gets one encoded, pre-framed message that is written to all
+its members. A client the transport has paused is skipped, and because its
+C{last_version} does not move, the first tick after it resumes sends it one
+update with the newest state of everything it missed: conflation, not a queue.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Iterable, Mapping
+
+from autobahn.twisted.websocket import WebSocketServerFactory
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from hvac_push import wire
+from hvac_push.hub import Hub
+from hvac_push.points import Subscription
+from hvac_push.protocol import PushServerProtocol
+from hvac_push.wsoptions import apply_protocol_options
+
+GOING_AWAY = 1001
+
+
+class DeliveryStats:
+    """Counters the health page and metrics read; plain ints, cheap to bump."""
+
+    def __init__(self) -> None:
+        self.ticks = 0
+        self.flushes = 0
+        self.frames_encoded = 0
+        self.messages_sent = 0
+        self.bytes_sent = 0
+        self.skipped_paused = 0
+        self.handshakes_denied: dict[int, int] = {}
+        self.last_flush_seconds = 0.0
+
+
+class PushServerFactory(WebSocketServerFactory):
+    """Holds the clients and runs the delivery loop for one hub.
+
+    Data reaches clients two ways: a flush scheduled as soon as the hub
+    changes (latency), and a L{LoopingCall} every C{interval} seconds that
+    polls every client's version (the guarantee: nobody waits longer).
+    """
+
+    protocol = PushServerProtocol  # type: ignore[assignment]
+    _log = Logger()
+
+    def __init__(
+        self,
+        hub: Hub,
+        reactor: IReactorTime,
+        *,
+        interval: float = 0.1,
+        allowed_origins: Iterable[str] = (),
+        max_connections: int = 10_000,
+        ws_options: Mapping[str, Any] | None = None,
+        url: str | None = None,
+    ):
+        super().__init__(url, reactor=reactor)
+        apply_protocol_options(self, ws_options or {})
+        self.hub = hub
+        self._clock = reactor
+        self.interval = interval
+        self.allowed_origins = frozenset(o.rstrip("/").lower() for o in allowed_origins)
+        self.max_connections = max_connections
+        #: Every connection from TCP accept to close (handshaking ones included).
+        self.connections: set[PushServerProtocol] = set()
+        #: Connections past the handshake that receive updates.
+        self.clients: set[PushServerProtocol] = set()
+        self.stats = DeliveryStats()
+        self._pending: IDelayedCall | None = None
+        self._loop = LoopingCall(self.tick)
+        self._loop.clock = reactor
+        self._drained: list[Deferred[None]] = []
+        hub.add_listener(self.wake)
+
+    # -- admission (called from the protocol's handshake) --------------------
+
+    def origin_allowed(self, origin: str | None) -> bool:
+        """With no allow-list any Origin passes; clients that send none (scripts) always do."""
+        if not self.allowed_origins or not origin:
+            return True
+        return origin.rstrip("/").lower() in self.allowed_origins
+
+    def at_capacity(self) -> bool:
+        return len(self.clients) >= self.max_connections
+
+    def note_denied(self, code: int) -> None:
+        denied = self.stats.handshakes_denied
+        denied[code] = denied.get(code, 0) + 1
+
+    # -- bookkeeping ----------------------------------------------------------
+
+    def connection_made(self, protocol: PushServerProtocol) -> None:
+        self.connections.add(protocol)
+
+    def client_opened(self, protocol: PushServerProtocol) -> None:
+        self.clients.add(protocol)
+
+    def client_closed(self, protocol: PushServerProtocol) -> None:
+        self.clients.discard(protocol)
+
+    def connection_lost(self, protocol: PushServerProtocol) -> None:
+        self.clients.discard(protocol)
+        self.connections.discard(protocol)
+        if not self.connections:
+            drained, self._drained = self._drained, []
+            for d in drained:
+                d.callback(None)
+
+    # -- the loop -------------------------------------------------------------
+
+    def start(self) -> None:
+        self._loop.start(self.interval, now=False)
+
+    def stop(self) -> None:
+        if self._loop.running:
+            self._loop.stop()
+        if self._pending is not None and self._pending.active():
+            self._pending.cancel()
+        self._pending = None
+
+    def wake(self) -> None:
+        """Schedule one flush for the next reactor turn (many wakes, one flush)."""
+        if self._pending is None and self._loop.running:
+            self._pending = self._clock.callLater(0, self._flush_now)
+
+    def _flush_now(self) -> None:
+        self._pending = None
+        self.flush()
+
+    def tick(self) -> None:
+        """The poll: every client whose version is behind the hub's gets caught up."""
+        self.stats.ticks += 1
+        self.flush()
+
+    def flush(self) -> None:
+        hub = self.hub
+        version = hub.version
+        groups: dict[tuple[int, Subscription], list[PushServerProtocol]] = {}
+        stats = self.stats
+        for client in self.clients:
+            if client.last_version < version:
+                if client.paused:
+                    stats.skipped_paused += 1
+                    continue
+                key = (client.last_version, client.subscription)
+                members = groups.get(key)
+                if members is None:
+                    groups[key] = [client]
+                else:
+                    members.append(client)
+        if not groups:
+            return
+        started = time.perf_counter()
+        stats.flushes += 1
+        for (since, subscription), members in groups.items():
+            changed = hub.changed_since(since, subscription)
+            if changed:
+                payload = wire.encode_update(hub.epoch, version, changed)
+                prepared = self.prepareMessage(payload)
+                stats.frames_encoded += 1
+                stats.messages_sent += len(members)
+                stats.bytes_sent += len(prepared.payloadHybi) * len(members)
+                for client in members:
+                    client.send_prepared(prepared)
+                    client.last_version = version
+            else:
+                for client in members:
+                    client.last_version = version
+        stats.last_flush_seconds = time.perf_counter() - started
+
+    # -- shutdown -------------------------------------------------------------
+
+    def close_all(self, code: int = GOING_AWAY, reason: str = "server shutting down") -> None:
+        """Send a close frame with C{code} to every open client."""
+        for client in list(self.clients):
+            client.sendCloseFrame(code=code, reasonUtf8=reason.encode("utf-8"), isReply=False)
+
+    def when_drained(self) -> Deferred[None]:
+        """A Deferred that fires once no connection is left."""
+        d: Deferred[None] = Deferred()
+        if not self.connections:
+            d.callback(None)
+        else:
+            self._drained.append(d)
+        return d

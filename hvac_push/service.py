@@ -1,0 +1,124 @@
+"""The assembled server as one C{MultiService}: hub, delivery, producers and listeners.
+
+Use it from twistd (see L{hvac_push.tap}) or embed it: add it to your own
+application, mount L{PushService.resource} in your own C{Site}, and publish
+from your own code with L{PushService.publisher} (any thread) or
+L{PushService.hub} (reactor thread).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Mapping
+
+from twisted.application import strports
+from twisted.application.service import MultiService, Service
+from twisted.internet.defer import Deferred
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+
+from hvac_push import __version__
+from hvac_push.delivery import PushServerFactory
+from hvac_push.hub import Hub
+from hvac_push.producers.base import Producer, ProducerService, Publisher, ReactorLike
+from hvac_push.web import PushResource, make_root, make_site
+
+
+class _DeliveryService(Service):
+    """Starts the delivery loop; on stop, says goodbye (1001) to clients and waits, bounded."""
+
+    def __init__(self, factory: PushServerFactory, reactor: ReactorLike, drain_timeout: float):
+        self.factory = factory
+        self.reactor = reactor
+        self.drain_timeout = drain_timeout
+
+    def startService(self) -> None:
+        super().startService()
+        self.factory.start()
+
+    def stopService(self) -> Deferred[None] | None:
+        super().stopService()
+        self.factory.stop()
+        self.factory.close_all()
+        drained = self.factory.when_drained()
+        if drained.called:
+            return None
+        timeout = self.reactor.callLater(self.drain_timeout, self._force_close)
+        drained.addBoth(lambda _: timeout.cancel() if timeout.active() else None)
+        return drained
+
+    def _force_close(self) -> None:
+        for protocol in list(self.factory.connections):
+            transport: Any = protocol.transport
+            if transport is not None:
+                transport.abortConnection()
+
+
+class PushService(MultiService):
+    """Everything hvac-push runs, in start order: delivery, producers, listeners."""
+
+    def __init__(
+        self,
+        reactor: ReactorLike,
+        *,
+        interval: float = 0.1,
+        allowed_origins: Iterable[str] = (),
+        max_connections: int = 10_000,
+        ws_options: Mapping[str, Any] | None = None,
+        epoch: str | None = None,
+        drain_timeout: float = 5.0,
+    ):
+        super().__init__()
+        self.reactor = reactor
+        self.hub = Hub(epoch)
+        self.factory = PushServerFactory(
+            self.hub,
+            reactor,
+            interval=interval,
+            allowed_origins=allowed_origins,
+            max_connections=max_connections,
+            ws_options=ws_options,
+        )
+        #: Thread-safe publishing for producers and users' own threads.
+        self.publisher = Publisher(self.hub, reactor)
+        self.producers: list[ProducerService] = []
+        _DeliveryService(self.factory, reactor, drain_timeout).setServiceParent(self)
+
+    def resource(self) -> PushResource:
+        """The WebSocket resource, to mount at any path of your own C{Site}."""
+        return PushResource(self.factory)
+
+    def root(self) -> Resource:
+        """The full resource tree (C{/ws}, C{/healthz}, C{/})."""
+        return make_root(self.factory, self.health)
+
+    def site(self) -> Site:
+        return make_site(self.root())
+
+    def add_producer(self, producer: Producer) -> ProducerService:
+        """Run C{producer} in its own supervised thread while this service runs."""
+        service = ProducerService(producer, self.publisher, self.reactor)
+        service.setServiceParent(self)
+        self.producers.append(service)
+        return service
+
+    def add_listener(self, description: str, site: Site | None = None) -> Service:
+        """Serve C{site} (by default our own) on a strports endpoint description."""
+        service = strports.service(description, site or self.site())
+        service.setServiceParent(self)
+        return service
+
+    def health(self) -> dict[str, Any]:
+        """The C{/healthz} document."""
+        hub = self.hub
+        return {
+            "ready": bool(self.running),
+            "version": __version__,
+            "epoch": hub.epoch,
+            "hub_version": hub.version,
+            "points": len(hub),
+            "clients": len(self.factory.clients),
+            "producers": {p.producer.name: p.status.as_dict() for p in self.producers},
+        }
+
+
+__all__ = ["PushService"]

@@ -1,0 +1,31 @@
+from setuptools import setup
+
+setup(
+    name="hvac-push",
+    version="0.1.0",
+    description="Push live HVAC telemetry over WebSocket: a Twisted plugin",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11",
+    packages=["hvac_push", "hvac_push.producers", "twisted.plugins"],
+    package_data={"twisted.plugins": ["hvacpush_plugin.py"], "hvac_push": ["py.typed"]},
+    install_requires=[
+        "twisted>=24.3",
+        "autobahn>=24.4",
+    ],
+    extras_require={
+        "test": [
+            "pytest>=8",
+            "pytest-twisted>=1.14",
+            "hypothesis>=6",
+            "mypy>=1.10",
+            "mypy-zope>=1.0",
+        ],
+        "bench": ["websockets>=13", "psutil>=5"],
+    },
+    classifiers=[
+        "Framework :: Twisted",
+        "Programming Language :: Python :: 3.11",
+        "Topic :: System :: Monitoring",
+    ],
+)

@@ -1,0 +1,75 @@
+from hvac_push.hub import Hub
+from hvac_push.points import Pattern, Sample, Subscription
+
+
+def make_hub():
+    return Hub(epoch="e1", clock=lambda: 1000.0)
+
+
+def test_every_accepted_change_gets_the_next_hub_version():
+    hub = make_hub()
+    a = hub.publish(Sample("p/u/a", 1.0, "°C", 10.0))
+    b = hub.publish(Sample("p/u/b", 2.0, "°C", 10.0))
+    a2 = hub.publish(Sample("p/u/a", 1.5, "°C", 11.0))
+    assert (a.version, b.version, a2.version) == (1, 2, 3)
+    assert hub.version == 3
+    assert hub.get("p/u/a").value == 1.5
+
+
+def test_changed_since_returns_only_newer_points_oldest_first():
+    hub = make_hub()
+    for i, name in enumerate("abcd"):
+        hub.publish(Sample(f"p/u/{name}", i, ts=float(i)))
+    hub.publish(Sample("p/u/a", 10, ts=20.0))
+    assert [p.point_id for p in hub.changed_since(2)] == ["p/u/c", "p/u/d", "p/u/a"]
+    assert hub.changed_since(5) == []
+    assert [p.point_id for p in hub.changed_since(0)] == ["p/u/b", "p/u/c", "p/u/d", "p/u/a"]
+
+
+def test_changed_since_filters_by_subscription():
+    hub = make_hub()
+    hub.publish(Sample("p/chiller/t", 1, ts=1.0))
+    hub.publish(Sample("p/ahu/t", 1, ts=1.0))
+    hub.publish(Sample("p/ahu/fan", 1, ts=1.0))
+    sub = Subscription.of([Pattern.parse("p/+/t")])
+    assert [p.point_id for p in hub.changed_since(0, sub)] == ["p/chiller/t", "p/ahu/t"]
+
+
+def test_older_samples_never_overwrite_newer_ones():
+    hub = make_hub()
+    hub.publish(Sample("p/u/a", 2.0, ts=20.0))
+    assert hub.publish(Sample("p/u/a", 1.0, ts=10.0)) is None
+    assert hub.get("p/u/a").value == 2.0 and hub.version == 1
+
+
+def test_identical_repeat_is_not_a_change_but_a_fresh_reading_is():
+    hub = make_hub()
+    hub.publish(Sample("p/u/a", 2.0, ts=20.0))
+    assert hub.publish(Sample("p/u/a", 2.0, ts=20.0)) is None
+    assert hub.publish(Sample("p/u/a", 2.0, ts=21.0)).version == 2
+
+
+def test_invalid_samples_are_rejected_and_counted_without_raising():
+    hub = make_hub()
+    stored = hub.publish_many(
+        [Sample("bad id", 1), Sample("p/u/a", float("nan")), Sample("p/u/b", 1, status="weird"), Sample("p/u/c", 3)]
+    )
+    assert stored == 1 and hub.rejected == 3 and len(hub) == 1
+
+
+def test_missing_ts_is_stamped_by_the_hub_clock():
+    hub = make_hub()
+    assert hub.publish(Sample("p/u/a", 1)).ts == 1000.0
+
+
+def test_listeners_hear_once_per_batch_and_a_failing_listener_is_contained():
+    hub = make_hub()
+    calls = []
+    hub.add_listener(lambda: 1 / 0)
+    hub.add_listener(lambda: calls.append(hub.version))
+    hub.publish_many([Sample("p/u/a", 1, ts=1.0), Sample("p/u/b", 1, ts=1.0)])
+    assert calls == [2]
+
+
+def test_each_hub_has_its_own_random_epoch():
+    assert Hub().epoch != Hub().epoch

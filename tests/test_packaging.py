@@ -1,0 +1,47 @@
+"""The wheel a user installs carries the twistd plugin, and that plugin serves."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.wsprobe import first_messages, free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_wheel_in_a_fresh_venv_provides_the_hvacpush_plugin_that_serves_a_snapshot(tmp_path):
+    def run(*argv: str, **kw) -> subprocess.CompletedProcess:
+        return subprocess.run(argv, check=True, capture_output=True, text=True, timeout=300, **kw)
+
+    wheels = tmp_path / "wheels"
+    run(sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheels), str(ROOT))
+    (wheel,) = wheels.glob("hvac_push-*.whl")
+    venv = tmp_path / "venv"
+    run(sys.executable, "-m", "venv", str(venv))
+    run(str(venv / "bin" / "python"), "-m", "pip", "install", "-q", str(wheel))
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    twistd = str(venv / "bin" / "twistd")
+    help_text = run(twistd, "--help", cwd=tmp_path, env=env).stdout
+    assert "hvacpush" in help_text
+
+    port = free_port()
+    process = subprocess.Popen(
+        [twistd, "-n", "--pidfile=", "hvacpush", "--listen", f"tcp:{port}:interface=127.0.0.1"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        (snapshot,) = first_messages(port)
+        assert snapshot["type"] == "snapshot" and snapshot["points"]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=30)
+    assert "Traceback" not in output
+    assert not (tmp_path / "twistd.pid").exists()

@@ -1,0 +1,47 @@
+import pytest
+
+from hvac_push.points import EVERYTHING, InvalidPoint, Pattern, Subscription, check_point_id, check_value
+
+
+@pytest.mark.parametrize(
+    "pattern, point, expected",
+    [
+        ("plant/+/supply_temp", "plant/chiller-1/supply_temp", True),
+        ("plant/+/supply_temp", "plant/chiller-1/return_temp", False),
+        ("plant/chiller-1/#", "plant/chiller-1/power", True),
+        ("plant/chiller-1/#", "plant/chiller-2/power", False),
+        ("#", "any/unit/point", True),
+        ("plant/#", "plant/ahu-1/fan_speed", True),
+        ("+/+/+", "a/b/c", True),
+        ("plant/ahu-1/fan_speed", "plant/ahu-1/fan_speed", True),
+        ("plant/ahu-1/fan_speed", "plant/ahu-1/fan_speed.x", False),
+    ],
+)
+def test_pattern_matches_levels_like_mqtt(pattern, point, expected):
+    assert Pattern.parse(pattern).matches(point) is expected
+
+
+@pytest.mark.parametrize("bad", ["", "a/#/b", "a/b", "a/b/c/d", "a/b+/c", "a//c", 5, "a/b/" + "x" * 300])
+def test_bad_patterns_are_refused_with_a_reason(bad):
+    with pytest.raises(InvalidPoint):
+        Pattern.parse(bad)
+
+
+@pytest.mark.parametrize("bad", ["a/b", "a/b/c/d", "a/b c/d", "/a/b", "a/+/c", "a/#/c", ""])
+def test_point_ids_must_be_three_clean_levels(bad):
+    with pytest.raises(InvalidPoint):
+        check_point_id(bad)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), None, [1], {"a": 1}, 2**60, "x" * 1000])
+def test_values_must_be_json_safe_scalars(bad):
+    with pytest.raises(InvalidPoint):
+        check_value(bad)
+
+
+def test_subscriptions_with_equal_patterns_are_one_object():
+    a = Subscription.of([Pattern.parse("a/+/c"), Pattern.parse("x/y/#")])
+    b = Subscription.of([Pattern.parse("x/y/#"), Pattern.parse("a/+/c")])
+    assert a is b
+    assert a.matches("a/b/c") and a.matches("x/y/z") and not a.matches("a/b/d")
+    assert EVERYTHING.everything and EVERYTHING.matches("q/r/s")

@@ -1,0 +1,110 @@
+"""Command-line options: good values build a service, bad ones give one clear line."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from twisted.application.service import MultiService
+from twisted.internet.testing import MemoryReactorClock
+from twisted.python import usage
+
+from hvac_push.tap import Options, makeService
+from tests.wsprobe import first_messages, free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+TWISTD = str(Path(sys.executable).with_name("twistd"))
+
+
+def parse(*argv: str) -> Options:
+    options = Options()
+    options.parseOptions(list(argv))
+    return options
+
+
+def test_defaults_listen_on_8080_and_run_the_simulator():
+    options = parse()
+    assert options["listen"] == ["tcp:8080"]
+    assert options["interval"] == 100.0 and options["allow-origin"] == []
+    service = makeService(options, reactor=MemoryReactorClock())
+    assert isinstance(service, MultiService)
+    assert [p.producer.name for p in service.producers] == ["simulator"]
+
+
+def test_repeatable_options_accumulate():
+    options = parse(
+        "--listen", "tcp:0:interface=127.0.0.1", "--listen", r"tcp6:0:interface=\:\:1",
+        "--allow-origin", "https://a.example", "--allow-origin", "null",
+        "--ws-option", "autoPingInterval=5", "--ws-option", "failByDrop=true",
+    )
+    assert len(options["listen"]) == 2
+    assert options["allow-origin"] == ["https://a.example", "null"]
+    assert options["ws-option"] == {"autoPingInterval": 5, "failByDrop": True}
+
+
+def test_ws_options_reach_autobahn():
+    options = parse("--ws-option", "maxMessagePayloadSize=1000", "--ws-option", "openHandshakeTimeout=3")
+    service = makeService(options, reactor=MemoryReactorClock())
+    assert service.factory.maxMessagePayloadSize == 1000
+    assert service.factory.openHandshakeTimeout == 3
+    assert service.factory.failByDrop is False  # our default survives
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--interval", "abc"], "--interval: expected a number"),
+        (["--interval", "0"], "--interval: must be between"),
+        (["--sim-units", "0"], "--sim-units: must be between"),
+        (["--sim-rate", "-5"], "--sim-rate: must be between"),
+        (["--max-connections", "many"], "--max-connections: expected a number"),
+        (["--listen", "tcp:notaport"], "--listen 'tcp:notaport'"),
+        (["--listen", "bogus:1"], "--listen 'bogus:1'"),
+        (["--allow-origin", "example.com"], "expected scheme://host"),
+        (["--ws-option", "nonsense"], "expects KEY=VALUE"),
+        (["--ws-option", "foo=1"], "not an Autobahn protocol option"),
+        (["--ws-option", "maxConnections=3"], "use --max-connections"),
+        (["--ws-option", "versions=[99]"], "bad WebSocket option"),
+    ],
+)
+def test_bad_values_are_usage_errors_naming_the_option(argv, message):
+    with pytest.raises(usage.UsageError) as e:
+        parse(*argv)
+    assert message in str(e.value)
+
+
+@pytest.mark.slow
+def test_twistd_with_a_bad_value_ends_with_one_line_and_no_traceback(tmp_path):
+    result = subprocess.run(
+        [TWISTD, "-n", "--pidfile=", "hvacpush", "--sim-rate", "lots"],
+        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "Traceback" not in output
+    assert output.strip().splitlines()[-1].endswith("--sim-rate: expected a number, got 'lots'")
+
+
+@pytest.mark.slow
+def test_twistd_serves_the_simulated_plant_from_the_source_tree(tmp_path):
+    port = free_port()
+    process = subprocess.Popen(
+        [TWISTD, "-n", "--pidfile=", "hvacpush", "--listen", f"tcp:{port}:interface=127.0.0.1", "--sim-units", "3"],
+        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        snapshot, update = first_messages(port, count=2)
+        assert snapshot["type"] == "snapshot" and len(snapshot["points"]) == 21
+        assert {pid.split("/")[1] for pid in snapshot["points"]} == {"chiller-1", "crac-1", "ahu-1"}
+        assert update["type"] == "update" and update["version"] > snapshot["version"]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=30)
+    assert process.returncode in (0, -signal.SIGTERM), output  # twistd re-raises the signal
+    assert "Traceback" not in output
