@@ -17,6 +17,7 @@ from hvac_push.points import (
     STATUSES,
     InvalidPoint,
     Point,
+    PointMeta,
     Sample,
     Subscription,
     check_point_id,
@@ -42,6 +43,8 @@ class Hub:
         self._points: dict[str, Point] = {}
         self._listeners: list[ChangeListener] = []
         self.rejected = 0
+        #: Per-point configuration (display name, expected interval, alarm limits).
+        self.meta: dict[str, PointMeta] = {}
 
     # -- writing ------------------------------------------------------------
 
@@ -102,6 +105,31 @@ class Hub:
         point = Point(sample.point_id, value, sample.unit, ts, sample.status, self.version)
         self._points[sample.point_id] = point
         return point
+
+    def set_status(self, point_ids: Iterable[str], status: str) -> int:
+        """Change the status of known points, keeping value and ts; return how many changed.
+
+        For sources that lose their device or broker: the last value stays
+        visible, marked as no longer trustworthy.
+        """
+        if status not in STATUSES:
+            raise InvalidPoint(f"status must be one of {', '.join(STATUSES)}")
+        changed = 0
+        for point_id in point_ids:
+            old = self._points.get(point_id)
+            if old is None or old.status == status:
+                continue
+            del self._points[point_id]
+            self.version += 1
+            self._points[point_id] = Point(point_id, old.value, old.unit, old.ts, status, self.version)
+            changed += 1
+        if changed:
+            self._notify()
+        return changed
+
+    def configure(self, point_id: str, meta: PointMeta) -> None:
+        """Record configuration for a point (it need not have a value yet)."""
+        self.meta[check_point_id(point_id)] = meta
 
     # -- reading ------------------------------------------------------------
 

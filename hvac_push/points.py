@@ -81,6 +81,34 @@ class Point:
     version: int
 
 
+SEVERITIES = ("critical", "major", "minor", "warning")
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmLimits:
+    """Limit alarm settings for one point (any limit may be absent).
+
+    The alarm triggers when the value stays beyond a limit for C{delay}
+    seconds, and clears only once it is back inside by more than C{deadband}.
+    """
+
+    high: float | None = None
+    low: float | None = None
+    deadband: float = 0.0
+    delay: float = 0.0
+    severity: str = "major"
+
+
+@dataclass(frozen=True, slots=True)
+class PointMeta:
+    """What configuration knows about a point beyond its samples."""
+
+    name: str = ""
+    #: Seconds between updates the source promises; silence for 3x this makes the point stale.
+    expected_interval: float | None = None
+    limits: AlarmLimits | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class Pattern:
     """An MQTT-style filter over the three levels of a point id.

@@ -73,3 +73,13 @@ def test_listeners_hear_once_per_batch_and_a_failing_listener_is_contained():
 
 def test_each_hub_has_its_own_random_epoch():
     assert Hub().epoch != Hub().epoch
+
+
+def test_set_status_keeps_value_and_ts_and_is_a_change():
+    hub = make_hub()
+    hub.publish(Sample("p/u/a", 2.0, "°C", ts=20.0))
+    assert hub.set_status(["p/u/a", "p/u/unknown"], "fault") == 1
+    point = hub.get("p/u/a")
+    assert (point.value, point.ts, point.status, point.version) == (2.0, 20.0, "fault", 2)
+    assert hub.set_status(["p/u/a"], "fault") == 0
+    assert [p.point_id for p in hub.changed_since(1)] == ["p/u/a"]

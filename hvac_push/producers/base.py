@@ -59,6 +59,10 @@ class Publisher:
 
     __call__ = publish_many
 
+    def publish_status(self, point_ids: Sequence[str], status: str) -> None:
+        """Mark points C{ok}, C{stale} or C{fault} without a new value (from any thread)."""
+        self._reactor.callFromThread(self._hub.set_status, list(point_ids), status)
+
     def publish(
         self,
         point_id: str,
