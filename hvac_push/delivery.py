@@ -19,7 +19,12 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from hvac_push import wire
+from hvac_push.alarms import Alarm, AlarmEngine
+from hvac_push.auth import Authenticator
+from hvac_push.history import History
+from hvac_push.limits import DEFAULT_LIMITS, ConnectionGuard, Limits
 from hvac_push.hub import Hub
+from hvac_push.metrics import FLUSH_BUCKETS, LATENCY_BUCKETS, Buckets
 from hvac_push.points import Subscription
 from hvac_push.protocol import PushServerProtocol
 from hvac_push.wsoptions import apply_protocol_options
@@ -38,7 +43,11 @@ class DeliveryStats:
         self.bytes_sent = 0
         self.skipped_paused = 0
         self.handshakes_denied: dict[int, int] = {}
+        self.handshakes_accepted = 0
         self.last_flush_seconds = 0.0
+        #: Observed once per flush, and once per point per group frame (see L{hvac_push.metrics}).
+        self.flush_seconds = Buckets(FLUSH_BUCKETS)
+        self.latency_seconds = Buckets(LATENCY_BUCKETS)
 
 
 class PushServerFactory(WebSocketServerFactory):
@@ -62,9 +71,17 @@ class PushServerFactory(WebSocketServerFactory):
         max_connections: int = 10_000,
         ws_options: Mapping[str, Any] | None = None,
         url: str | None = None,
+        authenticator: Authenticator | None = None,
+        limits: Limits = DEFAULT_LIMITS,
     ):
         super().__init__(url, reactor=reactor)
-        apply_protocol_options(self, ws_options or {})
+        # The limits set Autobahn's size and handshake options; explicit ws_options win.
+        apply_protocol_options(self, {**limits.protocol_options(), **(ws_options or {})})
+        #: Checks handshake tokens (L{hvac_push.auth}); L{None} admits everyone with full rights.
+        self.authenticator = authenticator
+        self.limits = limits
+        #: Per-IP counts, paused clients and the counters of L{hvac_push.limits}.
+        self.guard = ConnectionGuard(limits, reactor)
         self.hub = hub
         self._clock = reactor
         self.interval = interval
@@ -79,7 +96,30 @@ class PushServerFactory(WebSocketServerFactory):
         self._loop = LoopingCall(self.tick)
         self._loop.clock = reactor
         self._drained: list[Deferred[None]] = []
+        #: Optional parts, attached by L{hvac_push.service.PushService}.
+        self.alarms: AlarmEngine | None = None
+        self.history: History | None = None
         hub.add_listener(self.wake)
+
+    def now(self) -> float:
+        """The reactor's clock (wall-clock seconds under a real reactor)."""
+        return self._clock.seconds()
+
+    def attach_alarms(self, alarms: AlarmEngine) -> None:
+        self.alarms = alarms
+        alarms.add_listener(self.send_alarm)
+
+    def send_alarm(self, seq: int, alarm: Alarm) -> None:
+        """Deliver one alarm transition at once to every client that sees its point.
+
+        Pending point updates go first, so a client never sees an alarm about
+        a value it has not been sent yet.
+        """
+        self.flush()
+        payload = wire.encode_alarm(seq, alarm)
+        for client in list(self.clients):
+            if client.may_see(alarm.point):
+                client.send_bytes(payload)
 
     # -- admission (called from the protocol's handshake) --------------------
 
@@ -103,6 +143,7 @@ class PushServerFactory(WebSocketServerFactory):
 
     def client_opened(self, protocol: PushServerProtocol) -> None:
         self.clients.add(protocol)
+        self.stats.handshakes_accepted += 1
 
     def client_closed(self, protocol: PushServerProtocol) -> None:
         self.clients.discard(protocol)
@@ -110,6 +151,7 @@ class PushServerFactory(WebSocketServerFactory):
     def connection_lost(self, protocol: PushServerProtocol) -> None:
         self.clients.discard(protocol)
         self.connections.discard(protocol)
+        self.guard.forget(protocol)
         if not self.connections:
             drained, self._drained = self._drained, []
             for d in drained:
@@ -140,16 +182,22 @@ class PushServerFactory(WebSocketServerFactory):
         """The poll: every client whose version is behind the hub's gets caught up."""
         self.stats.ticks += 1
         self.flush()
+        if self.guard.paused:
+            self.guard.check_slow()  # only paused clients are looked at
 
     def flush(self) -> None:
         hub = self.hub
         version = hub.version
         groups: dict[tuple[int, Subscription], list[PushServerProtocol]] = {}
+        filtered: list[PushServerProtocol] = []
         stats = self.stats
         for client in self.clients:
-            if client.last_version < version:
+            if client.last_version < version or (client.cov is not None and client.cov.held):
                 if client.paused:
                     stats.skipped_paused += 1
+                    continue
+                if client.cov is not None:
+                    filtered.append(client)
                     continue
                 key = (client.last_version, client.subscription)
                 members = groups.get(key)
@@ -157,6 +205,8 @@ class PushServerFactory(WebSocketServerFactory):
                     groups[key] = [client]
                 else:
                     members.append(client)
+        if filtered:
+            self._flush_filtered(filtered, version)
         if not groups:
             return
         started = time.perf_counter()
@@ -169,13 +219,29 @@ class PushServerFactory(WebSocketServerFactory):
                 stats.frames_encoded += 1
                 stats.messages_sent += len(members)
                 stats.bytes_sent += len(prepared.payloadHybi) * len(members)
+                frame = prepared.payloadHybi
                 for client in members:
-                    client.send_prepared(prepared)
+                    if client.raw_send(frame):
+                        client.send_prepared(prepared)
                     client.last_version = version
+                stats.latency_seconds.observe_ages(self._clock.seconds(), changed)
             else:
                 for client in members:
                     client.last_version = version
-        stats.last_flush_seconds = time.perf_counter() - started
+        stats.last_flush_seconds = elapsed = time.perf_counter() - started
+        stats.flush_seconds.observe(elapsed)
+
+    def _flush_filtered(self, clients: list[PushServerProtocol], version: int) -> None:
+        """Clients with change-of-value filters: one selection and encode each."""
+        hub = self.hub
+        now = self.now()
+        for client in clients:
+            assert client.cov is not None
+            points = client.cov.select(hub, client.last_version, client.subscription, now)
+            client.last_version = version
+            if points:
+                client.send_bytes(wire.encode_update(hub.epoch, version, points))
+                self.stats.messages_sent += 1
 
     # -- shutdown -------------------------------------------------------------
 

@@ -110,6 +110,20 @@ class PointMeta:
 
 
 @dataclass(frozen=True, slots=True)
+class CovRule:
+    """Change-of-value filter for one subscribed pattern (BACnet COV / OPC UA style).
+
+    A value is sent when it moved more than C{deadband} from the last value
+    sent, or when C{max_interval} seconds passed since then; never more often
+    than every C{min_interval} seconds.
+    """
+
+    deadband: float = 0.0
+    min_interval: float = 0.0
+    max_interval: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Pattern:
     """An MQTT-style filter over the three levels of a point id.
 

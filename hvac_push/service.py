@@ -18,7 +18,15 @@ from twisted.web.server import Site
 
 from hvac_push import __version__
 from hvac_push.delivery import PushServerFactory
+from hvac_push.alarms import AlarmEngine
+from hvac_push.auth import Authenticator
+from hvac_push.history import DEFAULT_WINDOW, History
+from hvac_push.health import Readiness, ReadinessCheck
+from hvac_push.limits import DEFAULT_LIMITS, GuardedSite, Limits
 from hvac_push.hub import Hub
+from hvac_push.metrics import MetricsResource, make_registry
+from hvac_push.points import AlarmLimits
+from hvac_push.status import DEFAULT_EXPECTED_INTERVAL, StalenessWatcher
 from hvac_push.producers.base import Producer, ProducerService, Publisher, ReactorLike
 from hvac_push.web import PushResource, make_root, make_site
 
@@ -66,10 +74,16 @@ class PushService(MultiService):
         ws_options: Mapping[str, Any] | None = None,
         epoch: str | None = None,
         drain_timeout: float = 5.0,
+        history_window: float = DEFAULT_WINDOW,
+        default_interval: float = DEFAULT_EXPECTED_INTERVAL,
+        alarm_ring: int = 1000,
+        stale_check: float = 1.0,
+        authenticator: Authenticator | None = None,
+        limits: Limits = DEFAULT_LIMITS,
     ):
         super().__init__()
         self.reactor = reactor
-        self.hub = Hub(epoch)
+        self.hub = Hub(epoch, clock=reactor.seconds)
         self.factory = PushServerFactory(
             self.hub,
             reactor,
@@ -77,22 +91,71 @@ class PushService(MultiService):
             allowed_origins=allowed_origins,
             max_connections=max_connections,
             ws_options=ws_options,
+            authenticator=authenticator,
+            limits=limits,
         )
+        self.history = History(self.hub, window=history_window)
+        self.alarms = AlarmEngine(self.hub, reactor, ring_size=alarm_ring)
+        self.staleness = StalenessWatcher(
+            self.hub, reactor, default_interval=default_interval, check_every=stale_check
+        )
+        self.factory.history = self.history
+        self.factory.attach_alarms(self.alarms)
         #: Thread-safe publishing for producers and users' own threads.
         self.publisher = Publisher(self.hub, reactor)
         self.producers: list[ProducerService] = []
         _DeliveryService(self.factory, reactor, drain_timeout).setServiceParent(self)
+        #: Conditions that must all hold for C{/healthz} to answer 200 (see L{add_readiness_check}).
+        self.readiness = Readiness()
+        self.readiness.add("started", lambda: (bool(self.running), "running" if self.running else "stopped"))
+        #: This service's own Prometheus registry, served at C{/metrics}.
+        self.metrics_registry = make_registry(self)
+
+    def startService(self) -> None:
+        super().startService()
+        self.staleness.start()
+
+    def stopService(self) -> Deferred[None]:
+        self.staleness.stop()
+        return super().stopService()
+
+    def set_limits(self, point_id: str, limits: AlarmLimits | None) -> None:
+        """Set or clear a point's alarm limits (reactor thread); they override the config."""
+        self.alarms.set_limits(point_id, limits)
 
     def resource(self) -> PushResource:
         """The WebSocket resource, to mount at any path of your own C{Site}."""
         return PushResource(self.factory)
 
     def root(self) -> Resource:
-        """The full resource tree (C{/ws}, C{/healthz}, C{/})."""
-        return make_root(self.factory, self.health)
+        """The full resource tree (C{/ws}, C{/healthz}, C{/metrics}, C{/})."""
+        return make_root(self.factory, self.health, metrics=self.metrics_resource())
+
+    def metrics_resource(self) -> MetricsResource:
+        """C{/metrics}, to mount in your own C{Site} when embedding."""
+        return MetricsResource(self.metrics_registry)
+
+    def add_readiness_check(self, name: str, check: ReadinessCheck) -> None:
+        """Hold C{/healthz} at 503 until C{check()} returns C{(True, detail)}.
+
+        C{check} is called on the reactor thread each time health is read and
+        must return C{(ok, detail)} quickly; C{detail} (a short string or small
+        JSON value) appears under C{checks} in the health document.
+        """
+        self.readiness.add(name, check)
+
+    def remove_readiness_check(self, name: str) -> None:
+        self.readiness.remove(name)
 
     def site(self) -> Site:
-        return make_site(self.root())
+        """Our own C{Site}, which also drops connections that do not finish a request within the handshake timeout."""
+        return make_site(self.root(), site_factory=self._guarded_site)
+
+    def _guarded_site(self, root: Resource) -> Site:
+        factory = self.factory
+        return GuardedSite(
+            root, clock=self.reactor, handshake_timeout=factory.limits.handshake_timeout, stats=factory.guard.stats
+        )
 
     def add_producer(self, producer: Producer) -> ProducerService:
         """Run C{producer} in its own supervised thread while this service runs."""
@@ -110,8 +173,10 @@ class PushService(MultiService):
     def health(self) -> dict[str, Any]:
         """The C{/healthz} document."""
         hub = self.hub
+        ready, checks = self.readiness.check()
         return {
-            "ready": bool(self.running),
+            "ready": ready,
+            "checks": checks,
             "version": __version__,
             "epoch": hub.epoch,
             "hub_version": hub.version,

@@ -27,16 +27,135 @@ def _number(kind: type, name: str, low: float, high: float) -> Any:
             raise usage.UsageError(f"--{name}: must be between {low:g} and {high:g}, got {text}")
         return value
 
-    coerce.coerceDoc = f"Between {low:g} and {high:g}."  # type: ignore[attr-defined]
+    coerce.coerceDoc = f"Between {_plain(low)} and {_plain(high)}."  # type: ignore[attr-defined]
     return coerce
+
+
+def _plain(number: float) -> str:
+    """C{4294967296}, not C{4.29497e+09}: bounds as people type them."""
+    return str(int(number)) if float(number).is_integer() else f"{number:g}"
+
+
+def _choice(name: str, choices: tuple[str, ...]) -> Any:
+    def coerce(text: str) -> str:
+        if text not in choices:
+            raise usage.UsageError(f"--{name}: expected one of {', '.join(choices)}, got {text!r}")
+        return text
+
+    coerce.coerceDoc = f"One of: {', '.join(choices)}."  # type: ignore[attr-defined]
+    return coerce
+
+
+def _select_json_logs(options: usage.Options) -> None:
+    """Under twistd, make twistd's own C{--logger} the JSON observer (see L{hvac_push.logs})."""
+    from hvac_push.logs import JSON_OBSERVER
+
+    twistd = getattr(options, "parent", None)
+    if twistd is None:
+        return  # embedded: the host program owns logging
+    if twistd.get("logger") not in (None, JSON_OBSERVER):
+        raise usage.UsageError("--log-format json: twistd --logger already chooses the log observer; use one")
+    if not twistd.get("nodaemon"):
+        raise usage.UsageError("--log-format json writes to standard output: run twistd with -n")
+    twistd["logger"] = JSON_OBSERVER
+
+
+#: Authentication and per-client limits (docs/security.md); 0 turns a limit off.
+_SECURITY_PARAMETERS = [
+    ["auth-jwt-secret-file", None, None, "Require a JWT signed with the HS256 secret in this file "
+     "(at least 32 bytes)."],
+    ["auth-jwt-public-key-file", None, None, "Require a JWT signed with the private half of this PEM "
+     "public key (RSA: RS256, P-256: ES256)."],
+    ["auth-jwt-algorithm", None, None, "The one JWT algorithm accepted (default: HS256 for a secret, "
+     "the key's own for a public key).", _choice("auth-jwt-algorithm", ("HS256", "RS256", "ES256"))],
+    ["auth-audience", None, None, "JWTs must carry this 'aud'."],
+    ["auth-issuer", None, None, "JWTs must carry this 'iss'."],
+    ["auth-token-file", None, None, "Require a static token listed (SHA-256 only) in this TOML file; "
+     "make entries with python -m hvac_push.auth hash."],
+    ["max-message-size", None, 65536, "Largest client message in bytes; larger ones close the connection (1009).",
+     _number(int, "max-message-size", 125, 16 * 1024 * 1024)],
+    ["client-rate", None, 20.0, "Client messages per second per connection; over it they get "
+     "'rate_limited' errors.", _number(float, "client-rate", 0, 100_000)],
+    ["client-burst", None, 40, "Messages a client may send at once; more than this many refused "
+     "messages close the connection (1008).", _number(int, "client-burst", 1, 1_000_000)],
+    ["max-connections-per-ip", None, 100, "WebSocket connections from one IP beyond this get HTTP 429 "
+     "(0: no limit; use 0 behind a reverse proxy).", _number(int, "max-connections-per-ip", 0, 1_000_000)],
+    ["handshake-timeout", None, 10.0, "Seconds a new connection has to send its whole request "
+     "before it is dropped.", _number(float, "handshake-timeout", 0.1, 300)],
+    ["max-subscriptions", None, 256, "Patterns one connection may subscribe to.",
+     _number(int, "max-subscriptions", 1, 100_000)],
+    ["send-buffer", None, 65536, "SO_SNDBUF of client sockets in bytes, so slow readers are found "
+     "early (0: kernel default).", _number(int, "send-buffer", 0, 64 * 1024 * 1024)],
+    ["slow-client-timeout", None, 30.0, "Seconds a client may stop reading before it is closed (1013); "
+     "0: never.", _number(float, "slow-client-timeout", 0, 86_400)],
+]
+
+
+def _security(options: usage.Options) -> tuple[Any, Any]:
+    """The authenticator and limits the options describe; a bad file is a one-line usage error."""
+    from hvac_push.auth import Authenticator, JWTVerifier, StaticTokens, TokenVerifier
+    from hvac_push.limits import Limits
+
+    verifiers: list[TokenVerifier] = []
+    if options["auth-token-file"] is not None:
+        try:
+            verifiers.append(StaticTokens.load(options["auth-token-file"]))
+        except ValueError as e:
+            raise usage.UsageError(f"--auth-token-file: {e}") from None
+    secret, public = options["auth-jwt-secret-file"], options["auth-jwt-public-key-file"]
+    if secret is not None and public is not None:
+        raise usage.UsageError("--auth-jwt-secret-file and --auth-jwt-public-key-file: give one, not both")
+    if secret is not None or public is not None:
+        name = "--auth-jwt-secret-file" if secret is not None else "--auth-jwt-public-key-file"
+        try:
+            verifiers.append(JWTVerifier.from_files(
+                secret_file=secret, public_key_file=public, algorithm=options["auth-jwt-algorithm"],
+                audience=options["auth-audience"], issuer=options["auth-issuer"],
+            ))
+        except ValueError as e:
+            raise usage.UsageError(f"{name}: {e}") from None
+    else:
+        for name in ("auth-jwt-algorithm", "auth-audience", "auth-issuer"):
+            if options[name] is not None:
+                raise usage.UsageError(f"--{name}: needs --auth-jwt-secret-file or --auth-jwt-public-key-file")
+    authenticator = Authenticator(verifiers) if verifiers else None
+    try:
+        limits = Limits(
+            max_message_size=options["max-message-size"],
+            client_rate=options["client-rate"],
+            client_burst=options["client-burst"],
+            max_connections_per_ip=options["max-connections-per-ip"],
+            handshake_timeout=options["handshake-timeout"],
+            max_subscriptions=options["max-subscriptions"],
+            send_buffer=options["send-buffer"],
+            slow_client_timeout=options["slow-client-timeout"],
+        )
+    except ValueError as e:
+        raise usage.UsageError(f"limits: {e}") from None
+    return authenticator, limits
 
 
 class Options(usage.Options):
     synopsis = "[options]"
+    #: Argument names for the generated reference (docs/configuration.md); others show VALUE.
+    metavars = {
+        "interval": "MS", "sim-units": "N", "sim-rate": "PER_S", "sim-seed": "SEED", "max-connections": "N",
+        "drain-timeout": "SECONDS", "log-format": "FORMAT", "listen": "ENDPOINT", "allow-origin": "ORIGIN",
+        "ws-option": "KEY=VALUE", "config": "PATH",
+        "auth-jwt-secret-file": "PATH", "auth-jwt-public-key-file": "PATH", "auth-jwt-algorithm": "ALG",
+        "auth-token-file": "PATH", "auth-audience": "AUD", "auth-issuer": "ISS", "max-message-size": "BYTES",
+        "client-rate": "PER_S", "client-burst": "N", "max-connections-per-ip": "N", "handshake-timeout": "SECONDS",
+        "max-subscriptions": "N", "send-buffer": "BYTES", "slow-client-timeout": "SECONDS",
+    }
     longdesc = (
         "Push live HVAC telemetry to WebSocket clients at /ws. With no data "
         "source configured, a built-in plant simulator feeds the server."
     )
+
+    optFlags = [
+        ["derived", None, "With the simulator, also publish derived points: temperature forecasts, energy and "
+         "cost, delta-T, COP, compressor short-cycling, schedules (docs/derived.md)."],
+    ]
 
     optParameters = [
         ["interval", None, 100.0, "Delivery poll period in milliseconds (data is also flushed as soon as it arrives).",
@@ -50,7 +169,17 @@ class Options(usage.Options):
          _number(int, "max-connections", 1, 1_000_000)],
         ["drain-timeout", None, 5.0, "Seconds to wait for clients to close on shutdown.",
          _number(float, "drain-timeout", 0, 300)],
-    ]
+        ["history-window", None, 900.0, "Seconds of samples kept per point for trend charts.",
+         _number(float, "history-window", 0, 86_400)],
+        ["default-interval", None, 60.0,
+         "Expected seconds between updates for points whose source or config says nothing; "
+         "silence for 3x this marks a point stale.",
+         _number(float, "default-interval", 0.1, 86_400)],
+        ["log-format", None, "text", "Log lines as text, or as json (one object per line on stdout; needs -n).",
+         _choice("log-format", ("text", "json"))],
+        ["config", None, None, "Plant config file (TOML): sites, units, points and their MQTT / Modbus TCP "
+         "sources, instead of the simulator (see docs/sources.md). SIGHUP reloads it."],
+    ] + _SECURITY_PARAMETERS
 
     def __init__(self) -> None:
         super().__init__()
@@ -85,6 +214,16 @@ class Options(usage.Options):
     def postOptions(self) -> None:
         if not self["listen"]:
             self["listen"] = [DEFAULT_LISTEN]
+        if self["log-format"] == "json":
+            _select_json_logs(self)
+        self["plant"] = None
+        if self["config"] is not None:
+            from hvac_push.config import ConfigError, load_config
+
+            try:
+                self["plant"] = load_config(self["config"])
+            except ConfigError as e:
+                raise usage.UsageError(str(e)) from None
         # Catch bad Autobahn option values now, not at start-up.
         from autobahn.twisted.websocket import WebSocketServerFactory
 
@@ -94,6 +233,31 @@ class Options(usage.Options):
             apply_protocol_options(WebSocketServerFactory(reactor=MemoryReactor()), self["ws-option"])
         except ValueError as e:
             raise usage.UsageError(str(e)) from None
+        self["authenticator"], self["limits"] = _security(self)
+
+
+def configure_simulated_points(service: Any, simulator: Any) -> None:
+    """Each simulated point updates every C{points / rate} seconds: that is its expected interval."""
+    from hvac_push.points import PointMeta
+
+    point_ids = simulator.model.point_ids()
+    interval = max(len(point_ids) / simulator.rate, 0.1)
+    for point_id in point_ids:
+        service.hub.configure(point_id, PointMeta(expected_interval=interval, limits=_demo_limits(point_id)))
+
+
+def _demo_limits(point_id: str) -> Any:
+    """Plausible alarm limits for the simulated plant, so the demo shows alarms."""
+    from hvac_push.points import AlarmLimits
+
+    unit, point = point_id.split("/")[1:]
+    if point != "supply_temp":
+        return None
+    if unit.startswith("chiller"):
+        return AlarmLimits(high=9.0, low=4.0, deadband=0.3, delay=5.0, severity="major")
+    if unit.startswith("crac"):
+        return AlarmLimits(high=22.0, low=15.0, deadband=0.5, delay=5.0, severity="critical")
+    return AlarmLimits(high=17.0, low=10.0, deadband=0.5, delay=5.0, severity="minor")
 
 
 def makeService(config: Options, reactor: Any = None) -> IService:
@@ -103,6 +267,7 @@ def makeService(config: Options, reactor: Any = None) -> IService:
 
         reactor = global_reactor
     from hvac_push.producers.simulator import SimulatorProducer
+    from hvac_push.limits import DEFAULT_LIMITS
     from hvac_push.service import PushService
 
     service = PushService(
@@ -112,10 +277,25 @@ def makeService(config: Options, reactor: Any = None) -> IService:
         max_connections=config["max-connections"],
         ws_options=config["ws-option"],
         drain_timeout=config["drain-timeout"],
+        history_window=config["history-window"],
+        default_interval=config["default-interval"],
+        authenticator=config.get("authenticator"),
+        limits=config.get("limits") or DEFAULT_LIMITS,
     )
-    service.add_producer(
-        SimulatorProducer(units=config["sim-units"], rate=config["sim-rate"], seed=config["sim-seed"])
-    )
+    if config.get("plant") is not None:
+        from hvac_push.plant import install_plant
+
+        # Config sources instead of the simulator (unless the config has a [simulator] table).
+        install_plant(service, config["plant"], sighup=True, on_simulator=configure_simulated_points)
+    else:
+        simulator = SimulatorProducer(units=config["sim-units"], rate=config["sim-rate"], seed=config["sim-seed"])
+        configure_simulated_points(service, simulator)
+        if config.get("derived"):
+            from hvac_push.derived import DerivedPoints, simulator_settings
+
+            # Forecasts, energy, efficiency and equipment health as live points (docs/derived.md).
+            DerivedPoints(service.hub, reactor, simulator_settings(simulator.model.unit_names), alarms=service.alarms)
+        service.add_producer(simulator)
     for description in config["listen"]:
         service.add_listener(description)
     return service

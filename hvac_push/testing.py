@@ -109,13 +109,28 @@ def connect(
     headers: dict[str, str] | None = None,
     origin: str | None = None,
     client: type[PushClient] = PushClient,
+    protocols: Sequence[str] = (),
+    tls: Any = None,
 ) -> Deferred[PushClient]:
-    """Open a real WebSocket connection; fires with the client once it is open."""
+    """Open a real WebSocket connection; fires with the client once it is open.
+
+    C{protocols} are the subprotocols offered. With C{tls} (a client TLS
+    context, e.g. C{optionsForClientTLS(...)}) it connects with C{wss://}.
+    """
+    scheme = "ws" if tls is None else "wss"
     factory = WebSocketClientFactory(
-        f"ws://{host}:{port}{path}", headers=headers or {}, origin=origin, reactor=reactor
+        f"{scheme}://{host}:{port}{path}",
+        headers=headers or {},
+        origin=origin,
+        protocols=list(protocols) or None,
+        reactor=reactor,
     )
     factory.protocol = client
-    endpoint = TCP4ClientEndpoint(reactor, host, port, timeout=5)
+    endpoint: Any = TCP4ClientEndpoint(reactor, host, port, timeout=5)
+    if tls is not None:
+        from twisted.internet.endpoints import wrapClientTLS
+
+        endpoint = wrapClientTLS(tls, endpoint)
     d: Deferred[Any] = endpoint.connect(factory)
     return d.addCallback(lambda proto: proto.opened)
 

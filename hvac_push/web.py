@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
+import warnings
 from typing import TYPE_CHECKING, Any, Callable
 
 from autobahn.twisted.resource import WebSocketResource
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
+
+with warnings.catch_warnings():
+    # twisted.web.static builds its default error pages from deprecated classes at import time.
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from twisted.web.static import File
 
 if TYPE_CHECKING:
     from hvac_push.delivery import PushServerFactory
@@ -45,30 +52,51 @@ class HealthResource(Resource):
     render_HEAD = render_GET
 
 
-_INDEX = b"""<!doctype html><meta charset="utf-8"><title>hvac-push</title>
-<h1>hvac-push</h1><p>Live HVAC telemetry over WebSocket at <code>/ws</code>;
-health at <a href="healthz"><code>/healthz</code></a>.</p>
-"""
+#: The dashboard's files, shipped inside the package (no CDN, no internet needed).
+STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
 
 
-class IndexResource(Resource):
-    isLeaf = True
+class StaticFiles(File):
+    """The dashboard's own files: UTF-8 types, revalidated on each load, no directory listings."""
 
-    def render_GET(self, request: Request) -> bytes:
-        request.setHeader(b"content-type", b"text/html; charset=utf-8")
-        return _INDEX
+    contentTypes = {
+        **File.contentTypes,
+        ".html": "text/html; charset=utf-8",
+        ".js": "text/javascript; charset=utf-8",
+        ".css": "text/css; charset=utf-8",
+    }
+    indexNames: list[str] = []  # /static/ is not a second copy of the page
+
+    def directoryListing(self) -> Resource:
+        return self.childNotFound
+
+    def render_GET(self, request: Request) -> Any:
+        # Revalidate (Last-Modified) on every load, so an upgrade shows at once.
+        request.setHeader(b"cache-control", b"no-cache")
+        request.setHeader(b"x-content-type-options", b"nosniff")
+        return super().render_GET(request)
+
+    render_HEAD = render_GET
 
 
-def make_root(factory: "PushServerFactory", summary: Callable[[], dict[str, Any]]) -> Resource:
-    """The resource tree every listener serves."""
+def make_root(
+    factory: "PushServerFactory",
+    summary: Callable[[], dict[str, Any]],
+    metrics: Resource | None = None,
+) -> Resource:
+    """The resource tree every listener serves (C{metrics}, when given, at C{/metrics})."""
     root = Resource()
-    root.putChild(b"", IndexResource())
+    # The live dashboard: / is its page, /static/ its script and style sheet.
+    root.putChild(b"", StaticFiles(os.path.join(STATIC_DIR, "index.html")))
+    root.putChild(b"static", StaticFiles(STATIC_DIR))
     root.putChild(b"ws", PushResource(factory))
     root.putChild(b"healthz", HealthResource(summary))
+    if metrics is not None:
+        root.putChild(b"metrics", metrics)
     return root
 
 
-def make_site(root: Resource) -> Site:
-    site = Site(root)
+def make_site(root: Resource, site_factory: Callable[[Resource], Site] = Site) -> Site:
+    site = site_factory(root)
     site.displayTracebacks = False
     return site

@@ -7,15 +7,17 @@ frame costs one string join however many clients receive it.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from typing import Any, Iterable, Union
 
-from hvac_push.points import InvalidPoint, Pattern, Point
+from hvac_push.points import CovRule, InvalidPoint, Pattern, Point, check_point_id
 
 PROTOCOL_VERSION = 1
 SUBPROTOCOL = "hvac-push.v1"
 MAX_PATTERNS_PER_MESSAGE = 100
 MAX_PING_ID_LENGTH = 128
+MAX_TOKEN_LENGTH = 8192
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 
@@ -31,12 +33,17 @@ class WireError(Exception):
 
 # -- server to client -------------------------------------------------------
 
-_fragments: dict[tuple[str, int], str] = {}
+_fragments: dict[tuple[Point, type], str] = {}
 
 
 def point_fragment(point: Point) -> str:
-    """The C{"id":{...}} member for one point, memoised per (id, version)."""
-    key = (point.point_id, point.version)
+    """The C{"id":{...}} member for one point, memoised by the (immutable) point itself.
+
+    Keyed by the whole value, not by (id, version): two hubs in one process
+    can hold different points under the same id and version. The value's
+    type is part of the key because C{1 == True} in Python.
+    """
+    key = (point, type(point.value))
     fragment = _fragments.get(key)
     if fragment is None:
         if len(_fragments) > 200_000:
@@ -61,9 +68,59 @@ def _points_message(kind: str, epoch: str, version: int, points: Iterable[Point]
     ).encode("utf-8")
 
 
-def encode_snapshot(epoch: str, version: int, points: Iterable[Point]) -> bytes:
-    """C{snapshot}: the full current state of a subscription (sent first, and after subscribe)."""
-    return _points_message("snapshot", epoch, version, points, "")
+def encode_snapshot(
+    epoch: str,
+    version: int,
+    points: Iterable[Point],
+    *,
+    resync: bool = False,
+    alarms: Iterable[Any] | None = None,
+    alarm_seq: int | None = None,
+) -> bytes:
+    """C{snapshot}: the full current state of a subscription (sent first, and after subscribe).
+
+    The first snapshot also lists the listed alarms and the alarm C{seq} it is
+    current up to; C{resync} says the client's resume point was not usable.
+    """
+    extra = ',"resync":true' if resync else ""
+    if alarms is not None:
+        extra += f',"alarm_seq":{alarm_seq or 0},"alarms":{_dumps([alarm_dict(a) for a in alarms])}'
+    return _points_message("snapshot", epoch, version, points, extra)
+
+
+def alarm_dict(alarm: Any) -> dict[str, Any]:
+    """An alarm as it appears on the wire (see L{hvac_push.alarms.Alarm})."""
+    return {
+        "id": alarm.id,
+        "point": alarm.point,
+        "kind": alarm.kind,
+        "state": alarm.state,
+        "severity": alarm.severity,
+        "value": alarm.value,
+        "limit": alarm.limit,
+        "ts": alarm.ts,
+        "message": alarm.message,
+    }
+
+
+def encode_alarm(seq: int, alarm: Any) -> bytes:
+    """C{alarm}: one transition, never coalesced."""
+    return _dumps({"type": "alarm", "seq": seq, "alarm": alarm_dict(alarm)}).encode("utf-8")
+
+
+def encode_alarm_list(alarm_seq: int, alarms: Iterable[Any]) -> bytes:
+    """C{alarms} with C{resync}: the current list, when a replay cannot reach back far enough."""
+    return _dumps(
+        {"type": "alarms", "resync": True, "alarm_seq": alarm_seq, "alarms": [alarm_dict(a) for a in alarms]}
+    ).encode("utf-8")
+
+
+def encode_history(point_id: str, samples: Iterable[tuple[float, Any]]) -> bytes:
+    return _dumps({"type": "history", "point": point_id, "samples": [list(s) for s in samples]}).encode("utf-8")
+
+
+def encode_acked(alarm_id: str) -> bytes:
+    return _dumps({"type": "acked", "alarm": alarm_id}).encode("utf-8")
 
 
 def encode_update(epoch: str, version: int, points: Iterable[Point]) -> bytes:
@@ -79,6 +136,11 @@ def encode_error(code: str, detail: str) -> bytes:
     return _dumps({"type": "error", "error": code, "detail": detail}).encode("utf-8")
 
 
+def encode_authenticated(expires: float | None, points: list[str], ack: bool) -> bytes:
+    """C{authenticated}: the answer to an C{auth} message, with the new grant."""
+    return _dumps({"type": "authenticated", "expires": expires, "points": points, "ack": ack}).encode("utf-8")
+
+
 def encode_point(point: Point) -> dict[str, object]:
     """A point as a plain dict, for JSON documents outside the stream (e.g. health)."""
     return json.loads("{" + point_fragment(point) + "}")[point.point_id]
@@ -90,6 +152,25 @@ def encode_point(point: Point) -> dict[str, object]:
 @dataclass(frozen=True, slots=True)
 class Subscribe:
     patterns: tuple[Pattern, ...]
+    rule: CovRule | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Resume:
+    since: int
+    epoch: str
+    alarm_seq: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryRequest:
+    point: str
+    since: float
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    alarm: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +184,13 @@ class Ping:
 
 
 @dataclass(frozen=True, slots=True)
+class Auth:
+    """A fresh bearer token for this connection (kept out of reprs and logs)."""
+
+    token: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
 class Custom:
     """A message of a type that a protocol subclass declared it handles."""
 
@@ -110,7 +198,7 @@ class Custom:
     message: dict[str, Any]
 
 
-Command = Union[Subscribe, Unsubscribe, Ping]
+Command = Union[Subscribe, Unsubscribe, Ping, Resume, HistoryRequest, Ack, Auth]
 
 
 def parse_patterns(raw: object) -> tuple[Pattern, ...]:
@@ -132,11 +220,56 @@ def parse_patterns(raw: object) -> tuple[Pattern, ...]:
     return tuple(patterns)
 
 
+def _number(message: dict[str, Any], key: str, default: float | None, low: float = 0.0) -> float:
+    value = message.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value < 1e15:
+        raise WireError("bad_message", f"'{key}' must be a number >= {low:g}")
+    return value
+
+
+def _optional_int(message: dict[str, Any], key: str) -> int | None:
+    if key not in message or message[key] is None:
+        return None
+    value = message[key]
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 2**53:
+        raise WireError("bad_message", f"'{key}' must be a non-negative integer")
+    return value
+
+
+def parse_cov_rule(message: dict[str, Any]) -> CovRule | None:
+    """The optional change-of-value filter of a C{subscribe}."""
+    if not any(k in message for k in ("deadband", "min_interval_ms", "max_interval_ms")):
+        return None
+    deadband = _number(message, "deadband", 0.0)
+    min_ms = _optional_int(message, "min_interval_ms") or 0
+    max_ms = _optional_int(message, "max_interval_ms")
+    if max_ms is not None and max_ms < max(min_ms, 1):
+        raise WireError("bad_message", "'max_interval_ms' must be at least 1 and not below 'min_interval_ms'")
+    return CovRule(deadband, min_ms / 1000.0, None if max_ms is None else max_ms / 1000.0)
+
+
+def parse_resume(message: dict[str, Any]) -> Resume:
+    """C{resume} (also built from the C{since}/C{epoch}/C{alarm_seq} query of the handshake)."""
+    since = _optional_int(message, "since")
+    epoch = message.get("epoch")
+    if since is None or not isinstance(epoch, str) or len(epoch) > 64:
+        raise WireError("bad_message", "resume needs integer 'since' and string 'epoch'")
+    return Resume(since, epoch, _optional_int(message, "alarm_seq"))
+
+
 def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not allowed")
 
 
-_loads = json.JSONDecoder(parse_constant=_reject_constant).decode
+def _finite_float(text: str) -> float:
+    # 1e400 parses as inf, which no reply could echo (encoding refuses it).
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:20]} is out of range")
+    return value
+
+
+_loads = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float).decode
 
 
 def parse_client_message(
@@ -160,7 +293,21 @@ def parse_client_message(
     if kind in custom_types:
         return Custom(kind, message)
     if kind == "subscribe":
-        return Subscribe(parse_patterns(message.get("points")))
+        return Subscribe(parse_patterns(message.get("points")), parse_cov_rule(message))
+    if kind == "resume":
+        return parse_resume(message)
+    if kind == "history":
+        point = message.get("point")
+        try:
+            check_point_id(point)  # type: ignore[arg-type]
+        except InvalidPoint as e:
+            raise WireError("bad_message", str(e)) from None
+        return HistoryRequest(point, _number(message, "since", 0.0))  # type: ignore[arg-type]
+    if kind == "ack":
+        alarm = message.get("alarm")
+        if not isinstance(alarm, str) or not 0 < len(alarm) <= 300:
+            raise WireError("bad_message", "'alarm' must be an alarm id string")
+        return Ack(alarm)
     if kind == "unsubscribe":
         return Unsubscribe(parse_patterns(message.get("points")))
     if kind == "ping":
@@ -174,4 +321,9 @@ def parse_client_message(
         if isinstance(ping_id, int) and abs(ping_id) > 2**53:
             raise WireError("bad_message", "'id' is outside the exact JSON integer range")
         return Ping(ping_id)
+    if kind == "auth":
+        token = message.get("token")
+        if not isinstance(token, str) or not 0 < len(token) <= MAX_TOKEN_LENGTH:
+            raise WireError("bad_message", f"'token' must be a string of 1 to {MAX_TOKEN_LENGTH} characters")
+        return Auth(token)
     raise WireError("unknown_type", f"unknown message type {kind[:40]!r}")

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -40,6 +41,10 @@ def test_wheel_in_a_fresh_venv_provides_the_hvacpush_plugin_that_serves_a_snapsh
     try:
         (snapshot,) = first_messages(port)
         assert snapshot["type"] == "snapshot" and snapshot["points"]
+        # The dashboard's files ship in the wheel (package_data) and are served from it.
+        for path in ("", "static/app.js", "static/style.css"):
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/{path}", timeout=10) as response:
+                assert response.status == 200 and len(response.read()) > 500, path
     finally:
         process.send_signal(signal.SIGTERM)
         output, _ = process.communicate(timeout=30)

@@ -93,14 +93,18 @@ class ProducerState:
 
 
 class ProducerService(Service):
-    """Runs one producer in a daemon thread and restarts it with backoff when it fails."""
+    """Runs one producer in a daemon thread and restarts it with backoff when it fails.
+
+    While a crashed producer waits to be restarted, the points it had
+    published are marked C{fault}; its next samples bring them back to C{ok}.
+    """
 
     log = Logger()
 
     def __init__(
         self,
         producer: Producer,
-        publish: PublishBatch,
+        publisher: Publisher,
         reactor: ReactorLike,
         initial_backoff: float = 0.5,
         max_backoff: float = 30.0,
@@ -108,8 +112,10 @@ class ProducerService(Service):
     ):
         self.producer = producer
         self.setName(f"producer:{producer.name}")
-        self._publish = publish
+        self._publisher = publisher
         self._reactor = reactor
+        #: Point ids this producer has published (written from its thread only).
+        self.point_ids: set[str] = set()
         self.initial_backoff = initial_backoff
         self.max_backoff = max_backoff
         self.stop_timeout = stop_timeout
@@ -164,6 +170,8 @@ class ProducerService(Service):
             except Exception:
                 failure = Failure()
                 self._in_reactor(self._crashed, failure, backoff)
+                if self.point_ids and not self._stop.is_set():
+                    self._publisher.publish_status(sorted(self.point_ids), "fault")
             else:
                 if self._stop.is_set():
                     break
@@ -176,6 +184,10 @@ class ProducerService(Service):
         self._in_reactor(self._set_state, "stopped")
         if finished is not None:
             self._in_reactor(_fire_once, finished)
+
+    def _publish(self, samples: Sequence[Sample]) -> None:
+        self.point_ids.update(s.point_id for s in samples)
+        self._publisher.publish_many(samples)
 
     def _set_state(self, state: str) -> None:
         self.status.state = state

@@ -1,0 +1,170 @@
+"""Forecast accuracy: the temperature forecast against the naive "no change" forecast.
+
+Replays deterministic runs of the plant simulator (L{PlantModel}, stepped with
+irregular, seeded sample spacing like a real source), feeds every temperature
+point (C{*_temp}) through L{Forecaster} as L{hvac_push.derived} does, and at
+regular evaluation instants compares the forecast N minutes ahead with what
+the plant then really did. The naive forecast is the last value.
+
+    .venv/bin/python benchmarks/forecast_accuracy.py                    # the table in docs/performance.md
+    .venv/bin/python benchmarks/forecast_accuracy.py --seeds 1,2 --hours 1
+    .venv/bin/python benchmarks/forecast_accuracy.py --tune             # grid search on training seeds
+
+C{--tune} searches the time constants on seeds 101-103 (never the reported
+seeds) and prints the best settings by mean MAE ratio over the horizons.
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import itertools
+import os
+import platform
+import random
+import sys
+import time
+from dataclasses import dataclass
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from hvac_push.forecast import Forecaster, HoltParams  # noqa: E402
+from hvac_push.producers.simulator import PlantModel  # noqa: E402
+
+HORIZONS_MIN = (5, 15, 30)
+WARMUP_S = 900.0
+EVAL_EVERY_S = 10.0
+
+Series = list[tuple[float, float]]
+
+
+def record(seed: int, hours: float, units: int = 6) -> list[Series]:
+    """Every temperature point's samples over C{hours} of simulated plant time.
+
+    Each step is 0.3-2.0 s (seeded), and each point is sampled after each step
+    with probability 0.7, so spacing is irregular and differs between points.
+    """
+    model = PlantModel(units=units, seed=seed)
+    rng = random.Random(seed * 7919 + 1)
+    ids = [p for p in model.point_ids() if p.rsplit("/", 1)[1].endswith("_temp")]
+    series: dict[str, Series] = {p: [] for p in ids}
+    t = 0.0
+    end = hours * 3600.0
+    while t < end:
+        dt = rng.uniform(0.3, 2.0)
+        model.step(dt)
+        t += dt
+        for point_id in ids:
+            if rng.random() < 0.7:
+                value = model.value(point_id)
+                assert isinstance(value, float)
+                series[point_id].append((t, value))
+    return list(series.values())
+
+
+def _truth(times: list[float], values: list[float], at: float) -> float | None:
+    """The series linearly interpolated at C{at}, or None past its end."""
+    i = bisect.bisect_left(times, at)
+    if i >= len(times):
+        return None
+    if i == 0 or times[i] == at:
+        return values[i]
+    t0, t1 = times[i - 1], times[i]
+    return values[i - 1] + (values[i] - values[i - 1]) * (at - t0) / (t1 - t0)
+
+
+@dataclass
+class Errors:
+    model: dict[int, float]
+    naive: dict[int, float]
+    count: dict[int, int]
+
+    @classmethod
+    def empty(cls) -> "Errors":
+        return cls({h: 0.0 for h in HORIZONS_MIN}, {h: 0.0 for h in HORIZONS_MIN}, {h: 0 for h in HORIZONS_MIN})
+
+    def add(self, other: "Errors") -> None:
+        for h in HORIZONS_MIN:
+            self.model[h] += other.model[h]
+            self.naive[h] += other.naive[h]
+            self.count[h] += other.count[h]
+
+    def mae(self, h: int) -> tuple[float, float]:
+        n = max(self.count[h], 1)
+        return self.model[h] / n, self.naive[h] / n
+
+
+def evaluate(all_series: list[Series], params: HoltParams, learn_every: float = 30.0) -> Errors:
+    errors = Errors.empty()
+    for series in all_series:
+        times = [t for t, _ in series]
+        values = [v for _, v in series]
+        holt = Forecaster(tuple(60.0 * h for h in HORIZONS_MIN), params, learn_every=learn_every)
+        next_eval = WARMUP_S
+        for t, v in series:
+            holt.update(t, v)
+            if t < next_eval:
+                continue
+            next_eval = t + EVAL_EVERY_S
+            for h in HORIZONS_MIN:
+                actual = _truth(times, values, t + 60.0 * h)
+                if actual is None:
+                    continue
+                errors.model[h] += abs(holt.forecast(60.0 * h) - actual)
+                errors.naive[h] += abs(v - actual)
+                errors.count[h] += 1
+    return errors
+
+
+def table(errors: Errors) -> str:
+    lines = [
+        "| horizon | MAE forecast (°C) | MAE naive (°C) | forecast / naive | evaluations |",
+        "|---|---|---|---|---|",
+    ]
+    for h in HORIZONS_MIN:
+        model, naive = errors.mae(h)
+        lines.append(f"| {h} min | {model:.3f} | {naive:.3f} | {model / naive:.2f} | {errors.count[h]} |")
+    return "\n".join(lines)
+
+
+def tune(hours: float) -> None:
+    runs = [record(seed, hours) for seed in (101, 102, 103)]
+    data = [s for run in runs for s in run]
+    results = []
+    for tl, tt, td in itertools.product((120, 240, 600, 1200), (300, 900, 1800), (60, 300, 900)):
+        params = HoltParams(tau_level=tl, tau_trend=tt, tau_damp=td)
+        errors = evaluate(data, params)
+        ratios = [m / n for m, n in (errors.mae(h) for h in HORIZONS_MIN)]
+        results.append((sum(ratios) / len(ratios), tl, tt, td, ratios))
+    results.sort()
+    print("mean ratio  tau_level  tau_trend  tau_damp  ratios at " + ", ".join(f"{h} min" for h in HORIZONS_MIN))
+    for score, tl, tt, td, ratios in results[:10]:
+        print(f"{score:10.3f}  {tl:9}  {tt:9}  {td:8}  " + "  ".join(f"{r:.2f}" for r in ratios))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seeds", default="1,2,3,4,5", help="comma-separated simulator seeds")
+    parser.add_argument("--hours", type=float, default=3.0, help="simulated hours per seed")
+    parser.add_argument("--tune", action="store_true", help="grid-search the time constants on seeds 101-103")
+    args = parser.parse_args(argv)
+    if args.tune:
+        tune(args.hours)
+        return 0
+    seeds = [int(s) for s in args.seeds.split(",") if s]
+    params = HoltParams()
+    started = time.perf_counter()
+    total = Errors.empty()
+    for seed in seeds:
+        total.add(evaluate(record(seed, args.hours), params))
+    elapsed = time.perf_counter() - started
+    print(f"seeds {','.join(map(str, seeds))}, {args.hours:g} simulated hours each, 6 units (18 temperature points);")
+    print(f"tau_level={params.tau_level:g} s, tau_trend={params.tau_trend:g} s, tau_damp={params.tau_damp:g} s; "
+          f"evaluated every {EVAL_EVERY_S:g} s after {WARMUP_S:g} s warm-up")
+    print(f"python {platform.python_version()} on {platform.machine()}, {elapsed:.1f} s\n")
+    print(table(total))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,273 @@
+"""Real peers for source tests: a mosquitto child process and a pymodbus TCP server thread.
+
+Both listen on 127.0.0.1 on a free port, never on a system service's port, and
+both can be stopped and started again on the same port to test outages.
+Import the fixtures into a test module: C{from tests.brokers import mosquitto, modbus_server}.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import pytest
+
+from tests.wsprobe import free_port
+
+
+def mosquitto_binary() -> str | None:
+    found = shutil.which("mosquitto")
+    if found:
+        return found
+    for candidate in ("/usr/sbin/mosquitto", "/usr/bin/mosquitto"):
+        if os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def _wait_accepting(port: int, timeout: float, alive: Any = None) -> None:
+    deadline = time.monotonic() + timeout
+    for _ in range(int(timeout / 0.02) + 1):
+        if alive is not None and not alive():
+            raise RuntimeError("the server process exited while starting")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.02)
+    raise TimeoutError(f"nothing accepted connections on 127.0.0.1:{port} within {timeout}s")
+
+
+class Mosquitto:
+    """A private mosquitto broker: generated config in C{folder}, loopback only, no persistence."""
+
+    def __init__(
+        self, folder: Path, port: int | None = None, extra_config: Sequence[str] = (), allow_anonymous: bool = True
+    ):
+        binary = mosquitto_binary()
+        if binary is None:
+            raise RuntimeError("mosquitto is not installed (scripts/bootstrap --test installs it)")
+        self.binary = binary
+        self.folder = folder
+        self.port = port or free_port()
+        if self.port == 1883:
+            raise ValueError("never use the system broker's port")
+        self.extra_config = list(extra_config)
+        self.allow_anonymous = allow_anonymous
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = folder / f"mosquitto-{self.port}.log"
+
+    def start(self, timeout: float = 10.0) -> None:
+        conf = self.folder / f"mosquitto-{self.port}.conf"
+        conf.write_text(
+            "\n".join(
+                [
+                    f"listener {self.port} 127.0.0.1",
+                    f"allow_anonymous {'true' if self.allow_anonymous else 'false'}",
+                    "persistence false",
+                    "log_dest stderr",
+                    "log_type error",
+                    "log_type warning",
+                    # As root, mosquitto would switch to its own user, which cannot read pytest's tmp folders.
+                    *(["user root"] if os.geteuid() == 0 else []),
+                    *self.extra_config,
+                ]
+            )
+            + "\n"
+        )
+        log = open(self.log_path, "ab")
+        try:
+            self.process = subprocess.Popen(
+                [self.binary, "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            )
+        finally:
+            log.close()
+        process = self.process
+        try:
+            _wait_accepting(self.port, timeout, alive=lambda: process.poll() is None)
+        except Exception:
+            self.kill()
+            raise RuntimeError(f"mosquitto did not start: {self.log_path.read_text(errors='replace')[-2000:]}")
+
+    def kill(self) -> None:
+        """Kill it hard (SIGKILL), as a crash or a pulled cable would."""
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGKILL)
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+
+    def restart(self) -> None:
+        self.kill()
+        self.start()
+
+    def publish(self, topic: str, payload: str | bytes, retain: bool = False, qos: int = 1) -> None:
+        """Publish one message with a separate paho client (blocking; call it in a thread)."""
+        from paho.mqtt import publish
+
+        publish.single(topic, payload, qos=qos, retain=retain, hostname="127.0.0.1", port=self.port)
+
+
+@pytest.fixture
+def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
+    broker = Mosquitto(tmp_path)
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.kill()
+
+
+_FUNCTION_CODES = {"coil": 15, "discrete": 2, "holding": 16, "input": 4}
+
+
+class ModbusServer:
+    """A pymodbus TCP server (device id C{device_id}) in its own thread and asyncio loop.
+
+    Every table holds C{size} zeroed registers/bits from address 0; addresses
+    beyond are invalid, so reading them gets an exception response. L{set}
+    writes straight into the datastore from the test's thread.
+    """
+
+    def __init__(self, port: int | None = None, device_id: int = 1, size: int = 200):
+        self.port = port or free_port()
+        self.device_id = device_id
+        self.size = size
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._server: Any = None
+
+    def start(self, timeout: float = 10.0) -> None:
+        from pymodbus.server import ModbusTcpServer
+        from pymodbus.simulator import DataType, SimData, SimDevice
+
+        loop = asyncio.new_event_loop()
+        ready = threading.Event()
+        failed: list[BaseException] = []
+
+        async def serve() -> None:
+            device = SimDevice(
+                id=self.device_id,
+                simdata=(
+                    [SimData(0, count=self.size, values=False, datatype=DataType.BITS)],
+                    [SimData(0, count=self.size, values=False, datatype=DataType.BITS)],
+                    [SimData(0, count=self.size, values=0, datatype=DataType.REGISTERS)],
+                    [SimData(0, count=self.size, values=0, datatype=DataType.REGISTERS)],
+                ),
+            )
+            self._server = ModbusTcpServer(device, address=("127.0.0.1", self.port))
+            await self._server.serve_forever(background=True)
+            ready.set()
+            await self._server.serving
+
+        def main() -> None:
+            asyncio.set_event_loop(loop)
+            try:
+                loop.run_until_complete(serve())
+            except BaseException as e:  # reported to start()
+                failed.append(e)
+            finally:
+                ready.set()
+                loop.close()
+
+        self._loop = loop
+        self._thread = threading.Thread(target=main, name=f"modbus-server-{self.port}", daemon=True)
+        self._thread.start()
+        if not ready.wait(timeout) or failed:
+            raise RuntimeError(f"the Modbus server did not start: {failed[:1]}")
+        _wait_accepting(self.port, timeout)
+
+    def set(self, table: str, address: int, values: Sequence[int] | Sequence[bool]) -> None:
+        """Write raw registers (or bits) into the device's datastore."""
+        assert self._loop is not None and self._server is not None
+        coroutine = self._server.context.async_setValues(
+            self.device_id, _FUNCTION_CODES[table], address, list(values)
+        )
+        error = asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(5)
+        if error:
+            raise ValueError(f"datastore refused {table}[{address}] = {values}: {error}")
+
+    def stop(self) -> None:
+        loop, thread, server = self._loop, self._thread, self._server
+        self._loop = self._thread = self._server = None
+        if loop is None or thread is None:
+            return
+        if server is not None and loop.is_running():
+            try:
+                asyncio.run_coroutine_threadsafe(server.shutdown(), loop).result(5)
+            except Exception:
+                pass
+        thread.join(5)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+@pytest.fixture
+def modbus_server() -> Iterator[ModbusServer]:
+    server = ModbusServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def make_tls_files(folder: Path) -> dict[str, Path]:
+    """A throwaway CA and a server certificate for 127.0.0.1 / localhost, as PEM files in C{folder}."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    validity = (now - datetime.timedelta(minutes=5), now + datetime.timedelta(days=1))
+
+    def key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+        return key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "hvac-push test CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(validity[0]).not_valid_after(validity[1])
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    server_key = ec.generate_private_key(ec.SECP256R1())
+    server = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+        .issuer_name(ca_name).public_key(server_key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(validity[0]).not_valid_after(validity[1])
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    files = {"ca": folder / "ca.pem", "cert": folder / "server.pem", "key": folder / "server.key"}
+    files["ca"].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    files["cert"].write_bytes(server.public_bytes(serialization.Encoding.PEM))
+    files["key"].write_bytes(key_pem(server_key))
+    return files

@@ -1,0 +1,256 @@
+"""The plant config file: the example loads, bad files give one exact line each."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from twisted.internet.testing import MemoryReactorClock
+from twisted.python import usage
+
+from hvac_push.config import ConfigError, load_config, main, parse_config
+from hvac_push.points import AlarmLimits, PointMeta
+from hvac_push.tap import Options, makeService
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "docs" / "plant.example.toml"
+TWISTD = str(Path(sys.executable).with_name("twistd"))
+
+GOOD = """
+[mqtt.main]
+host = "127.0.0.1"
+port = 18830
+
+[modbus.plc]
+host = "127.0.0.1"
+port = 15020
+poll_interval = 0.5
+
+[units.chiller-1]
+source = "modbus.plc"
+
+[units.chiller-1.points.supply_temp]
+unit = "°C"
+register = 100
+type = "float32"
+"""
+
+
+def parse(text: str) -> object:
+    return parse_config(textwrap.dedent(text), "plant.toml")
+
+
+def error_of(text: str) -> str:
+    with pytest.raises(ConfigError) as e:
+        parse(text)
+    return e.value.errors[0]
+
+
+def test_the_shipped_example_loads():
+    plant = load_config(str(EXAMPLE))
+    assert plant.source_keys() == ["mqtt.main", "modbus.chiller-1-plc"]
+    by_id = {p.point_id: p for p in plant.points}
+    assert set(by_id) == {
+        "plant/chiller-1/supply_temp", "plant/chiller-1/return_temp", "plant/chiller-1/compressor",
+        "plant/ahu-1/supply_temp", "plant/ahu-1/fan_speed",
+    }
+    supply = by_id["plant/chiller-1/supply_temp"]
+    assert supply.source == "modbus.chiller-1-plc" and supply.unit == "°C"
+    assert supply.meta == PointMeta(
+        "Chilled water supply", 5.0, AlarmLimits(high=9.0, low=4.0, deadband=0.3, delay=30.0, severity="major")
+    )
+    assert supply.register is not None and (supply.register.address, supply.register.type) == (100, "float32")
+    assert by_id["plant/chiller-1/return_temp"].register.scale == 0.1
+    assert by_id["plant/chiller-1/compressor"].register.table == "coil"
+    assert by_id["plant/ahu-1/fan_speed"].topic == "bms/ahu1/fan/speed"
+    assert plant.brokers[0].topic_template == "hvac/{site}/{unit}/{point}"
+    assert plant.simulator is None
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (
+            GOOD.replace("register = 100", 'register = "100"'),
+            "plant.toml: units.chiller-1.points.supply_temp.register: expected an integer",
+        ),
+        (
+            GOOD.replace("register = 100", "regster = 100"),
+            "plant.toml: units.chiller-1.points.supply_temp.regster: unknown key (did you mean 'register'?)",
+        ),
+        (
+            GOOD.replace("register = 100", "register = 70000"),
+            "plant.toml: units.chiller-1.points.supply_temp.register: must be between 0 and 65535, got 70000",
+        ),
+        (
+            GOOD.replace('type = "float32"', 'type = "float"'),
+            "plant.toml: units.chiller-1.points.supply_temp.type: "
+            "expected one of int16, uint16, int32, uint32, float32, got 'float'",
+        ),
+        (
+            GOOD.replace('source = "modbus.plc"', 'source = "modbus.plc2"'),
+            "plant.toml: units.chiller-1.source: unknown source 'modbus.plc2'; declared: modbus.plc, mqtt.main",
+        ),
+        (
+            GOOD.replace('host = "127.0.0.1"\nport = 18830', "port = 18830"),
+            "plant.toml: mqtt.main.host: required",
+        ),
+        (
+            GOOD.replace("port = 15020", "port = 0"),
+            "plant.toml: modbus.plc.port: must be between 1 and 65535, got 0",
+        ),
+        (
+            GOOD.replace("poll_interval = 0.5", "poll_interval = true"),
+            "plant.toml: modbus.plc.poll_interval: expected a number",
+        ),
+        (
+            GOOD + 'topic = "a/b"\n',
+            "plant.toml: units.chiller-1.points.supply_temp.topic: only for MQTT points (this one's source is modbus.plc)",
+        ),
+        (
+            GOOD + "[units.chiller-1.points.supply_temp.alarm]\nhigh = 5\nlow = 9\n",
+            "plant.toml: units.chiller-1.points.supply_temp.alarm.low: must be below high (5), got 9",
+        ),
+        (
+            GOOD + '[units.chiller-1.points.supply_temp.alarm]\nseverity = "bad"\n',
+            "plant.toml: units.chiller-1.points.supply_temp.alarm.severity: "
+            "expected one of critical, major, minor, warning, got 'bad'",
+        ),
+        (
+            GOOD + "[units.chiller-1.points.flow]\nregister = 3\ntable = \"coil\"\nscale = 2\n",
+            "plant.toml: units.chiller-1.points.flow.scale: not used for a coil (it is read as true/false)",
+        ),
+        (
+            GOOD + '[units.ahu-1.points.fan]\nsource = "mqtt.main"\ntopic = "bms/+/fan"\n',
+            "plant.toml: units.ahu-1.points.fan.topic: must be an exact topic, without '+' or '#'",
+        ),
+        (
+            GOOD.replace("port = 18830", 'port = 18830\ntopic_template = "hvac/{site}/{point}"'),
+            "plant.toml: mqtt.main.topic_template: missing {unit}",
+        ),
+        (
+            GOOD + '[units."bad unit".points.p]\nsource = "mqtt.main"\n',
+            'plant.toml: units."bad unit": bad name: use letters, digits, \'_\', \'.\' or \'-\' '
+            "(at most 64, not starting with '.' or '-')",
+        ),
+        (
+            GOOD + "[units.ahu-1.points.fan]\nunit = \"%\"\n",
+            "plant.toml: units.ahu-1.points.fan.source: required (here or on the unit)",
+        ),
+        (GOOD + "[extra]\n", "plant.toml: extra: unknown key"),
+        (GOOD + "[modbus.plc]\n", "plant.toml: TOML syntax error: Cannot declare ('modbus', 'plc') twice (at line 18, column 12)"),
+        (
+            GOOD.replace("port = 18830", 'port = 18830\npassword = "x"'),
+            "plant.toml: mqtt.main.username: required when a password is given",
+        ),
+        (
+            GOOD.replace("port = 18830", 'port = 18830\n[mqtt.main.tls]\nca = "missing-ca.pem"'),
+            "plant.toml: mqtt.main.tls.ca: cannot read file 'missing-ca.pem'",
+        ),
+        (
+            "[sites.a]\n[sites.b]\n" + GOOD,
+            "plant.toml: units.chiller-1.site: required when more than one site is declared",
+        ),
+    ],
+)
+def test_bad_configs_give_one_exact_line(text, message):
+    assert error_of(text) == message
+
+
+def test_a_typo_is_reported_with_what_it_leaves_missing():
+    with pytest.raises(ConfigError) as e:
+        parse(GOOD.replace("register = 100", "regster = 100"))
+    assert e.value.errors == [
+        "plant.toml: units.chiller-1.points.supply_temp.regster: unknown key (did you mean 'register'?)",
+        "plant.toml: units.chiller-1.points.supply_temp.register: required",
+    ]
+
+
+def test_every_problem_is_collected():
+    text = GOOD.replace("register = 100", 'register = "x"').replace("port = 0", "") + "[simulator]\nunits = 0\nrat = 1\n"
+    with pytest.raises(ConfigError) as e:
+        parse(text)
+    assert e.value.errors == [
+        "plant.toml: simulator.rat: unknown key (did you mean 'rate'?)",
+        "plant.toml: simulator.units: must be between 1 and 1000, got 0",
+        "plant.toml: units.chiller-1.points.supply_temp.register: expected an integer",
+    ]
+    assert str(e.value) == "plant.toml: simulator.rat: unknown key (did you mean 'rate'?) (and 2 more)"
+
+
+def test_files_are_read_relative_to_the_config(tmp_path):
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "secrets" / "mqtt.pw").write_text("hunter2\n")
+    config = tmp_path / "plant.toml"
+    config.write_text(GOOD.replace("port = 18830", 'port = 18830\nusername = "hvac"\npassword_file = "secrets/mqtt.pw"'))
+    plant = load_config(str(config))
+    assert plant.brokers[0].password == "hunter2"
+    assert "hunter2" not in repr(plant)
+    missing = tmp_path / "nope.toml"
+    with pytest.raises(ConfigError) as e:
+        load_config(str(missing))
+    assert str(e.value) == f"{missing}: cannot read: No such file or directory"
+
+
+def test_the_check_command_lists_every_problem(tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[units.a.points.b]\nsource = 5\nunit = 7\n")
+    lines: list[str] = []
+    assert main([str(EXAMPLE), str(bad)], out=lines.append) == 1
+    assert lines[0].endswith("ok: 5 points, sources: mqtt.main, modbus.chiller-1-plc")
+    assert lines[1:] == [
+        f"{bad}: units.a.points.b.source: expected a string",
+        f"{bad}: units.a.points.b.unit: expected a string",
+    ]
+
+
+# -- twistd ----------------------------------------------------------------------
+
+
+def test_config_option_builds_the_sources_instead_of_the_simulator(tmp_path):
+    path = tmp_path / "plant.toml"
+    path.write_text(GOOD + "[units.chiller-1.points.supply_temp.alarm]\nhigh = 9\n")
+    options = Options()
+    options.parseOptions(["--config", str(path)])
+    service = makeService(options, reactor=MemoryReactorClock())
+    assert sorted(p.producer.name for p in service.producers) == ["modbus.plc", "mqtt.main"]
+    meta = service.hub.meta["plant/chiller-1/supply_temp"]
+    assert meta.limits == AlarmLimits(high=9.0)
+
+
+def test_a_simulator_table_keeps_the_simulator(tmp_path):
+    path = tmp_path / "plant.toml"
+    path.write_text("[simulator]\nunits = 2\nrate = 5\n")
+    options = Options()
+    options.parseOptions(["--config", str(path)])
+    service = makeService(options, reactor=MemoryReactorClock())
+    assert [p.producer.name for p in service.producers] == ["simulator"]
+    assert service.producers[0].producer.model.unit_names == ["chiller-1", "crac-1"]
+
+
+def test_a_bad_config_is_a_usage_error(tmp_path):
+    path = tmp_path / "plant.toml"
+    path.write_text(GOOD.replace("register = 100", 'register = "100"'))
+    with pytest.raises(usage.UsageError) as e:
+        Options().parseOptions(["--config", str(path)])
+    assert str(e.value) == f"{path}: units.chiller-1.points.supply_temp.register: expected an integer"
+
+
+@pytest.mark.slow
+def test_twistd_with_a_bad_config_ends_with_the_one_line(tmp_path):
+    (tmp_path / "plant.toml").write_text(GOOD.replace("register = 100", 'register = "100"'))
+    result = subprocess.run(
+        [TWISTD, "-n", "--pidfile=", "hvacpush", "--config", "plant.toml", "--listen", "tcp:0:interface=127.0.0.1"],
+        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "Traceback" not in output
+    assert output.strip().splitlines()[-1].endswith(
+        "plant.toml: units.chiller-1.points.supply_temp.register: expected an integer"
+    )

@@ -1,0 +1,357 @@
+"""Every example in docs/examples runs for real: over a socket, in a browser, or under twistd."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import ssl
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+import pytest_twisted
+
+from hvac_push.points import Sample
+from hvac_push.testing import ScriptedProducer, connect, handshake_status
+from tests.conftest import start_server, stop_server
+from tests.helpers import eventually, sleep, within
+from tests.rawws import RawClient
+from tests.wsprobe import first_messages, free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "docs" / "examples"
+TWISTD = str(Path(sys.executable).with_name("twistd"))
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
+
+
+def reactor() -> Any:
+    from twisted.internet import reactor
+
+    return reactor
+
+
+def example(name: str) -> ModuleType:
+    """Import docs/examples/<name>.py under a private module name."""
+    spec = importlib.util.spec_from_file_location(f"docs_example_{name}", EXAMPLES / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+async def run(*argv: str, timeout: float = 30, env: dict[str, str] | None = None) -> tuple[str, str, int]:
+    """Run a process without blocking the reactor; its (stdout, stderr, exit code)."""
+    from twisted.internet.utils import getProcessOutputAndValue
+
+    d = getProcessOutputAndValue(argv[0], argv[1:], env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
+    out, err, code = await within(timeout, d)
+    return out.decode(), err.decode(), code
+
+
+async def http(method: bytes, port: int, path: str) -> tuple[int, bytes]:
+    from twisted.web.client import Agent, HTTPConnectionPool, readBody
+
+    agent = Agent(reactor(), pool=HTTPConnectionPool(reactor(), persistent=False))
+    response = await within(5, agent.request(method, f"http://127.0.0.1:{port}{path}".encode()))
+    return response.code, await within(5, readBody(response))
+
+
+PLANT = [
+    Sample("plant/chiller-1/supply_temp", 6.8, "°C", 1.0),
+    Sample("plant/chiller-1/return_temp", 12.1, "°C", 1.0),
+    Sample("plant/ahu-1/supply_temp", 14.0, "°C", 1.0),
+]
+
+
+# -- tutorial -------------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_push_idea_sends_each_connection_the_data_when_it_falls_behind():
+    push_idea = example("push_idea")
+    listening, poll, stop = push_idea.serve(reactor(), port=0, interval=0.02)
+    try:
+        client = await within(5, connect(reactor(), listening.getHost().port, "/"))
+        first = await within(5, client.next())
+        second = await within(5, client.next())
+        assert second["version"] > first["version"] >= 0
+        assert set(first["data"]) == {"supply_temp", "return_temp"}
+        client.sendClose()
+        await within(5, client.closed)
+    finally:
+        stop.set()
+        poll.stop()
+        await listening.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_python_client_prints_the_points_it_follows():
+    running = await start_server()
+    running.hub.publish_many(PLANT)
+    try:
+        out, err, code = await run(
+            sys.executable, str(EXAMPLES / "client.py"),
+            f"ws://127.0.0.1:{running.port}/ws", "plant/+/supply_temp", "--count", "2",
+        )
+        assert code == 0, err
+        assert sorted(out.splitlines()) == ["plant/ahu-1/supply_temp = 14.0 °C", "plant/chiller-1/supply_temp = 6.8 °C"]
+        await eventually(lambda: not running.factory.connections)
+    finally:
+        await stop_server(running)
+
+
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium")
+def test_the_browser_page_shows_live_points(tmp_path):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    port = free_port()
+    server = subprocess.Popen(
+        [TWISTD, "-n", "--pidfile=", "hvacpush", "--sim-units", "1", "--listen", f"tcp:{port}:interface=127.0.0.1"],
+        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        first_messages(port)  # the server is up
+        url = (EXAMPLES / "browser.html").as_uri() + f"?ws=ws://127.0.0.1:{port}/ws"
+        with sync_api.sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+            try:
+                page = browser.new_page()
+                page.goto(url)
+                page.wait_for_function(
+                    "document.getElementById('status').textContent.startsWith('live at version')", timeout=15_000
+                )
+                row = page.locator('tr[id="plant/chiller-1/supply_temp"] td')
+                cells = row.all_text_contents()
+                assert cells[0] == "plant/chiller-1/supply_temp" and cells[2] == "°C"
+                assert float(cells[1]) > 0
+                first = page.locator("#status").text_content()
+                page.wait_for_function(f"document.getElementById('status').textContent !== {first!r}")
+            finally:
+                browser.close()
+    finally:
+        server.send_signal(signal.SIGTERM)
+        output, _ = server.communicate(timeout=30)
+    assert "Traceback" not in output, output
+
+
+# -- extending ------------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_api_key_protocol_refuses_unknown_keys_and_answers_its_own_message():
+    api_key_auth = example("api_key_auth")
+    running = await start_server()
+    api_key_auth.require_api_keys(running.service, {"k-7f3a": "ops-console"}.get)
+    try:
+        r = reactor()
+        assert await within(5, handshake_status(r, running.port)) == 401
+        assert await within(5, handshake_status(r, running.port, headers={"X-Api-Key": "guess"})) == 401
+        client = await within(5, connect(r, running.port, headers={"X-Api-Key": "k-7f3a"}))
+        assert (await within(5, client.next()))["type"] == "snapshot"
+        client.send_json({"type": "whoami"})
+        assert await within(5, client.next("whoami")) == {"type": "whoami", "user": "ops-console"}
+        client.send_json({"type": "nonsense"})
+        assert (await within(5, client.next("error")))["error"] == "unknown_type"
+        client.sendClose()
+        await within(5, client.closed)
+        assert running.factory.stats.handshakes_denied.get(401) == 2
+    finally:
+        await stop_server(running)
+
+
+@pytest_twisted.ensureDeferred
+async def test_polling_producer_publishes_and_is_restarted_after_a_failed_read():
+    polling_producer = example("polling_producer")
+    reads = {"n": 0}
+
+    def flaky() -> Any:
+        reads["n"] += 1
+        if reads["n"] == 1:
+            raise OSError("device did not answer")
+        return polling_producer.read_thermostat()
+
+    producer = polling_producer.PollingProducer("thermostat", flaky, period=0.05)
+    running = await start_server([producer])
+    try:
+        client = await within(5, connect(reactor(), running.port, "/ws?points=office/%2B/%23"))
+        await eventually(lambda: running.hub.get("office/zone-1/room_temp") is not None, timeout=10)
+        status = running.service.producers[0].status
+        assert status.restarts == 1 and "device did not answer" in (status.last_error or "")
+        seen: dict[str, Any] = {}
+        while "office/zone-1/heating" not in seen:
+            seen.update((await within(5, client.next()))["points"])
+        assert seen["office/zone-1/room_temp"]["value"] == 21.7 and seen["office/zone-1/heating"]["value"] is False
+        client.sendClose()
+        await within(5, client.closed)
+    finally:
+        await stop_server(running)
+
+
+@pytest_twisted.ensureDeferred
+async def test_embedding_in_an_existing_site_and_publishing_from_a_web_handler():
+    embed = example("embed")
+    port = free_port()
+    services, push = embed.build(reactor(), f"tcp:{port}:interface=127.0.0.1")
+    services.startService()
+    try:
+        assert (await http(b"GET", port, "/"))[1].startswith(b"Building management")
+        client = await within(5, connect(reactor(), port, "/telemetry"))
+        assert (await within(5, client.next()))["type"] == "snapshot"
+        code, body = await http(b"POST", port, "/api/setpoint?zone=zone-2&value=22.5")
+        assert code == 200 and body.startswith(b"version ")
+        update = await within(5, client.next("update"))
+        assert update["points"]["office/zone-2/setpoint"]["value"] == 22.5
+        assert (await http(b"POST", port, "/api/setpoint?value=warm"))[0] == 400
+        code, metrics = await http(b"GET", port, "/metrics")
+        assert code == 200 and b"hvacpush_clients 1.0" in metrics
+        client.sendClose()
+        await within(5, client.closed)
+    finally:
+        await services.stopService()
+    assert not push.factory.connections
+
+
+@pytest.mark.slow
+def test_the_tac_file_runs_the_embedded_application_under_twistd(tmp_path):
+    port = free_port()
+    process = subprocess.Popen(
+        [TWISTD, "-n", "--pidfile=", "-y", str(EXAMPLES / "building.tac")],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{EXAMPLES}",
+             "BUILDING_LISTEN": f"tcp:{port}:interface=127.0.0.1"},
+    )
+    try:
+        (snapshot,) = first_messages(port, path="/telemetry")
+        assert snapshot["type"] == "snapshot"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=30)
+    assert "Traceback" not in output, output
+
+
+# -- deployment -----------------------------------------------------------------
+
+
+def unit_exec_start() -> list[str]:
+    text = (EXAMPLES / "hvac-push.service").read_text()
+    (line,) = [l for l in text.splitlines() if l.startswith("ExecStart=")]
+    return shlex.split(line.partition("=")[2])
+
+
+def test_the_systemd_unit_runs_twistd_with_options_that_parse():
+    from twisted.scripts.twistd import ServerOptions
+
+    argv = unit_exec_start()
+    assert argv[0].endswith("/twistd")
+    config = ServerOptions()
+    config.parseOptions(argv[1:])
+    assert config["nodaemon"] and config.subCommand == "hvacpush"
+    sub = config.subOptions
+    assert sub["log-format"] == "json" and sub["listen"] == ["tcp:8080:interface=127.0.0.1"]
+    text = (EXAMPLES / "hvac-push.service").read_text()
+    stop_seconds = float(re.search(r"^TimeoutStopSec=(\d+)", text, re.M).group(1))  # type: ignore[union-attr]
+    assert stop_seconds > sub["drain-timeout"] + 10  # drain, then the producers' stop bound
+
+
+def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    key_path, cert_path = tmp_path / "key.pem", tmp_path / "cert.pem"
+    key_path.write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return key_path, cert_path
+
+
+@pytest.mark.slow
+def test_tls_listener_as_documented_serves_wss(tmp_path):
+    pytest.importorskip("cryptography")
+    key, cert = _self_signed(tmp_path)
+    port = free_port()
+    process = subprocess.Popen(
+        [TWISTD, "-n", "--pidfile=", "hvacpush", "--sim-units", "1",
+         "--listen", f"ssl:{port}:privateKey={key.name}:certKey={cert.name}:interface=127.0.0.1"],
+        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        context = ssl.create_default_context(cafile=str(cert))
+        client = RawClient(port, host="localhost", ssl_context=context)
+        assert client.message()["type"] == "snapshot"
+        client.send_close()
+        client.close()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=30)
+    assert "Traceback" not in output, output
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(NGINX is None, reason="needs nginx (apt-get install nginx-light)")
+def test_nginx_config_proxies_the_websocket_upgrade(tmp_path):
+    backend, front = free_port(), free_port()
+    site = (EXAMPLES / "nginx.conf").read_text()
+    site = site.replace("listen 443 ssl;", f"listen 127.0.0.1:{front};")
+    site = re.sub(r"^\s*ssl_certificate.*$", "", site, flags=re.M)
+    site = site.replace("server 127.0.0.1:8080;", f"server 127.0.0.1:{backend};")
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    (tmp_path / "nginx.conf").write_text(
+        f"daemon off; worker_processes 1; pid {tmp_path}/nginx.pid; error_log {tmp_path}/error.log;\n"
+        "events { worker_connections 64; }\n"
+        f"http {{ access_log off; client_body_temp_path {temp}; proxy_temp_path {temp};\n"
+        f"fastcgi_temp_path {temp}; uwsgi_temp_path {temp}; scgi_temp_path {temp};\n{site}\n}}\n"
+    )
+    server = subprocess.Popen(
+        [TWISTD, "-n", "--pidfile=", "hvacpush", "--sim-units", "1", "--listen", f"tcp:{backend}:interface=127.0.0.1"],
+        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    proxy = subprocess.Popen([NGINX, "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        first_messages(backend)  # the server is up
+        client = RawClient(front)
+        snapshot, update = client.message(), client.message()
+        assert snapshot["type"] == "snapshot" and update["type"] == "update"
+        client.send_close()
+        client.close()
+    finally:
+        proxy.send_signal(signal.SIGQUIT)
+        server.send_signal(signal.SIGTERM)
+        proxy_output, _ = proxy.communicate(timeout=30)
+        server.communicate(timeout=30)
+    assert "emerg" not in proxy_output, proxy_output

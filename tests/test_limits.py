@@ -1,0 +1,197 @@
+"""The limits without sockets: a fake clock and string transports, so every timing is exact."""
+
+from __future__ import annotations
+
+import struct
+import time
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from hvac_push.auth import AuthError, Authenticator, Permissions
+from hvac_push.limits import ABUSIVE, ACCEPT, LIMITED, ConnectionGuard, Limits, MessageGate
+from hvac_push.points import Pattern, Sample
+from tests.logwatch import watch_log
+from tests.nbsock import BINARY, CLOSE, PING, TEXT, frame
+from tests.test_delivery import Setup
+
+
+def frames(data: bytes) -> list[tuple[int, bytes]]:
+    """Every (opcode, payload) the server wrote after its HTTP response."""
+    _, sep, rest = data.partition(b"\r\n\r\n")
+    found = []
+    while sep and len(rest) >= 2:
+        length, start = rest[1] & 0x7F, 2
+        if length == 126:
+            length, start = struct.unpack("!H", rest[2:4])[0], 4
+        elif length == 127:
+            length, start = struct.unpack("!Q", rest[2:10])[0], 10
+        found.append((rest[0] & 0x0F, rest[start : start + length]))
+        rest = rest[start + length :]
+    return found
+
+
+def close_frames(transport) -> list[tuple[int, bytes]]:
+    return [(struct.unpack("!H", p[:2])[0], p[2:]) for op, p in frames(transport.value()) if op == CLOSE]
+
+
+# -- values -------------------------------------------------------------------
+
+
+def test_message_gate_refills_refuses_then_calls_abuse():
+    gate = MessageGate(rate=2.0, burst=3, now=0.0)
+    assert [gate.admit(0.0) for _ in range(4)] == [ACCEPT, ACCEPT, ACCEPT, LIMITED]
+    assert gate.admit(0.5) == ACCEPT  # one token back after 0.5 s at 2/s
+    assert gate.admit(0.5) == LIMITED
+    # Refusals are forgiven at one per second; more than `burst` outstanding is abuse.
+    assert gate.admit(0.5) == LIMITED
+    assert gate.admit(0.5) == ABUSIVE
+    gate = MessageGate(rate=2.0, burst=3, now=0.0)
+    verdicts = [gate.admit(t * 0.25) for t in range(40)]  # 4 per second against 2 allowed
+    assert ABUSIVE in verdicts
+    gate = MessageGate(rate=2.0, burst=3, now=0.0)
+    assert ABUSIVE not in [gate.admit(t * 0.5) for t in range(100)]  # exactly the rate: fine
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"max_message_size": 10}, {"client_rate": -1}, {"client_burst": 0}, {"slow_client_timeout": -2}]
+)
+def test_bad_limits(kwargs):
+    with pytest.raises(ValueError):
+        Limits(**kwargs)
+
+
+def test_limits_feed_autobahn_but_explicit_ws_options_win():
+    s = Setup(limits=Limits(max_message_size=4096, handshake_timeout=3))
+    assert s.factory.maxMessagePayloadSize == 4096 == s.factory.maxFramePayloadSize
+    assert s.factory.openHandshakeTimeout == 0  # QUIET in Setup overrides
+    s = Setup(limits=Limits(max_message_size=4096))
+    assert s.factory.failByDrop is False
+
+
+def test_connection_guard_counts_per_ip():
+    guard = ConnectionGuard(Limits(max_connections_per_ip=2), clock=None)  # type: ignore[arg-type]
+    a, b, c = object(), object(), object()
+    assert guard.admit(a, "10.0.0.1") and guard.admit(b, "10.0.0.1")  # type: ignore[arg-type]
+    assert not guard.admit(c, "10.0.0.1")  # type: ignore[arg-type]
+    assert guard.admit(c, "10.0.0.2")  # type: ignore[arg-type]
+    guard.forget(a)  # type: ignore[arg-type]
+    guard.forget(a)  # type: ignore[arg-type]  # twice is harmless
+    assert guard.per_ip == {"10.0.0.1": 1, "10.0.0.2": 1}
+    unlimited = ConnectionGuard(Limits(max_connections_per_ip=0), clock=None)  # type: ignore[arg-type]
+    assert all(unlimited.admit(object(), "h") for _ in range(1000))  # type: ignore[arg-type]
+
+
+# -- the protocol under a fake clock -------------------------------------------
+
+
+def test_a_client_paused_past_the_limit_gets_1013_then_is_aborted():
+    s = Setup(limits=Limits(slow_client_timeout=1.0))
+    proto, t = s.connect()
+    proto.pauseProducing()
+    s.clock.advance(0.9)
+    assert not close_frames(t) and proto in s.factory.guard.paused
+    proto.resumeProducing()  # caught up in time: forgiven
+    s.clock.advance(1.0)
+    assert not close_frames(t)
+    proto.pauseProducing()
+    for _ in range(11):
+        s.clock.advance(0.1)
+    assert close_frames(t) == [(1013, b"too slow: not reading for 1 s")]
+    assert s.factory.guard.stats.slow_closes == 1 and not s.factory.guard.paused
+    assert not t.disconnecting
+    s.clock.advance(5.0)  # the close grace (closeHandshakeTimeout is 0 here: 5 s)
+    assert t.disconnected and s.factory.guard.stats.aborted == 1
+
+
+def test_slow_checks_only_look_at_paused_clients():
+    s = Setup(limits=Limits(slow_client_timeout=1.0))
+    clients = [s.connect()[0] for _ in range(50)]
+    clients[7].pauseProducing()
+    assert list(s.factory.guard.paused) == [clients[7]]
+    s.clock.advance(2.0)
+    assert s.factory.guard.stats.slow_closes == 1
+
+
+class OneToken:
+    def __init__(self, permissions: Permissions):
+        self.permissions = permissions
+
+    def verify(self, token: str) -> Permissions:
+        if token != "good":
+            raise AuthError("invalid token")
+        return self.permissions
+
+
+def test_the_expiry_close_is_timed_on_the_factorys_reactor():
+    grant = Permissions((Pattern.parse("#"),), expires=time.time() + 30)
+    s = Setup(authenticator=Authenticator([OneToken(grant)]))
+    proto, t = s.connect(headers={"Authorization": "Bearer good"})
+    assert proto.permissions is grant
+    s.clock.advance(29)
+    assert not close_frames(t)
+    s.clock.advance(2)
+    assert close_frames(t) == [(4001, b"token expired")]
+    assert s.factory.guard.stats.expired_closes == 1
+
+
+def test_401_carries_a_bearer_challenge_and_counts_nothing_against_the_ip():
+    s = Setup(authenticator=Authenticator([OneToken(Permissions((Pattern.parse("#"),)))]))
+    proto, t = s.connect(headers={"Authorization": "Bearer bad"})
+    head = t.value().decode("latin-1")
+    assert head.startswith("HTTP/1.1 401 invalid token\r\n")
+    assert 'WWW-Authenticate: Bearer realm="hvac-push", error="invalid_token"' in head
+    proto.connectionLost()
+    assert s.factory.guard.per_ip == {} and s.factory.stats.handshakes_denied == {401: 1}
+
+
+def test_restricted_default_subscription_and_forbidden_query_patterns():
+    grant = Permissions((Pattern.parse("p/u/#"),))
+    s = Setup(authenticator=Authenticator([OneToken(grant)]))
+    s.publish(Sample("p/u/a", 1.0, ts=1.0), Sample("p/v/a", 2.0, ts=1.0))
+    proto, t = s.connect(headers={"Authorization": "Bearer good"})
+    assert proto.subscription.key == {"p/u/#"}
+    proto2, t2 = s.connect("/ws?points=p/%2B/a", headers={"Authorization": "Bearer good"})
+    from hvac_push.testing import server_messages
+
+    snapshot, error = server_messages(t2.value())
+    assert snapshot["points"] == {} and error["error"] == "forbidden" and "p/+/a" in error["detail"]
+
+
+# -- fuzzing the protocol with frames ----------------------------------------------
+
+PAYLOADS = st.one_of(
+    st.binary(max_size=300),
+    st.sampled_from([b'{"type":"ping","id":1}', b'{"type":"subscribe","points":["#"]}', b"{}", b"[]",
+                     b'{"type":"auth","token":"x"}', b'{"type":"unsubscribe","points":["a/b/c"]}']),
+)
+FRAMES = st.builds(
+    lambda opcode, payload, mask, fin, rsv, lie: frame(
+        opcode, payload, mask=mask, fin=fin, rsv=rsv, length=None if lie is None else lie),
+    st.sampled_from([0x0, TEXT, BINARY, 0x3, CLOSE, PING, 0xA, 0xF]),
+    PAYLOADS,
+    st.booleans() | st.just(True),
+    st.booleans() | st.just(True),
+    st.sampled_from([0, 0, 0, 1, 4]),
+    st.none() | st.none() | st.integers(0, 2**63 - 1),
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.one_of(FRAMES, st.binary(min_size=1, max_size=64)), max_size=8), st.integers(1, 64))
+def test_any_bytes_after_the_upgrade_never_raise_or_log_a_traceback(chunks, split):
+    s = Setup(limits=Limits(client_rate=1000))
+    s.publish(Sample("p/u/a", 1.0, ts=1.0))
+    with watch_log() as log:
+        proto, t = s.connect()
+        data = b"".join(chunks)
+        for offset in range(0, len(data), split):  # in pieces, as TCP may deliver them
+            if t.disconnecting:
+                break
+            proto.dataReceived(data[offset : offset + split])
+        s.publish(Sample("p/u/a", 2.0, ts=2.0))
+        s.clock.advance(0.2)
+        proto.connectionLost()
+    assert not log.failures()
+    assert proto not in s.factory.connections and not s.factory.guard.per_ip

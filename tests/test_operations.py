@@ -1,0 +1,158 @@
+"""twistd as it runs in production: graceful shutdown on a signal, JSON logs, /metrics."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from hvac_push.logs import JSON_OBSERVER
+from hvac_push.tap import Options
+from tests.rawws import RawClient, port_is_closed
+from tests.wsprobe import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+TWISTD = str(Path(sys.executable).with_name("twistd"))
+
+
+def twistd(tmp_path: Path, *args: str, twistd_args: tuple[str, ...] = ()) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [TWISTD, "-n", "--pidfile=", *twistd_args, "hvacpush", *args],
+        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+
+
+def wait_ready(port: int, timeout: float = 20.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
+                return json.load(response)
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_closes_every_client_with_1001_and_exits_within_the_drain_bound(tmp_path, signum):
+    port = free_port()
+    drain = 1.5
+    process = twistd(
+        tmp_path, "--listen", f"tcp:{port}:interface=127.0.0.1", "--sim-units", "1",
+        "--drain-timeout", str(drain),
+    )
+    try:
+        assert wait_ready(port)["ready"] is True
+        polite, silent = RawClient(port), RawClient(port)
+        assert polite.message()["type"] == "snapshot" and silent.message()["type"] == "snapshot"
+
+        signalled = time.monotonic()
+        process.send_signal(signum)
+        # Both get "going away"; one answers the closing handshake, the other never does.
+        assert polite.wait_close() == (1001, "server shutting down")
+        polite.send_close(1001)
+        assert silent.wait_close()[0] == 1001
+        assert polite.at_eof() and silent.at_eof(timeout=drain + 5)
+        output, _ = process.communicate(timeout=drain + 10)
+        elapsed = time.monotonic() - signalled
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert elapsed < drain + 3, f"took {elapsed:.1f}s to exit"
+    assert process.returncode in (0, -signum), output
+    assert "Traceback" not in output and "Server Shut Down." in output
+    assert port_is_closed(port)
+    polite.close()
+    silent.close()
+
+
+@pytest.mark.slow
+def test_log_format_json_makes_every_stdout_line_a_json_object(tmp_path):
+    port = free_port()
+    process = twistd(tmp_path, "--listen", f"tcp:{port}:interface=127.0.0.1", "--sim-units", "1", "--log-format", "json")
+    try:
+        wait_ready(port)
+        client = RawClient(port)
+        assert client.message()["type"] == "snapshot"
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            assert b"hvacpush_clients 1.0" in response.read()
+        client.send_close()
+        client.at_eof()
+        client.close()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=30)
+    lines = [line for line in output.splitlines() if line.strip()]
+    events = [json.loads(line) for line in lines]  # each line on its own is one JSON object
+    assert all(isinstance(e, dict) and e["level"] and "text" in e and "time" in e for e in events)
+    texts = [e["text"] for e in events]
+    assert any("starting up" in t for t in texts) and "Server Shut Down." in texts
+    assert any("/metrics" in t for t in texts)  # the access log goes through the same observer
+    # No per-message logging: the simulator kept publishing, and nothing said so.
+    assert len(events) < 40, texts
+
+
+def test_log_format_json_selects_our_observer_through_twistds_own_logger_option():
+    from twisted.scripts.twistd import ServerOptions
+
+    config = ServerOptions()
+    config.parseOptions(["-n", "hvacpush", "--log-format", "json"])
+    from hvac_push.logs import json_observer
+
+    assert config["logger"] is json_observer
+    assert JSON_OBSERVER == "hvac_push.logs.json_observer"
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["hvacpush", "--log-format", "json"], "run twistd with -n"),
+        (["-n", "--logger", "twisted.logger.textFileLogObserver", "hvacpush", "--log-format", "json"], "use one"),
+        (["-n", "hvacpush", "--log-format", "xml"], "--log-format: expected one of text, json"),
+    ],
+)
+def test_log_format_conflicts_are_usage_errors(argv, message):
+    from twisted.python import usage
+    from twisted.scripts.twistd import ServerOptions
+
+    with pytest.raises(usage.UsageError) as e:
+        ServerOptions().parseOptions(argv)
+    assert message in str(e.value)
+
+
+def test_log_format_outside_twistd_leaves_logging_to_the_host_program():
+    options = Options()
+    options.parseOptions(["--log-format", "json"])
+    assert options["log-format"] == "json"
+
+
+def test_json_lines_carry_the_event_fields_and_failures():
+    import io
+
+    from twisted.logger import Logger, LogPublisher
+
+    from hvac_push.logs import json_file_observer
+
+    out = io.StringIO()
+    publisher = LogPublisher(json_file_observer(out))
+    log = Logger(namespace="hvac_push.test", observer=publisher)
+    log.info("client {peer} joined", peer="tcp4:127.0.0.1:5000")
+    try:
+        1 / 0
+    except ZeroDivisionError:
+        log.failure("tick failed")
+    first, second = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert first["text"] == "client tcp4:127.0.0.1:5000 joined" and first["peer"] == "tcp4:127.0.0.1:5000"
+    assert first["level"] == "info" and first["log_namespace"] == "hvac_push.test"
+    assert second["level"] == "critical" and "ZeroDivisionError" in second["traceback"]
