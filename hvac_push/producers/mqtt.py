@@ -27,7 +27,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-from hvac_push.points import InvalidPoint, Sample, Value, check_point_id, check_value
+from hvac_push.points import STATUSES, InvalidPoint, Sample, Value, check_point_id, check_value
 from hvac_push.producers.common import PointStates, QuietLog, log
 
 DEFAULT_TEMPLATE = "hvac/{site}/{unit}/{point}"
@@ -59,11 +59,34 @@ class MqttTls:
     insecure: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A parsed payload; every field but C{value} is L{None} when the payload does not carry it.
+
+    C{status}, C{name} and C{interval} are what an hvac-push collector
+    (L{hvac_push.bridge}) adds: the point's status at the source, its display
+    name and the seconds between updates it promises.
+    """
+
+    value: Value
+    ts: float | None = None
+    unit: str | None = None
+    status: str | None = None
+    name: str | None = None
+    interval: float | None = None
+
+
 def parse_payload(payload: bytes) -> tuple[Value, float | None, str | None]:
     """C{(value, ts, unit)} from a payload; C{ts} and C{unit} are L{None} when absent.
 
     Raises L{BadPayload} saying what is wrong.
     """
+    message = parse_message(payload)
+    return message.value, message.ts, message.unit
+
+
+def parse_message(payload: bytes) -> Message:
+    """The whole L{Message} of a payload; raises L{BadPayload} saying what is wrong."""
     if len(payload) > MAX_PAYLOAD:
         raise BadPayload(f"payload larger than {MAX_PAYLOAD} bytes")
     try:
@@ -83,6 +106,9 @@ def parse_payload(payload: bytes) -> tuple[Value, float | None, str | None]:
         raise BadPayload(f"not a number, true/false or JSON object: {shown!r}") from None
     ts: float | None = None
     unit: str | None = None
+    status: str | None = None
+    name: str | None = None
+    interval: float | None = None
     if isinstance(doc, dict):
         if "value" not in doc:
             raise BadPayload("JSON object without \"value\"")
@@ -98,6 +124,19 @@ def parse_payload(payload: bytes) -> tuple[Value, float | None, str | None]:
             if not isinstance(doc["unit"], str) or len(doc["unit"]) > 32:
                 raise BadPayload("\"unit\" must be a string of at most 32 characters")
             unit = doc["unit"]
+        if doc.get("status") is not None:
+            if doc["status"] not in STATUSES:
+                raise BadPayload(f"\"status\" must be one of {', '.join(STATUSES)}")
+            status = doc["status"]
+        if doc.get("name") is not None:
+            if not isinstance(doc["name"], str) or len(doc["name"]) > 200:
+                raise BadPayload("\"name\" must be a string of at most 200 characters")
+            name = doc["name"]
+        raw_interval = doc.get("interval")
+        if raw_interval is not None:
+            if isinstance(raw_interval, bool) or not isinstance(raw_interval, (int, float)) or not raw_interval > 0:
+                raise BadPayload("\"interval\" must be a positive number of seconds")
+            interval = float(raw_interval)
     elif isinstance(doc, (bool, int, float)):
         value = doc
     else:
@@ -105,7 +144,7 @@ def parse_payload(payload: bytes) -> tuple[Value, float | None, str | None]:
     if isinstance(value, float) and not math.isfinite(value):
         raise BadPayload("value must be finite")
     try:
-        return check_value(value), ts, unit
+        return Message(check_value(value), ts, unit, status, name, interval)
     except InvalidPoint as e:
         raise BadPayload(str(e)) from None
 
@@ -227,6 +266,37 @@ class MqttProducer:
         self.malformed_by_topic: Counter[str] = Counter()
         self.connected = False
         self.connects = 0
+        #: Initial sync (see L{initial_sync}): seconds of silence from retained messages that end it.
+        self.sync_quiet = 0.5
+        #: ... or this many seconds after the first subscription, whichever comes first.
+        self.sync_max = 10.0
+        self.synced = False
+        self._subscribed_at: float | None = None
+        self._last_retained_at = 0.0
+        self.retained = 0
+        #: Called from paho's thread as C{on_meta(point_id, name, interval)} when a payload
+        #: carries a display name or an expected interval (hvac-push collectors send both).
+        self.on_meta: Callable[[str, str | None, float | None], None] | None = None
+
+    def initial_sync(self) -> tuple[bool, str]:
+        """A readiness check: true once the retained messages of the first subscription are in.
+
+        The broker sends its retained messages right after the subscription is
+        acknowledged; the sync is over when none has come for C{sync_quiet}
+        seconds (or C{sync_max} seconds after the acknowledgement). It stays
+        true afterwards: a later broker outage shows as C{fault} points, not
+        as an unready server.
+        """
+        if self.synced:
+            return True, f"synced with {self.host}:{self.port} ({self.retained} retained messages)"
+        subscribed = self._subscribed_at
+        if subscribed is None:
+            return False, f"waiting for {self.host}:{self.port}"
+        now = time.monotonic()
+        if now - max(subscribed, self._last_retained_at) >= self.sync_quiet or now - subscribed >= self.sync_max:
+            self.synced = True
+            return self.initial_sync()
+        return False, f"receiving retained messages from {self.host}:{self.port} ({self.retained} so far)"
 
     def count_malformed(self, topic: str, why: str) -> None:
         with self._lock:
@@ -332,6 +402,8 @@ class _Session:
     def _subscribed(self) -> None:
         p = self.producer
         p.connected = True
+        if p._subscribed_at is None:
+            p._subscribed_at = time.monotonic()
         was = self.up
         self.up = True
         if was is False:
@@ -367,17 +439,28 @@ class _Session:
                 return
             point_id, unit = target
             try:
-                value, ts, payload_unit = parse_payload(payload)
+                parsed = parse_message(payload)
             except BadPayload as e:
                 producer.count_malformed(topic, str(e))
                 return
             producer.received += 1
+            if message.retain:
+                producer.retained += 1
+                producer._last_retained_at = time.monotonic()
+            if producer.on_meta is not None and (parsed.name is not None or parsed.interval is not None):
+                producer.on_meta(point_id, parsed.name, parsed.interval)
             # Stamped here, on arrival, so a later status mark can repeat this exact ts.
-            sample = Sample(point_id, value, payload_unit if payload_unit is not None else unit, ts or time.time())
+            sample = Sample(
+                point_id,
+                parsed.value,
+                parsed.unit if parsed.unit is not None else unit,
+                parsed.ts or time.time(),
+                parsed.status or "ok",
+            )
             self.states.remember([sample])
             self.publish([sample])
         except Exception:
             log.failure("mqtt {name}: handling a message on {topic!r} failed", name=producer.name, topic=topic)
 
 
-__all__ = ["BadPayload", "MqttPoint", "MqttProducer", "MqttTls", "TopicMap", "parse_payload"]
+__all__ = ["BadPayload", "Message", "MqttPoint", "MqttProducer", "MqttTls", "TopicMap", "parse_message", "parse_payload"]

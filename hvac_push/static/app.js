@@ -471,25 +471,24 @@
     pumpHistory();
   }
 
+  /** Ask for the past of the charts in view (the detail chart first); the others wait until scrolled to. */
   function pumpHistory() {
     if (state.support.history === false) outbox.historyQueue = [];
-    // How many charts still wait for their past (0 once every chart is filled).
-    var waiting = outbox.historyQueue.length + outbox.inflight.filter(function (r) { return r.type === 'history'; }).length;
-    document.body.dataset.historyPending = String(waiting);
-    if (state.support.history === false) return;
-    var now = Date.now();
-    if (now < outbox.pausedUntil) return;
-    refillTokens();
     var queue = outbox.historyQueue;
+    // How many charts in view still wait for their past (0 once they are all filled).
+    var waiting = outbox.inflight.filter(function (r) { return r.type === 'history'; }).length;
+    queue.forEach(function (id) { if (onScreen.has(id) || id === detail.id) waiting++; });
+    document.body.dataset.historyPending = String(waiting);
+    if (state.support.history === false || Date.now() < outbox.pausedUntil) return;
+    refillTokens();
     while (queue.length && outbox.tokens >= 1) {
-      // The detail chart first, then what is on screen, then the rest.
       var index = queue.indexOf(detail.id);
       if (index < 0) {
-        index = 0;
         for (var i = 0; i < queue.length; i++) {
           if (onScreen.has(queue[i])) { index = i; break; }
         }
       }
+      if (index < 0) return;
       var id = queue.splice(index, 1)[0];
       if (!sendHistory(id)) {
         queue.unshift(id);

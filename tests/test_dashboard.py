@@ -1,0 +1,598 @@
+"""The live dashboard at C{/}, in a real headless Chromium against a real twistd server.
+
+Playwright's sync API cannot run under the Twisted reactor, so every server
+here is a C{twistd} subprocess and these are plain (non-Twisted) tests. A
+missing Chromium is a failure, not a skip: C{scripts/bootstrap --test}
+installs Debian's C{chromium}.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from tests.wsprobe import free_port
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+TWISTD = str(Path(sys.executable).with_name("twistd"))
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+DESKTOP = {"width": 1600, "height": 900}
+PHONE = {"width": 390, "height": 844}
+POINT = "plant/chiller-1/supply_temp"
+ROW = f'[data-point="{POINT}"]'
+
+
+# -- a twistd server in a subprocess ------------------------------------------
+
+
+class Server:
+    """C{twistd -n hvacpush} on a loopback port, its log in a file."""
+
+    def __init__(self, workdir: Path, port: int, *args: str):
+        self.workdir = workdir
+        self.port = port
+        self.args = args
+        self.process: subprocess.Popen[bytes] | None = None
+        self.logs: list[Path] = []
+
+    def start(self) -> "Server":
+        log = self.workdir / f"twistd-{self.port}-{len(self.logs)}.log"
+        self.logs.append(log)
+        with open(log, "wb") as out:
+            self.process = subprocess.Popen(
+                [TWISTD, "-n", "--pidfile=", "hvacpush", "--listen", f"tcp:{self.port}:interface=127.0.0.1", *self.args],
+                cwd=self.workdir, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                stdout=out, stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + 20
+        while True:
+            if self.process.poll() is not None:
+                pytest.fail(f"twistd exited with {self.process.returncode}:\n{self.output()}")
+            try:
+                with urllib.request.urlopen(f"{self.url}healthz", timeout=2) as response:
+                    if response.status == 200:
+                        return self
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"twistd did not become ready:\n{self.output()}")
+            time.sleep(0.05)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    def kill(self) -> None:
+        """End the server abruptly, like a crash (no close frames)."""
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def output(self) -> str:
+        return "\n".join(log.read_text(errors="replace") for log in self.logs if log.exists())
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    return tmp_path
+
+
+def start_server(workdir: Path, *args: str, port: int | None = None) -> Server:
+    return Server(workdir, port or free_port(), *args).start()
+
+
+@pytest.fixture(scope="module")
+def plant(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """Six simulated units with derived points (~130 points), shared by the tests that only watch."""
+    server = start_server(tmp_path_factory.mktemp("plant"), "--sim-units", "6", "--sim-seed", "11", "--derived")
+    yield server
+    server.stop()
+    assert "Traceback" not in server.output()
+
+
+# -- the browser -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.fail(
+            f"{CHROMIUM} is missing: the dashboard tests need Debian's Chromium. "
+            "Run scripts/bootstrap --test as root, or: apt-get install chromium"
+        )
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.fail("Playwright for Python is missing: .venv/bin/pip install '.[test]' (never `playwright install`)")
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield chromium
+        chromium.close()
+
+
+class Watched:
+    """A page plus what it did: errors, requests, WebSockets and their first frames."""
+
+    def __init__(self, context: Any):
+        self.context = context
+        self.page = context.new_page()
+        self.errors: list[str] = []
+        self.requests: list[str] = []
+        self.sockets: list[dict[str, Any]] = []
+        self.page.on("pageerror", lambda e: self.errors.append(f"pageerror: {e}"))
+        self.page.on("console", self._console)
+        self.page.on("request", lambda r: self.requests.append(r.url))
+        self.page.on("websocket", self._websocket)
+
+    def _console(self, message: Any) -> None:
+        text = message.text
+        # Chromium itself logs refused WebSocket connections while a server is down.
+        if message.type == "error" and not text.startswith("WebSocket connection to"):
+            self.errors.append(f"console: {text}")
+        # The page logs the server's errors (rate_limited, bad_message...): it must cause none.
+        if text.startswith("hvac-push: server error"):
+            self.errors.append(f"console: {text}")
+
+    def _websocket(self, ws: Any) -> None:
+        record: dict[str, Any] = {"url": ws.url, "frames": []}
+        self.sockets.append(record)
+
+        def received(payload: Any) -> None:
+            if len(record["frames"]) < 5 and isinstance(payload, str):
+                record["frames"].append(json.loads(payload))
+
+        ws.on("framereceived", received)
+
+    def live(self, timeout: float = 10.0) -> None:
+        self.page.wait_for_selector('#conn[data-state="live"]', timeout=timeout * 1000)
+
+    def row(self, point_id: str = POINT) -> tuple[int, Any, str, str]:
+        """(version, value, shown number, shown unit) of one point's row."""
+        version, value, number, unit = self.page.eval_on_selector(
+            f'[data-point="{point_id}"]',
+            "r => [Number(r.dataset.version), r.dataset.value,"
+            " r.querySelector('.num').textContent, r.querySelector('.uom').textContent]",
+        )
+        return version, json.loads(value), number, unit
+
+
+@pytest.fixture
+def watched(browser: Any) -> Iterator[Watched]:
+    context = browser.new_context(viewport=DESKTOP)
+    watched = Watched(context)
+    yield watched
+    context.close()
+    assert not watched.errors, watched.errors
+
+
+# -- a raw WebSocket reader, independent of the page ----------------------------------
+
+
+class Probe:
+    """Reads the server's messages on its own connection, without blocking longer than asked."""
+
+    def __init__(self, port: int, path: str = "/ws"):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.sock.sendall(
+            (
+                f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            ).encode()
+        )
+        self.buffer = b""
+        while b"\r\n\r\n" not in self.buffer:
+            self._read(5.0)
+        head, _, self.buffer = self.buffer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 101"), head
+        #: point id -> {version: value}, everything this probe has seen
+        self.seen: dict[str, dict[int, Any]] = {}
+        self.epoch: str | None = None
+
+    def _read(self, timeout: float) -> bool:
+        ready, _, _ = select.select([self.sock], [], [], max(0.0, timeout))
+        if not ready:
+            return False
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("probe: server closed")
+        self.buffer += chunk
+        return True
+
+    def _frame(self) -> tuple[int, bytes] | None:
+        b = self.buffer
+        if len(b) < 2:
+            return None
+        length = b[1] & 0x7F
+        start = 2 + {126: 2, 127: 8}.get(length, 0)
+        if len(b) < start:
+            return None
+        if length == 126:
+            length = int.from_bytes(b[2:4], "big")
+        elif length == 127:
+            length = int.from_bytes(b[2:10], "big")
+        if len(b) < start + length:
+            return None
+        self.buffer = b[start + length:]
+        return b[0] & 0x0F, b[start:start + length]
+
+    def next(self, timeout: float) -> dict[str, Any] | None:
+        """The next JSON message within C{timeout} seconds, or None."""
+        deadline = time.monotonic() + timeout
+        while True:
+            frame = self._frame()
+            if frame is not None:
+                opcode, payload = frame
+                if opcode == 1:
+                    message = json.loads(payload)
+                    self._note(message)
+                    return message
+                continue
+            if not self._read(deadline - time.monotonic()):
+                return None
+
+    def _note(self, message: dict[str, Any]) -> None:
+        if message.get("type") in ("snapshot", "update"):
+            self.epoch = message["epoch"]
+            for point_id, point in message["points"].items():
+                self.seen.setdefault(point_id, {})[point["version"]] = point["value"]
+
+    def drain(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while self.next(max(0.0, deadline - time.monotonic())) is not None:
+            pass
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def matches_probe(watched: Watched, probe: Probe, point_id: str = POINT, timeout: float = 5.0) -> tuple[int, Any]:
+    """Wait until the page shows a (version, value) of C{point_id} that the probe saw; return it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        version, value, _, _ = watched.row(point_id)
+        seen = probe.seen.get(point_id, {})
+        if version in seen:
+            assert seen[version] == value, (point_id, version, seen[version], value)
+            return version, value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"page shows {point_id} v{version}={value!r}; probe saw {sorted(seen)[-5:]}")
+        probe.drain(0.05)
+
+
+def shown(value: float) -> str:
+    return f"{value:.1f}"
+
+
+# -- tests ---------------------------------------------------------------------------------
+
+
+def test_the_page_and_its_assets_come_from_the_server(plant: Server) -> None:
+    for path, kind in (("", "text/html"), ("static/app.js", "text/javascript"), ("static/style.css", "text/css")):
+        with urllib.request.urlopen(plant.url + path, timeout=5) as response:
+            assert response.headers["content-type"].startswith(kind), (path, response.headers["content-type"])
+            body = response.read().decode("utf-8")
+        assert "http://" not in body and "https://" not in body, f"{path} refers to another site"
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(plant.url + "static/", timeout=5)
+    assert e.value.code == 404  # no directory listing
+
+
+def test_every_unit_is_a_card_with_its_points_and_nothing_is_fetched_from_elsewhere(
+    plant: Server, watched: Watched
+) -> None:
+    probe = Probe(plant.port)
+    try:
+        snapshot = probe.next(5)
+    finally:
+        probe.close()
+    assert snapshot is not None and snapshot["type"] == "snapshot"
+    page = watched.page
+    page.goto(plant.url)
+    watched.live()
+    page.wait_for_function("() => document.querySelectorAll('.card').length === 6")
+    units = page.eval_on_selector_all(".card", "cards => cards.map(c => c.dataset.unit)")
+    assert sorted(units) == sorted(f"plant/{u}" for u in ("chiller-1", "crac-1", "ahu-1", "chiller-2", "crac-2", "ahu-2"))
+    # Every point of the snapshot is on the page (derived ones as chips, notes or site totals)...
+    on_page = set(page.eval_on_selector_all("[data-point]", "els => els.map(e => e.dataset.point)"))
+    assert set(snapshot["points"]) <= on_page, set(snapshot["points"]) - on_page
+    # ... in the card of its unit, each measured point as a row with its value and unit of measure.
+    rows = page.eval_on_selector_all(
+        ".card .pt",
+        "rows => rows.map(r => [r.closest('.card').dataset.unit, r.dataset.point, r.dataset.status,"
+        " r.querySelector('.num').textContent, r.querySelector('.uom').textContent, !!r.querySelector('canvas.spark')])",
+    )
+    assert len(rows) == 6 * 7
+    for unit_key, point_id, status, number, unit, sparkline in rows:
+        assert point_id.startswith(unit_key + "/") and status == "ok" and number.strip() and sparkline, point_id
+        if point_id.endswith("_temp") or point_id.endswith("setpoint"):
+            assert unit == "°C"
+        if point_id.endswith("/compressor"):
+            assert number in ("ON", "OFF")
+    assert page.is_visible('#totals [data-point="plant/site/energy_kwh"]')
+    assert "6 units" in page.text_content("#summary")
+    origin = plant.url
+    assert all(url.startswith(origin) or url.startswith("data:") for url in watched.requests), watched.requests
+    assert {s["url"].split("?")[0] for s in watched.sockets} == {f"ws://127.0.0.1:{plant.port}/ws"}
+
+
+def test_a_published_value_is_on_the_page_within_a_second(plant: Server, watched: Watched) -> None:
+    page = watched.page
+    page.goto(plant.url)
+    watched.live()
+    probe = Probe(plant.port)
+    try:
+        probe.next(5)  # the snapshot
+        for _ in range(3):
+            # The next time the server publishes this point, the probe hears of it...
+            while True:
+                message = probe.next(5)
+                assert message is not None, "no update from the server"
+                if message["type"] == "update" and POINT in message["points"]:
+                    break
+            heard = time.monotonic()
+            version, published = message["points"][POINT]["version"], message["points"][POINT]["ts"]
+            # ... and within a second of its publication the page shows it (or something newer).
+            while True:
+                shown_version, value, number, unit = watched.row()
+                late = max(time.monotonic() - heard, time.time() - published)
+                if shown_version >= version:
+                    break
+                assert late < 1.0, f"page still at v{shown_version}, server published v{version}"
+                page.wait_for_timeout(10)
+            assert late < 1.0, f"v{version} took {late:.3f} s to reach the page"
+            while shown_version not in probe.seen[POINT]:
+                assert probe.next(2) is not None
+            assert value == probe.seen[POINT][shown_version]
+            assert (number, unit) == (shown(value), "°C")
+    finally:
+        probe.close()
+
+
+def test_fahrenheit_is_a_toggle_that_sticks(plant: Server, watched: Watched) -> None:
+    page = watched.page
+    page.goto(plant.url)
+    watched.live()
+    page.click("#temp-f")
+    _, celsius, number, unit = watched.row()
+    assert unit == "°F" and abs(float(number) - (celsius * 9 / 5 + 32)) <= 0.051
+    _, kw, number, unit = watched.row("plant/chiller-1/power")
+    assert unit == "kW" and number == shown(kw)  # only temperatures change
+    page.reload()
+    watched.live()
+    assert page.get_attribute("#temp-f", "aria-pressed") == "true"
+    assert watched.row()[3] == "°F"
+    page.click("#temp-c")
+    assert watched.row()[3] == "°C"
+
+
+def test_after_a_server_restart_the_page_reconnects_by_itself_and_shows_the_new_server(
+    workdir: Path, watched: Watched
+) -> None:
+    port = free_port()
+    first = start_server(workdir, "--sim-units", "3", "--sim-seed", "1", port=port)
+    second: Server | None = None
+    try:
+        page = watched.page
+        page.goto(first.url)
+        watched.live()
+        page.evaluate("window.sameDocument = true")
+        old_epoch = watched.sockets[0]["frames"][0]["epoch"]
+        first.kill()
+        page.wait_for_selector('#conn[data-state="reconnecting"]', timeout=5000)
+        assert page.is_visible("#offline-banner")
+
+        second = start_server(workdir, "--sim-units", "3", "--sim-seed", "2", port=port)
+        probe = Probe(port)
+        try:
+            watched.live(timeout=15)
+            assert page.evaluate("window.sameDocument === true"), "the page reloaded"
+            assert not page.is_visible("#offline-banner")
+            # It asked to resume where it was; the new server said: start over.
+            resumed = next(s for s in watched.sockets[1:] if s["frames"])
+            assert f"epoch={old_epoch}" in resumed["url"] and "since=" in resumed["url"], resumed["url"]
+            answer = resumed["frames"][0]
+            assert answer["type"] == "snapshot" and answer.get("resync") is True, answer
+            # It shows the new server's values: a version and value the new server sent.
+            probe.next(5)
+            matches_probe(watched, probe)
+            assert probe.epoch == answer["epoch"] != old_epoch
+        finally:
+            probe.close()
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
+    assert "Traceback" not in first.output() + (second.output() if second else "")
+
+
+class CuttableProxy:
+    """A loopback TCP relay whose connections a test can cut, leaving the server up."""
+
+    def __init__(self, upstream: int):
+        self.upstream = upstream
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.sockets: list[socket.socket] = []
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(("127.0.0.1", self.upstream))
+            with self.lock:
+                self.sockets += [client, server]
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while chunk := source.recv(65536):
+                sink.sendall(chunk)
+        except OSError:
+            pass
+        for s in (source, sink):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def cut(self) -> None:
+        with self.lock:
+            sockets, self.sockets = self.sockets, []
+        for s in sockets:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+
+    def close(self) -> None:
+        self.listener.close()
+        self.cut()
+
+
+def test_a_dropped_connection_resumes_from_the_last_version_with_an_update(
+    plant: Server, watched: Watched
+) -> None:
+    proxy = CuttableProxy(plant.port)
+    try:
+        page = watched.page
+        page.goto(f"http://127.0.0.1:{proxy.port}/")
+        watched.live()
+        page.evaluate("window.sameDocument = true")
+        page.wait_for_timeout(300)
+        epoch = watched.sockets[0]["frames"][0]["epoch"]
+        proxy.cut()
+        page.wait_for_function("() => document.querySelector('#conn').dataset.state !== 'live'", timeout=5000)
+        watched.live(timeout=10)
+        page.wait_for_timeout(300)
+        resumed = watched.sockets[-1]
+        assert f"epoch={epoch}" in resumed["url"] and "since=" in resumed["url"], resumed["url"]
+        first = resumed["frames"][0]
+        assert first["type"] == "update" and first["epoch"] == epoch, first
+        assert page.evaluate("window.sameDocument === true"), "the page reloaded"
+        assert page.eval_on_selector_all(".card", "c => c.length") == 6
+        probe = Probe(plant.port)
+        try:
+            probe.next(5)
+            matches_probe(watched, probe)
+        finally:
+            probe.close()
+    finally:
+        proxy.close()
+
+
+def test_screenshots_of_a_control_room_screen_and_a_phone(plant: Server, watched: Watched, browser: Any) -> None:
+    """test-artifacts/dashboard.png and dashboard-phone.png, for people to look at."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    page = watched.page
+    page.goto(plant.url)
+    watched.live()
+    # Every chart is filled from the server's history (paced under its rate limit)...
+    page.wait_for_selector('body[data-history-pending="0"]', state="attached", timeout=10000)
+    filled = page.eval_on_selector_all(
+        ".pt canvas.spark", "cs => cs.filter(c => c.width > 0).length"
+    )
+    assert filled == 6 * 7
+    page.wait_for_timeout(300)  # ... and drawn on the next frame
+    assert page.evaluate("document.documentElement.scrollWidth") <= DESKTOP["width"]
+    page.screenshot(path=str(ARTIFACTS / "dashboard.png"))
+    phone = browser.new_context(viewport=PHONE, device_scale_factor=2, is_mobile=True, has_touch=True)
+    try:
+        small = Watched(phone)
+        small.page.goto(plant.url)
+        small.live()
+        small.page.wait_for_selector('body[data-history-pending="0"]', state="attached", timeout=10000)
+        small.page.wait_for_timeout(300)
+        width = small.page.evaluate("document.documentElement.scrollWidth")
+        assert width <= PHONE["width"], f"the phone layout scrolls sideways ({width}px)"
+        small.page.screenshot(path=str(ARTIFACTS / "dashboard-phone.png"))
+        assert not small.errors, small.errors
+    finally:
+        phone.close()
+
+
+ALARM_CONFIG = """\
+[simulator]
+units = 3
+rate = 30
+seed = 5
+
+# Far below anything the chiller can reach: the alarm is active as soon as data flows.
+[units.chiller-1]
+source = "simulator"
+
+[units.chiller-1.points.load]
+unit = "kW"
+alarm = { low = 100000.0, severity = "critical" }
+"""
+ALARM = "plant/chiller-1/load:low"
+
+
+def test_an_alarm_appears_and_can_be_acknowledged(workdir: Path, watched: Watched) -> None:
+    (workdir / "plant.toml").write_text(ALARM_CONFIG)
+    server = start_server(workdir, "--config", str(workdir / "plant.toml"))
+    try:
+        page = watched.page
+        page.goto(server.url)
+        watched.live()
+        item = f'#alarm-list [data-alarm="{ALARM}"]'
+        page.wait_for_selector(item, timeout=10000)
+        assert page.get_attribute(item, "data-state") == "active"
+        assert page.get_attribute(item, "data-severity") == "critical"
+        assert page.get_attribute('.card[data-unit="plant/chiller-1"]', "data-alarm") == "critical"
+        assert page.get_attribute('[data-point="plant/chiller-1/load"]', "data-alarmed") == "true"
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "dashboard-alarm.png"))
+
+        page.click(f"{item} button.ack")
+        page.wait_for_selector(f'{item}[data-state="acknowledged"]', timeout=3000)
+        assert page.query_selector(f"{item} button.ack") is None
+        # The server agrees: a new client's snapshot lists it as acknowledged.
+        probe = Probe(server.port)
+        try:
+            snapshot = probe.next(5)
+            assert snapshot is not None
+            listed = {a["id"]: a["state"] for a in snapshot.get("alarms", [])}
+            assert listed.get(ALARM) == "acknowledged", listed
+        finally:
+            probe.close()
+    finally:
+        server.stop()
+    assert "Traceback" not in server.output()
