@@ -57,6 +57,9 @@ SAMPLE_INTERVAL_S = 0.25
 FD_SLACK = 1024
 
 ALL_SERVERS = ("hvacpush", "websockets", "autobahn-naive")
+#: Run only when named in --servers: --processes hvac-push processes on one port (benchmarks/cluster.py),
+#: each with its own simulator, or (-mqtt) fed by a collector through a private mosquitto.
+CLUSTER_SERVERS = ("hvacpush-reuseport", "hvacpush-reuseport-mqtt")
 
 #: Named scenarios; ``--all`` runs them in this order.
 SCENARIOS = {
@@ -156,12 +159,17 @@ def compile_loadgen(tmpdir: str) -> str:
 
 # -- servers ------------------------------------------------------------------
 
-def server_command(name: str, port: int, rate: int) -> list[str]:
+def server_command(name: str, port: int, rate: int, processes: int = 2) -> list[str]:
+    if name in CLUSTER_SERVERS:
+        return [sys.executable, str(HERE / "cluster.py"), "--port", str(port), "--rate", str(rate),
+                "--units", "6", "--processes", str(processes), *(["--broker"] if name.endswith("-mqtt") else [])]
     if name == "hvacpush":
         return [
             venv_bin("twistd"), "-n", "--pidfile=", "hvacpush",
             "--listen", f"tcp:{port}:interface={HOST}",
             "--sim-units", "6", "--sim-rate", str(rate),
+            # every load-generator client comes from 127.0.0.1, like clients behind a proxy
+            "--max-connections-per-ip", "0",
         ]
     if name == "websockets":
         return [sys.executable, str(HERE / "baseline_websockets.py"),
@@ -227,6 +235,18 @@ def wait_ready(proc: subprocess.Popen, port: int) -> str | None:
             return None
         time.sleep(0.2)
     return f"did not accept a WebSocket upgrade on {WS_PATH} within {READY_TIMEOUT_S:.0f}s"
+
+
+def wait_log_line(proc: subprocess.Popen, log_path: Path, line: str) -> str | None:
+    """None once the server's log has C{line} (cluster.py says when every process is ready)."""
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if line in tail(log_path, 200):
+            return None
+        if proc.poll() is not None:
+            return f"exited with code {proc.returncode} before {line!r}"
+        time.sleep(0.2)
+    return f"did not log {line!r} within {READY_TIMEOUT_S:.0f}s"
 
 
 def stop_server(proc: subprocess.Popen) -> str:
@@ -396,7 +416,7 @@ def run_one(name: str, cfg: dict, loadgen: str, log_dir: Path, args) -> dict:
         row["error"] = f"skipped: {reason}"
         return row
     port = free_port()
-    cmd = server_command(name, port, cfg["rate"])
+    cmd = server_command(name, port, cfg["rate"], getattr(args, "processes", 2))
     row["server_command"] = shlex.join(cmd)
     log_path = log_dir / f"{cfg['name']}-{name}.log"
     row["server_log"] = str(log_path)
@@ -409,6 +429,8 @@ def run_one(name: str, cfg: dict, loadgen: str, log_dir: Path, args) -> dict:
         )
         try:
             problem = wait_ready(proc, port)
+            if not problem and name in CLUSTER_SERVERS:
+                problem = wait_log_line(proc, log_path, "cluster: ready")
             if problem:
                 row["error"] = f"server {problem}"
                 row["server_log_tail"] = tail(log_path)
@@ -456,18 +478,38 @@ def fmt(value, digits=1) -> str:
     return str(value)
 
 
-def table(rows: list[dict]) -> str:
+def median_rows(rows: list[dict]) -> list[dict]:
+    """One row per server: its median-p99 run, with the median CPU and delivery of all its runs."""
+    out = []
+    for name in dict.fromkeys(r["server"] for r in rows):
+        runs = [r for r in rows if r["server"] == name and "loadgen" in r]
+        if not runs:
+            out.append(next(r for r in rows if r["server"] == name))
+            continue
+        runs.sort(key=lambda r: r["loadgen"]["latency_ms"]["p99"])
+        row = dict(runs[len(runs) // 2])
+        for key in ("server_cpu_pct", "server_cpu_s", "delivered_updates_per_s", "delivered_pct",
+                    "loadgen_cpu_pct"):
+            values = sorted(r[key] for r in runs if r.get(key) is not None)
+            if values:
+                row[key] = values[len(values) // 2]
+        out.append(row)
+    return out
+
+
+def table(rows: list[dict], label_rep: bool = False) -> str:
     head = ("| server | clients | rate | delivered updates/s | expected updates/s | delivered % "
             "| p50 (ms) | p99 (ms) | max (ms) | server CPU % | peak RSS MB | loadgen CPU % |")
     lines = [head, "|" + "---|" * 12]
     for r in rows:
+        name = f"{r['server']} #{r.get('rep', 1)}" if label_rep else r["server"]
         if "loadgen" not in r:
-            lines.append(f"| {r['server']} | {fmt(r['clients'])} | {fmt(r['rate'])} | "
+            lines.append(f"| {name} | {fmt(r['clients'])} | {fmt(r['rate'])} | "
                          f"{r.get('error', 'no result')} |" + " |" * 8)
             continue
         lat = r["loadgen"]["latency_ms"]
         lines.append(
-            f"| {r['server']} | {fmt(r['clients'])} | {fmt(r['rate'])} "
+            f"| {name} | {fmt(r['clients'])} | {fmt(r['rate'])} "
             f"| {fmt(r['delivered_updates_per_s'], 0)} | {fmt(r['expected_updates_per_s'])} "
             f"| {fmt(r['delivered_pct'])} | {fmt(lat['p50'], 2)} | {fmt(lat['p99'], 2)} "
             f"| {fmt(lat['max'], 2)} | {fmt(r.get('server_cpu_pct'))} | {fmt(r.get('peak_rss_mb'))} "
@@ -578,11 +620,16 @@ def parse_args(argv=None):
     p.add_argument("--pythonpath-prepend", action="append", default=[], metavar="DIR",
                    help="extra import dir placed before the repo for the servers (development)")
     p.add_argument("--json", metavar="FILE", help="also write raw results here")
+    p.add_argument("--repeat", type=int, default=1,
+                   help="run the server list this many times, interleaved, and compare medians "
+                        "(a 2-core machine is noisy; default 1)")
+    p.add_argument("--processes", type=int, default=2,
+                   help=f"processes sharing the port for {', '.join(CLUSTER_SERVERS)} (default 2)")
     args = p.parse_args(argv)
     args.server_list = [s.strip() for s in args.servers.split(",") if s.strip()]
     for s in args.server_list:
-        if s not in ALL_SERVERS:
-            p.error(f"unknown server {s!r}; known: {', '.join(ALL_SERVERS)}")
+        if s not in ALL_SERVERS + CLUSTER_SERVERS:
+            p.error(f"unknown server {s!r}; known: {', '.join(ALL_SERVERS + CLUSTER_SERVERS)}")
     for key, lo, hi in (("clients", 1, 20000), ("rate", 1, 10000), ("duration", 1, 600),
                         ("warmup", 0, 120)):
         v = getattr(args, key)
@@ -612,7 +659,12 @@ def main(argv=None) -> int:
         for cfg in configs:
             print(f"scenario {cfg['name']}: {cfg['clients']} clients x {cfg['rate']} updates/s",
                   file=sys.stderr, flush=True)
-            rows = [run_one(name, cfg, loadgen, log_dir, args) for name in args.server_list]
+            rows = []
+            for rep in range(max(1, min(args.repeat, 10))):
+                for name in args.server_list:
+                    row = run_one(name, cfg, loadgen, log_dir, args)
+                    row["rep"] = rep + 1
+                    rows.append(row)
             results.append({"scenario": cfg, "rows": rows})
 
     elapsed = time.monotonic() - started
@@ -625,8 +677,15 @@ def main(argv=None) -> int:
         cfg = block["scenario"]
         print(f"\n### {cfg['name']}: {cfg['clients']} clients x {cfg['rate']} updates/s, "
               f"{cfg['warmup']:g}s warmup + {cfg['duration']:g}s measured\n")
-        print(table(block["rows"]))
-        extra = ratio_lines(block["rows"]) + detail_lines(block["rows"]) + notes_lines(block["rows"])
+        rows = block["rows"]
+        if args.repeat > 1:
+            print("Every run, in the order they ran:\n")
+            print(table(rows, label_rep=True))
+            rows = median_rows(rows)
+            print(f"\nMedians over {args.repeat} runs (p99 and max: the run with the median p99; "
+                  "CPU: the median of the runs):\n")
+        print(table(rows))
+        extra = ratio_lines(rows) + detail_lines(rows) + notes_lines(rows)
         if extra:
             print()
             print("\n".join(extra))

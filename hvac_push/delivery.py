@@ -219,10 +219,8 @@ class PushServerFactory(WebSocketServerFactory):
                 stats.frames_encoded += 1
                 stats.messages_sent += len(members)
                 stats.bytes_sent += len(prepared.payloadHybi) * len(members)
-                frame = prepared.payloadHybi
+                self._send_group(members, prepared)
                 for client in members:
-                    if client.raw_send(frame):
-                        client.send_prepared(prepared)
                     client.last_version = version
                 stats.latency_seconds.observe_ages(self._clock.seconds(), changed)
             else:
@@ -230,6 +228,13 @@ class PushServerFactory(WebSocketServerFactory):
                     client.last_version = version
         stats.last_flush_seconds = elapsed = time.perf_counter() - started
         stats.flush_seconds.observe(elapsed)
+
+    def _send_group(self, members: list[PushServerProtocol], prepared: Any) -> None:
+        """One frame to every member: straight to idle plain-TCP sockets, the normal path for the rest."""
+        frame = prepared.payloadHybi
+        for client in members:
+            if client.raw_send(frame):
+                client.send_prepared(prepared)
 
     def _flush_filtered(self, clients: list[PushServerProtocol], version: int) -> None:
         """Clients with change-of-value filters: one selection and encode each."""
