@@ -8,14 +8,14 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     packages=["hvac_push", "hvac_push.producers", "twisted.plugins"],
-    package_data={"twisted.plugins": ["hvacpush_plugin.py"], "hvac_push": ["py.typed", "static/*"]},
+    package_data={"twisted.plugins": ["hvacpush_plugin.py", "hvacpush_reuseport.py"], "hvac_push": ["py.typed", "static/*"]},
     install_requires=[
         "twisted>=24.3",
         "autobahn>=24.4",
         "pyjwt[crypto]>=2.8",
         "prometheus_client>=0.17",
         "paho-mqtt>=2",
-        "pymodbus>=3.6",
+        "pymodbus>=3.16",
     ],
     extras_require={
         "test": [

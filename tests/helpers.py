@@ -33,3 +33,18 @@ async def eventually(predicate: Callable[[], Any], timeout: float = 5.0, step: f
             raise AssertionError(f"condition not met within {timeout}s")
         await sleep(step)
         waited += step
+
+
+async def until_state(client: Any, predicate: Callable[[dict[str, Any]], bool], seconds: float = 10.0) -> dict[str, Any]:
+    """Merge a client's snapshots and updates until C{predicate(points)} holds; return the points."""
+    state: dict[str, Any] = {}
+
+    async def loop() -> dict[str, Any]:
+        while True:
+            message = await client.next()
+            if message["type"] in ("snapshot", "update"):
+                state.update(message["points"])
+                if predicate(state):
+                    return state
+
+    return await within(seconds, loop())

@@ -9,7 +9,7 @@ from hvac_push.producers.modbus import ModbusPoint, ModbusProducer, decode, enco
 from hvac_push.testing import connect
 from tests.brokers import ModbusServer, modbus_server  # noqa: F401 (fixture)
 from tests.conftest import start_server, stop_server
-from tests.helpers import within
+from tests.helpers import until_state, within
 
 
 def reactor():
@@ -92,20 +92,6 @@ def _producer(server: ModbusServer, points, **kw) -> ModbusProducer:
     return ModbusProducer("modbus.test", "127.0.0.1", points, port=server.port, unit_id=1, **kw)
 
 
-async def _until(client, predicate, seconds: float = 10.0):
-    """Read updates until C{predicate(points)} holds for the latest state; return that state."""
-    state: dict = {}
-
-    async def loop():
-        while True:
-            message = await client.next()
-            if message["type"] in ("snapshot", "update"):
-                state.update(message["points"])
-                if predicate(state):
-                    return state
-
-    return await within(seconds, loop())
-
 
 @pytest_twisted.ensureDeferred
 async def test_values_written_to_the_device_reach_a_websocket_client(modbus_server):
@@ -120,7 +106,7 @@ async def test_values_written_to_the_device_reach_a_websocket_client(modbus_serv
     running = await start_server([_producer(modbus_server, [supply, ret, comp, flow])])
     try:
         client = await within(5, connect(reactor(), running.port))
-        state = await _until(client, lambda s: len(s) == 4)
+        state = await until_state(client, lambda s: len(s) == 4)
         assert state["plant/chiller-1/supply_temp"]["value"] == 6.8
         assert state["plant/chiller-1/supply_temp"]["unit"] == "°C"
         assert state["plant/chiller-1/return_temp"]["value"] == 12.3
@@ -129,7 +115,7 @@ async def test_values_written_to_the_device_reach_a_websocket_client(modbus_serv
         assert all(p["status"] == "ok" for p in state.values())
 
         modbus_server.set("holding", 100, encode(supply, 7.4))
-        state = await _until(client, lambda s: s["plant/chiller-1/supply_temp"]["value"] == 7.4)
+        state = await until_state(client, lambda s: s["plant/chiller-1/supply_temp"]["value"] == 7.4)
         client.sendClose()
         await client.closed
     finally:
@@ -144,16 +130,16 @@ async def test_device_down_is_fault_and_back_up_is_ok_with_fresh_values(modbus_s
     running = await start_server([producer])
     try:
         client = await within(5, connect(reactor(), running.port))
-        await _until(client, lambda s: s.get("plant/ahu-1/fan_speed", {}).get("value") == 55)
+        await until_state(client, lambda s: s.get("plant/ahu-1/fan_speed", {}).get("value") == 55)
 
         modbus_server.stop()
-        state = await _until(client, lambda s: s["plant/ahu-1/fan_speed"]["status"] == "fault")
+        state = await until_state(client, lambda s: s["plant/ahu-1/fan_speed"]["status"] == "fault")
         assert state["plant/ahu-1/fan_speed"]["value"] == 55  # the last value stays visible
         assert producer.failures >= 1 and not producer.connected
 
         modbus_server.start()
         modbus_server.set("holding", 7, [61])
-        state = await _until(
+        state = await until_state(
             client,
             lambda s: s["plant/ahu-1/fan_speed"]["status"] == "ok" and s["plant/ahu-1/fan_speed"]["value"] == 61,
         )
@@ -174,11 +160,11 @@ async def test_an_exception_response_faults_only_that_point(modbus_server):
     running = await start_server([producer])
     try:
         client = await within(5, connect(reactor(), running.port))
-        state = await _until(client, lambda s: "plant/crac-1/setpoint" in s)
+        state = await until_state(client, lambda s: "plant/crac-1/setpoint" in s)
         assert state["plant/crac-1/setpoint"]["value"] == 19.0
         assert "plant/crac-1/missing" not in state
         modbus_server.set("holding", 195, [200])
-        await _until(client, lambda s: s["plant/crac-1/setpoint"]["value"] == 20.0)
+        await until_state(client, lambda s: s["plant/crac-1/setpoint"]["value"] == 20.0)
         assert producer.connected and producer.polls >= 2
         client.sendClose()
         await client.closed

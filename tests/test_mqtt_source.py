@@ -11,7 +11,7 @@ from hvac_push.producers.mqtt import BadPayload, MqttPoint, MqttProducer, TopicM
 from hvac_push.testing import connect
 from tests.brokers import Mosquitto, mosquitto  # noqa: F401 (fixture)
 from tests.conftest import start_server, stop_server
-from tests.helpers import eventually, within
+from tests.helpers import eventually, until_state, within
 
 
 def reactor():
@@ -97,20 +97,6 @@ async def _publish(broker: Mosquitto, topic: str, payload: str | bytes, retain: 
     await deferToThread(broker.publish, topic, payload, retain)
 
 
-async def _until(client, predicate, seconds: float = 10.0):
-    """Read updates until C{predicate(points)} holds for the latest state; return that state."""
-    state: dict = {}
-
-    async def loop():
-        while True:
-            message = await client.next()
-            if message["type"] in ("snapshot", "update"):
-                state.update(message["points"])
-                if predicate(state):
-                    return state
-
-    return await within(seconds, loop())
-
 
 def _status(point_id: str, status: str, value=None):
     def check(state):
@@ -128,19 +114,19 @@ async def test_published_values_reach_a_websocket_client(mosquitto):
     running = await start_server([producer])
     try:
         client = await within(5, connect(reactor(), running.port))
-        state = await _until(client, _status("plant/chiller-1/setpoint", "ok", 7.0))
+        state = await until_state(client, _status("plant/chiller-1/setpoint", "ok", 7.0))
         await eventually(lambda: producer.connected, timeout=5)
 
         await _publish(mosquitto, "hvac/plant/chiller-1/supply_temp", '{"value": 6.4, "ts": 1764000000.5, "unit": "°C"}')
-        state = await _until(client, _status("plant/chiller-1/supply_temp", "ok", 6.4))
+        state = await until_state(client, _status("plant/chiller-1/supply_temp", "ok", 6.4))
         assert state["plant/chiller-1/supply_temp"]["ts"] == 1764000000.5
         assert state["plant/chiller-1/supply_temp"]["unit"] == "°C"
 
         await _publish(mosquitto, "bms/ahu1/fan", "62.5")
-        state = await _until(client, _status("plant/ahu-1/fan_speed", "ok", 62.5))
+        state = await until_state(client, _status("plant/ahu-1/fan_speed", "ok", 62.5))
         assert state["plant/ahu-1/fan_speed"]["unit"] == "%"
         await _publish(mosquitto, "hvac/plant/chiller-1/compressor", "true")
-        await _until(client, _status("plant/chiller-1/compressor", "ok", True))
+        await until_state(client, _status("plant/chiller-1/compressor", "ok", True))
         client.sendClose()
         await client.closed
     finally:
@@ -158,7 +144,7 @@ async def test_malformed_payloads_are_dropped_and_counted_and_serving_goes_on(mo
             await _publish(mosquitto, "hvac/plant/crac-1/supply_temp", payload)
         await _publish(mosquitto, "hvac/plant/bad unit/x", "1")
         await _publish(mosquitto, "hvac/plant/crac-1/supply_temp", "18.5")
-        state = await _until(client, _status("plant/crac-1/supply_temp", "ok", 18.5))
+        state = await until_state(client, _status("plant/crac-1/supply_temp", "ok", 18.5))
         assert producer.malformed == 4
         assert producer.malformed_by_topic["hvac/plant/crac-1/supply_temp"] == 3
         assert list(state) == ["plant/crac-1/supply_temp"]
@@ -179,10 +165,10 @@ async def test_broker_loss_is_fault_and_its_return_is_ok_while_the_client_stays(
         await eventually(lambda: producer.connected, timeout=5)
         await _publish(mosquitto, "hvac/plant/ahu-1/supply_temp", "14.2")
         await _publish(mosquitto, "hvac/plant/ahu-1/power", "3.5")  # discovered, not declared
-        await _until(client, lambda s: _status("plant/ahu-1/supply_temp", "ok", 14.2)(s) and "plant/ahu-1/power" in s)
+        await until_state(client, lambda s: _status("plant/ahu-1/supply_temp", "ok", 14.2)(s) and "plant/ahu-1/power" in s)
 
         mosquitto.kill()
-        state = await _until(
+        state = await until_state(
             client,
             lambda s: _status("plant/ahu-1/supply_temp", "fault")(s) and _status("plant/ahu-1/power", "fault")(s),
         )
@@ -190,11 +176,11 @@ async def test_broker_loss_is_fault_and_its_return_is_ok_while_the_client_stays(
 
         mosquitto.start()  # same port
         await eventually(lambda: producer.connected, timeout=10)
-        state = await _until(
+        state = await until_state(
             client, lambda s: _status("plant/ahu-1/supply_temp", "ok")(s) and _status("plant/ahu-1/power", "ok")(s)
         )
         await _publish(mosquitto, "hvac/plant/ahu-1/supply_temp", "14.9")
-        await _until(client, _status("plant/ahu-1/supply_temp", "ok", 14.9))
+        await until_state(client, _status("plant/ahu-1/supply_temp", "ok", 14.9))
         assert client.state == client.STATE_OPEN
         assert producer.connects >= 2
         client.sendClose()
@@ -217,7 +203,7 @@ async def test_a_broker_that_is_down_at_start_is_retried(tmp_path):
         await eventually(lambda: producer.connected, timeout=10)
         client = await within(5, connect(reactor(), running.port))
         await _publish(broker, "hvac/plant/ahu-2/fan_speed", "40")
-        await _until(client, _status("plant/ahu-2/fan_speed", "ok", 40))
+        await until_state(client, _status("plant/ahu-2/fan_speed", "ok", 40))
         client.sendClose()
         await client.closed
     finally:

@@ -20,7 +20,7 @@ from hvac_push.testing import connect
 from hvac_push.producers.modbus import ModbusPoint, encode
 from tests.brokers import modbus_server, mosquitto  # noqa: F401 (fixtures)
 from tests.conftest import start_server, stop_server
-from tests.helpers import eventually, within
+from tests.helpers import eventually, until_state, within
 from tests.wsprobe import first_messages, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,19 +52,6 @@ unit = "°C"
     return text
 
 
-async def _until(client, predicate, seconds: float = 10.0):
-    state: dict = {}
-
-    async def loop():
-        while True:
-            message = await client.next()
-            if message["type"] in ("snapshot", "update"):
-                state.update(message["points"])
-                if predicate(state):
-                    return state
-
-    return await within(seconds, loop())
-
 
 @pytest_twisted.ensureDeferred
 async def test_reload_restarts_only_what_changed_and_keeps_clients(tmp_path, mosquitto):
@@ -77,10 +64,10 @@ async def test_reload_restarts_only_what_changed_and_keeps_clients(tmp_path, mos
         sim_before = reloader.sources["simulator"]
         assert running.service.hub.meta["plant/ahu-9/supply_temp"].name == "Supply"
         client = await within(5, connect(reactor(), running.port))
-        await _until(client, lambda s: "plant/chiller-1/supply_temp" in s)
+        await until_state(client, lambda s: "plant/chiller-1/supply_temp" in s)
         await eventually(lambda: mqtt_before.producer.connected, timeout=5)
         await deferToThread(mosquitto.publish, "hvac/plant/ahu-9/supply_temp", "14.0")
-        await _until(client, lambda s: s.get("plant/ahu-9/supply_temp", {}).get("value") == 14.0)
+        await until_state(client, lambda s: s.get("plant/ahu-9/supply_temp", {}).get("value") == 14.0)
 
         # Valid: the simulator grows, the MQTT point gets a new name and limits.
         path.write_text(plant_toml(mosquitto.port, sim_units=2, name="Supply air", extra="alarm = { high = 18 }"))
@@ -90,9 +77,9 @@ async def test_reload_restarts_only_what_changed_and_keeps_clients(tmp_path, mos
         assert sim_before.parent is None and sim_before not in running.service.producers
         meta = running.service.hub.meta["plant/ahu-9/supply_temp"]
         assert meta.name == "Supply air" and meta.limits == AlarmLimits(high=18.0)
-        await _until(client, lambda s: "plant/crac-1/supply_temp" in s)
+        await until_state(client, lambda s: "plant/crac-1/supply_temp" in s)
         await deferToThread(mosquitto.publish, "hvac/plant/ahu-9/supply_temp", "15.0")
-        await _until(client, lambda s: s["plant/ahu-9/supply_temp"]["value"] == 15.0)
+        await until_state(client, lambda s: s["plant/ahu-9/supply_temp"]["value"] == 15.0)
         assert mqtt_before.producer.connects == 1  # never reconnected
 
         # Invalid: refused with its one line, the running config stays.
@@ -107,7 +94,7 @@ async def test_reload_restarts_only_what_changed_and_keeps_clients(tmp_path, mos
         assert await within(10, reloader.reload()) is True
         assert set(reloader.sources) == {"simulator"}
         assert [p.producer.name for p in running.service.producers] == ["simulator"]
-        state = await _until(client, lambda s: s["plant/ahu-9/supply_temp"]["status"] == "stale")
+        state = await until_state(client, lambda s: s["plant/ahu-9/supply_temp"]["status"] == "stale")
         assert state["plant/ahu-9/supply_temp"]["value"] == 15.0
         assert "plant/ahu-9/supply_temp" not in running.service.hub.meta
         assert client.state == client.STATE_OPEN
@@ -168,13 +155,13 @@ interval = 10
         await eventually(lambda: reloader.sources["mqtt.bms"].producer.connected, timeout=5)
         await deferToThread(mosquitto.publish, "bms/north/floor-2/ahu-1/fan_speed", "48")
         await deferToThread(mosquitto.publish, "bms/north/floor-2/ahu-7/fan_speed", "1")  # not declared
-        state = await _until(client, lambda s: len(s) >= 3)
+        state = await until_state(client, lambda s: len(s) >= 3)
         assert state["north/chiller-1/supply_temp"]["value"] == -1.25
         assert state["north/chiller-1/supply_temp"]["unit"] == "°C"
         assert state["north/chiller-1/running"]["value"] is True
         assert state["north/ahu-1/fan_speed"]["value"] == 48 and state["north/ahu-1/fan_speed"]["unit"] == "%"
         await deferToThread(mosquitto.publish, "bms/north/floor-2/ahu-1/fan_speed", "49")
-        await _until(client, lambda s: s["north/ahu-1/fan_speed"]["value"] == 49)
+        await until_state(client, lambda s: s["north/ahu-1/fan_speed"]["value"] == 49)
         assert running.hub.get("north/ahu-7/fan_speed") is None  # discover = false: undeclared is ignored
         client.sendClose()
         await client.closed
