@@ -10,7 +10,7 @@ setup(
     packages=["hvac_push", "hvac_push.producers", "twisted.plugins"],
     package_data={"twisted.plugins": ["hvacpush_plugin.py", "hvacpush_reuseport.py"], "hvac_push": ["py.typed", "static/*"]},
     install_requires=[
-        "twisted>=24.3",
+        "twisted[tls]>=24.3",  # ssl: listeners (wss://) need pyOpenSSL and service_identity
         "autobahn>=24.4",
         "pyjwt[crypto]>=2.8",
         "prometheus_client>=0.17",
