@@ -232,9 +232,21 @@ class PushServerFactory(WebSocketServerFactory):
     def _send_group(self, members: list[PushServerProtocol], prepared: Any) -> None:
         """One frame to every member: straight to idle plain-TCP sockets, the normal path for the rest."""
         frame = prepared.payloadHybi
+        size = len(frame)
+        # This loop is the hot path; it inlines PushServerProtocol.raw_send.
         for client in members:
-            if client.raw_send(frame):
-                client.send_prepared(prepared)
+            sock = client._sock
+            if sock is not None:
+                transport: Any = client.transport
+                if not transport.dataBuffer and not transport._tempDataLen:
+                    try:
+                        sent = sock.send(frame)
+                    except OSError:  # EAGAIN, or an error the transport will meet and close on
+                        sent = 0
+                    if sent != size:
+                        transport.write(frame[sent:] if sent else frame)
+                    continue
+            client.send_prepared(prepared)
 
     def _flush_filtered(self, clients: list[PushServerProtocol], version: int) -> None:
         """Clients with change-of-value filters: one selection and encode each."""
