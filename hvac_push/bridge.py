@@ -33,6 +33,7 @@ from typing import Any, Callable
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from twisted.application.service import Service
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from hvac_push.follow import HubFollower
@@ -45,7 +46,7 @@ log = Logger(namespace="hvac_push.bridge")
 
 @dataclass(frozen=True, slots=True)
 class BrokerUrl:
-    """C{mqtt://[user:pass@]host[:port][/prefix]} or C{mqtts://...[?ca=PATH&insecure=1]}."""
+    """C{mqtt://[user[:pass]@]host[:port][/prefix][?password_file=PATH]}, or C{mqtts://...[?ca=PATH&insecure=1]}."""
 
     host: str
     port: int
@@ -83,17 +84,27 @@ def parse_broker_url(text: str) -> BrokerUrl:
     if any(c in prefix for c in "+#") or "//" in prefix:
         raise ValueError(f"{text!r}: the prefix must be plain topic levels (no +, #, or empty level)")
     query = parse_qs(parts.query)
-    unknown = set(query) - {"ca", "insecure"}
+    unknown = set(query) - {"ca", "insecure", "password_file"}
     if unknown:
-        raise ValueError(f"{text!r}: unknown parameter {sorted(unknown)[0]!r} (known: ca, insecure)")
-    if query and not tls:
+        raise ValueError(f"{text!r}: unknown parameter {sorted(unknown)[0]!r} (known: ca, insecure, password_file)")
+    if ("ca" in query or "insecure" in query) and not tls:
         raise ValueError(f"{text!r}: ca and insecure need mqtts://")
+    password = unquote(parts.password) if parts.password is not None else None
+    if "password_file" in query:
+        if password is not None or not parts.username:
+            raise ValueError(f"{text!r}: password_file needs user@ and no password in the URL")
+        path = query["password_file"][-1]
+        try:
+            with open(path, encoding="utf-8") as f:
+                password = f.readline().rstrip("\r\n")
+        except OSError as e:
+            raise ValueError(f"password_file {path!r}: {e.strerror}") from None
     return BrokerUrl(
         host=parts.hostname,
         port=port,
         prefix=prefix,
         username=unquote(parts.username) if parts.username else None,
-        password=unquote(parts.password) if parts.password is not None else None,
+        password=password,
         tls=tls,
         ca=query["ca"][-1] if "ca" in query else None,
         insecure=query.get("insecure", ["0"])[-1] in ("1", "true", "yes"),
@@ -165,17 +176,34 @@ class MqttBridge(Service):
         self._client.connect_async(self.broker.host, self.broker.port, self.keepalive)
         self._client.loop_start()
 
-    def stopService(self) -> None:
+    def stopService(self) -> Deferred[None] | None:
         super().stopService()
         if self._follower is not None:
             self._follower.close()
             self._follower = None
         client, self._client = self._client, None
-        if client is not None:
-            # disconnect() lets paho flush what is queued; loop_stop joins its thread (bounded by paho).
-            client.disconnect()
-            client.loop_stop()
-        self.connected = False
+        with self._lock:
+            self.connected = False
+        if client is None:
+            return None
+        finished: Deferred[None] = Deferred()
+
+        def stop_paho() -> None:
+            # Off the reactor thread: loop_stop joins paho's thread, which may be waiting to reconnect.
+            try:
+                client.disconnect()
+                client.loop_stop()
+            finally:
+                try:
+                    self.reactor.callFromThread(_fire, finished)
+                except Exception:
+                    pass
+
+        threading.Thread(target=stop_paho, name="hvac-push mqtt-publish stop", daemon=True).start()
+        # Bounded: paho's thread is a daemon; do not hold shutdown for it.
+        timeout = self.reactor.callLater(5.0, _fire, finished)
+        finished.addBoth(lambda r: timeout.cancel() if timeout.active() else None)
+        return finished
 
     def _changed(self, point: Point) -> None:
         if self.exclude is not None and self.exclude(point.point_id):
@@ -243,7 +271,14 @@ class MqttBridge(Service):
 
     @property
     def pending(self) -> int:
+        """Points whose newest value is not yet handed to paho."""
         return len(self._pending)
+
+    @property
+    def idle(self) -> bool:
+        """Connected, nothing pending and every publish acknowledged by the broker."""
+        with self._lock:
+            return self.connected and not self._pending and self._inflight == 0
 
     def health(self) -> tuple[bool, dict[str, Any]]:
         """A readiness check that never holds the server back, but shows the bridge's state."""
@@ -307,6 +342,11 @@ class MqttBridge(Service):
             more = bool(self._pending)
         if more:
             self._schedule_drain()
+
+
+def _fire(d: Deferred[None]) -> None:
+    if not d.called:
+        d.callback(None)
 
 
 def mqtt_fed(push: Any) -> Callable[[str], bool]:

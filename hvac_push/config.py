@@ -26,9 +26,12 @@ import re
 import sys
 import tomllib
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 from hvac_push.points import SEVERITIES, AlarmLimits, PointMeta
+
+if TYPE_CHECKING:
+    from hvac_push.derived import Schedule, Zone
 
 #: A site, unit, point or source name: the same rule as one level of a point id.
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,63}$")
@@ -125,6 +128,31 @@ class SimulatorConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class DerivedConfig:
+    """The C{[derived]} table: what L{hvac_push.plant.derived_settings} turns into C{DerivedSettings}.
+
+    Defaults are C{DerivedSettings}' own (docs/derived.md), except
+    C{max_starts_per_hour}: 90 when the file has a C{[simulator]} table.
+    """
+
+    enabled: bool = True
+    forecast_minutes: tuple[int, ...] = (5, 15, 30)
+    tariff: float = 0.15
+    currency: str = "EUR"
+    energy_max_gap: float = 300.0
+    max_starts_per_hour: float = 6.0
+    cop_window: float = 900.0
+    cop_min_power: float = 0.5
+    running_kw: float = 1.0
+    predict_within_min: float = 15.0
+    severity: str = "warning"
+    timezone: str | None = None
+    #: C{("site/unit", Schedule)} pairs, in file order; they win over the simulator's defaults.
+    schedules: tuple[tuple[str, Schedule], ...] = ()
+    zones: tuple[Zone, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class SiteConfig:
     id: str
     name: str = ""
@@ -163,6 +191,8 @@ class PlantConfig:
     brokers: tuple[MqttBrokerConfig, ...] = ()
     devices: tuple[ModbusDeviceConfig, ...] = ()
     simulator: SimulatorConfig | None = None
+    #: The C{[derived]} table, or None without one.
+    derived: DerivedConfig | None = None
 
     def points_of(self, source: str) -> tuple[PointConfig, ...]:
         """The points fed by one source key, in file order."""
@@ -313,7 +343,7 @@ class _Checker:
 
 # -- the schema ---------------------------------------------------------------
 
-_TOP_KEYS = ("sites", "units", "mqtt", "modbus", "simulator")
+_TOP_KEYS = ("sites", "units", "mqtt", "modbus", "simulator", "derived")
 _SITE_KEYS = ("name",)
 _UNIT_KEYS = ("site", "id", "name", "source", "points")
 _ALARM_KEYS = ("high", "low", "deadband", "delay", "severity")
@@ -328,6 +358,16 @@ _MQTT_KEYS = (
 _TLS_KEYS = ("ca", "cert", "key", "insecure")
 _MODBUS_KEYS = ("host", "port", "unit_id", "poll_interval", "timeout")
 _SIMULATOR_KEYS = ("units", "rate", "seed", "site")
+_DERIVED_KEYS = (
+    "enabled", "forecast_minutes", "tariff", "currency", "energy_max_gap", "max_starts_per_hour",
+    "cop_window", "cop_min_power", "running_kw", "predict_within_min", "severity", "timezone",
+    "schedules", "zones",
+)
+_PERIOD_KEYS = ("days", "start", "end")
+_ZONE_KEYS = ("heating", "cooling", "heating_threshold", "cooling_threshold", "site")
+_WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_DAY_RANGE = re.compile(r"^([a-z]{3})(?:-([a-z]{3}))?$")
+_CLOCK = re.compile(r"^(\d{1,2}):(\d{2})$")
 
 
 def check_topic_template(template: str) -> str | None:
@@ -510,6 +550,207 @@ def _register(c: _Checker, t: dict[str, Any], path: str) -> RegisterConfig:
     )
 
 
+def _simulated(simulator: SimulatorConfig | None) -> tuple[list[str], set[str]]:
+    """The simulator's C{site/unit} ids and point ids (nothing without a simulator)."""
+    if simulator is None:
+        return [], set()
+    from hvac_push.producers.simulator import PlantModel
+
+    model = PlantModel(units=simulator.units, seed=0, site=simulator.site)
+    return [f"{simulator.site}/{name}" for name in model.unit_names], set(model.point_ids())
+
+
+def _clock(c: _Checker, t: dict[str, Any], key: str, path: str) -> float | None:
+    """C{"HH:MM"}, 00:00 to 24:00, as hours."""
+    text = c.string(t, key, path, None, required=True)
+    if text is None:
+        return None
+    match = _CLOCK.match(text)
+    if match is None or int(match.group(2)) > 59 or int(match.group(1)) * 60 + int(match.group(2)) > 24 * 60:
+        c.error(_join(path, key), f"expected a time from '00:00' to '24:00', got {text!r}")
+        return None
+    return int(match.group(1)) + int(match.group(2)) / 60.0
+
+
+def _period(c: _Checker, raw: object, path: str) -> list[tuple[int, float, float]]:
+    """One C{{ days = "mon-fri", start = "06:00", end = "20:00" }} table."""
+    t = c.table(raw, path)
+    if t is None:
+        return []
+    c.keys(t, path, _PERIOD_KEYS)
+    days = c.string(t, "days", path, None, required=True)
+    first = last = -1
+    if days is not None:
+        match = _DAY_RANGE.match(days.lower())
+        if days.lower() == "daily":
+            first, last = 0, 6
+        elif match is None or match.group(1) not in _WEEKDAYS or (match.group(2) or "mon") not in _WEEKDAYS:
+            c.error(_join(path, "days"), f"expected a day or a range of days like 'mon-fri', or 'daily', got {days!r}")
+        else:
+            first = _WEEKDAYS.index(match.group(1))
+            last = _WEEKDAYS.index(match.group(2)) if match.group(2) else first
+            if last < first:
+                c.error(_join(path, "days"), f"the range must run from Monday towards Sunday, got {days!r}")
+    start, end = _clock(c, t, "start", path), _clock(c, t, "end", path)
+    if start is not None and end is not None and end <= start:
+        c.error(_join(path, "end"), f"must be after start ({t['start']}), got {t['end']!r}")
+        return []
+    if start is None or end is None or first < 0 or last < first:
+        return []
+    return [(day, start, end) for day in range(first, last + 1)]
+
+
+def _schedule(c: _Checker, raw: object, path: str) -> Schedule | None:
+    """A schedule: C{"always"}, C{"mon-fri 06:00-20:00; sat 08:00-12:00"}, a period table, or an array of them."""
+    from hvac_push.derived import Schedule
+
+    if isinstance(raw, str):
+        if not raw.strip():
+            c.error(path, "must not be empty (write 'always', or periods like 'mon-fri 06:00-20:00')")
+            return None
+        try:
+            return Schedule.parse(raw)
+        except ValueError as e:
+            c.error(path, str(e))
+            return None
+    if isinstance(raw, list):
+        if not raw:
+            c.error(path, "must not be empty")
+            return None
+        before = len(c.errors)
+        periods = [p for index, item in enumerate(raw) for p in _period(c, item, f"{path}[{index}]")]
+        return Schedule(tuple(periods)) if len(c.errors) == before else None
+    if isinstance(raw, dict):
+        before = len(c.errors)
+        periods = _period(c, raw, path)
+        return Schedule(tuple(periods)) if len(c.errors) == before else None
+    c.error(path, "expected 'always', a string like 'mon-fri 06:00-20:00', a table "
+                  "{ days = \"mon-fri\", start = \"06:00\", end = \"20:00\" } or an array of such tables")
+    return None
+
+
+def _derived(
+    c: _Checker, raw: object, simulator: SimulatorConfig | None, units: Sequence[UnitConfig], point_ids: set[str],
+) -> DerivedConfig | None:
+    """The C{[derived]} table (docs/sources.md); unit and point references are checked against the file."""
+    from hvac_push.derived import Zone
+
+    path = "derived"
+    t = c.table(raw, path)
+    if t is None:
+        return None
+    c.keys(t, path, _DERIVED_KEYS)
+    defaults = DerivedConfig()
+    minutes: list[int] = []
+    if "forecast_minutes" in t:
+        fpath = _join(path, "forecast_minutes")
+        values = t["forecast_minutes"]
+        if not isinstance(values, list):
+            c.error(fpath, "expected an array of whole minutes, e.g. [5, 15, 30]")
+        elif not values:
+            c.error(fpath, "must not be empty")
+        for index, value in enumerate(values if isinstance(values, list) else []):
+            where = f"{fpath}[{index}]"
+            if isinstance(value, bool) or not isinstance(value, int):
+                c.error(where, "expected an integer")
+            elif not 1 <= value <= 1440:
+                c.error(where, f"must be between 1 and 1440, got {value}")
+            elif value in minutes:
+                c.error(where, f"{value} appears twice")
+            else:
+                minutes.append(value)
+    timezone = c.string(t, "timezone", path, None, allow_empty=False)
+    if timezone is not None:
+        from zoneinfo import ZoneInfo
+
+        try:
+            ZoneInfo(timezone)
+        except (KeyError, ValueError, OSError):  # ZoneInfoNotFoundError is a KeyError; bad paths: ValueError
+            c.error(_join(path, "timezone"), f"unknown time zone {timezone!r} (an IANA name, e.g. 'Europe/Paris')")
+            timezone = None
+
+    # Schedules, by unit: a [units.KEY] key, a simulated unit's name, or "site/unit".
+    unit_ids: dict[str, list[str]] = {}
+    simulated_units, simulated_points = _simulated(simulator)
+    for unit in units:
+        unit_ids.setdefault(unit.key, []).append(f"{unit.site}/{unit.id}")
+        unit_ids.setdefault(f"{unit.site}/{unit.id}", []).append(f"{unit.site}/{unit.id}")
+    for unit_id in simulated_units:
+        unit_ids.setdefault(unit_id.split("/", 1)[1], []).append(unit_id)
+        unit_ids.setdefault(unit_id, []).append(unit_id)
+    schedules: dict[str, Schedule] = {}
+    raw_schedules = c.table(t["schedules"], _join(path, "schedules")) if "schedules" in t else None
+    for key, value in (raw_schedules or {}).items():
+        spath = _join(_join(path, "schedules"), key)
+        targets = list(dict.fromkeys(unit_ids.get(key, [])))
+        schedule = _schedule(c, value, spath)
+        if not targets:
+            names = sorted(k for k in unit_ids if "/" not in k)
+            known = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
+            c.error(spath, f"unknown unit {key!r}; units: {known or 'none are declared'}")
+        elif schedule is not None:
+            for target in targets:
+                schedules[target] = schedule
+
+    zones: list[Zone] = []
+    known_points = point_ids | simulated_points
+    raw_zones = c.table(t["zones"], _join(path, "zones")) if "zones" in t else None
+    for name, value in (raw_zones or {}).items():
+        zpath = _join(_join(path, "zones"), name)
+        z = c.table(value, zpath)
+        if z is None or not c.name(name, zpath):
+            continue
+        c.keys(z, zpath, _ZONE_KEYS)
+        before = len(c.errors)
+        inputs: list[str] = []
+        for key in ("heating", "cooling"):
+            point_id = c.string(z, key, zpath, None, required=True)
+            if point_id is not None and point_id not in known_points:
+                c.error(_join(zpath, key), f"unknown point {point_id!r}: give the id of a declared or simulated point, "
+                                           "e.g. 'plant/vav-3/reheat_valve'")
+            inputs.append(point_id or "")
+        site = c.string(z, "site", zpath, None)
+        if site is not None:
+            c.name(site, _join(zpath, "site"))
+        heating_threshold = c.number(z, "heating_threshold", zpath, 0.0)
+        cooling_threshold = c.number(z, "cooling_threshold", zpath, 0.0)
+        if len(c.errors) > before:
+            continue
+        zones.append(Zone(
+            name, inputs[0], inputs[1], site=site or inputs[0].split("/")[0],
+            heating_threshold=heating_threshold or 0.0, cooling_threshold=cooling_threshold or 0.0,
+        ))
+
+    starts_default = 90.0 if simulator is not None else defaults.max_starts_per_hour
+    max_starts = c.number(t, "max_starts_per_hour", path, starts_default, 0, 3600)
+    return DerivedConfig(
+        enabled=c.boolean(t, "enabled", path, True),
+        forecast_minutes=tuple(minutes) or defaults.forecast_minutes,
+        tariff=_or(c.number(t, "tariff", path, defaults.tariff, 0, 1000), defaults.tariff),
+        currency=c.string(t, "currency", path, defaults.currency, max_len=16, allow_empty=False) or defaults.currency,
+        energy_max_gap=_or(
+            c.number(t, "energy_max_gap", path, defaults.energy_max_gap, 0, 86400, positive=True),
+            defaults.energy_max_gap,
+        ),
+        max_starts_per_hour=_or(max_starts, starts_default),
+        cop_window=_or(c.number(t, "cop_window", path, defaults.cop_window, 0, 86400, positive=True), defaults.cop_window),
+        cop_min_power=_or(c.number(t, "cop_min_power", path, defaults.cop_min_power, 0, 100000), defaults.cop_min_power),
+        running_kw=_or(c.number(t, "running_kw", path, defaults.running_kw, 0, 100000), defaults.running_kw),
+        predict_within_min=_or(
+            c.number(t, "predict_within_min", path, defaults.predict_within_min, 0, 1440), defaults.predict_within_min,
+        ),
+        severity=c.choice(t, "severity", path, defaults.severity, SEVERITIES),
+        timezone=timezone,
+        schedules=tuple(schedules.items()),
+        zones=tuple(zones),
+    )
+
+
+def _or(value: float | None, default: float) -> float:
+    """C{value}, unless a checker returned None (an error is recorded then)."""
+    return default if value is None else value
+
+
 def _plant(c: _Checker, doc: dict[str, Any]) -> PlantConfig | None:
     c.keys(doc, "", _TOP_KEYS)
     brokers, devices, simulator = _sources(c, doc)
@@ -588,6 +829,7 @@ def _plant(c: _Checker, doc: dict[str, Any]) -> PlantConfig | None:
                     c.error(_join(ppath, "topic"), f"topic {point.topic!r} is also used at {seen_topics[where]}")
                 seen_topics[where] = ppath
             points.append(point)
+    derived = _derived(c, doc["derived"], simulator, units, set(seen_ids)) if "derived" in doc else None
     if c.errors:
         return None
     return PlantConfig(
@@ -598,6 +840,7 @@ def _plant(c: _Checker, doc: dict[str, Any]) -> PlantConfig | None:
         brokers=tuple(brokers),
         devices=tuple(devices),
         simulator=simulator,
+        derived=derived,
     )
 
 
@@ -700,12 +943,14 @@ def main(argv: Sequence[str] | None = None, out: Callable[[str], None] = print) 
                 out(line)
             status = 1
         else:
-            out(f"{path}: ok: {len(plant.points)} points, sources: {', '.join(plant.source_keys()) or 'none'}")
+            derived = "; derived points on" if plant.derived is not None and plant.derived.enabled else ""
+            out(f"{path}: ok: {len(plant.points)} points, sources: {', '.join(plant.source_keys()) or 'none'}{derived}")
     return status
 
 
 __all__ = [
     "ConfigError",
+    "DerivedConfig",
     "MqttBrokerConfig",
     "ModbusDeviceConfig",
     "PlantConfig",

@@ -159,13 +159,25 @@ def simulator_settings(unit_names: list[str] | None = None, **overrides: object)
     around the clock; air handlers are scheduled for office hours, so
     C{outside_schedule} has something to show at night and at weekends.
     """
-    schedules: dict[str, Schedule] = {}
-    office = Schedule.parse("mon-fri 06:00-20:00")
-    for name in unit_names or []:
-        schedules[name] = office if name.startswith("ahu") else Schedule.parse("always")
-    values: dict[str, object] = {"max_starts_per_hour": 90.0, "schedules": schedules}
+    values: dict[str, object] = {
+        "max_starts_per_hour": SIMULATOR_MAX_STARTS_PER_HOUR, "schedules": simulator_schedules(unit_names or []),
+    }
     values.update(overrides)
     return DerivedSettings(**values)  # type: ignore[arg-type]
+
+
+#: The simulator's short-cycling limit (its compressors cycle about 60 times an hour).
+SIMULATOR_MAX_STARTS_PER_HOUR = 90.0
+
+
+def simulator_schedules(unit_names: list[str], site: str | None = None) -> dict[str, Schedule]:
+    """The simulator's schedules: air handlers C{mon-fri 06:00-20:00}, every other unit C{always}.
+
+    Keyed by unit name, or by C{"site/unit"} when C{site} is given.
+    """
+    office, always = Schedule.parse("mon-fri 06:00-20:00"), Schedule.parse("always")
+    prefix = f"{site}/" if site is not None else ""
+    return {f"{prefix}{name}": office if name.startswith("ahu") else always for name in unit_names}
 
 
 def _number(value: Value) -> float | None:
@@ -285,6 +297,31 @@ class DerivedPoints:
     def close(self) -> None:
         self._follower.close()
         self.hub.remove_listener(self._flush)
+
+    def release_alarms(self, successor: DerivedPoints | None = None) -> None:
+        """After L{close}: clear the C{predicted} and C{short_cycling} alarms this object raised.
+
+        Those that C{successor} (the object replacing this one, which has already
+        seen the current inputs) holds itself are left to it; a replacement leaves
+        no alarm stuck, and the successor raises them again when its own history shows them.
+        """
+        if self.alarms is None:
+            return
+        for point_id, on in self._predicted.items():
+            if on and not (successor is not None and successor._predicted.get(point_id)):
+                self.alarms.predict(
+                    point_id, False, f"{point_id}: derived points reconfigured", severity=self.settings.severity
+                )
+        for key, state in self._units.items():
+            short = f"{key}/short_cycling"
+            if state.published.get(short) is not True:
+                continue
+            other = successor._units.get(key) if successor is not None else None
+            if other is None or other.published.get(short) is not True:
+                self.alarms.predict(
+                    f"{key}/compressor", False, f"{key}: derived points reconfigured",
+                    kind="short_cycling", limit=self.settings.max_starts_per_hour, severity=self.settings.severity,
+                )
 
     # -- plumbing ---------------------------------------------------------------
 

@@ -14,7 +14,7 @@ import signal
 import threading
 from types import FrameType
 from dataclasses import replace
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
@@ -32,6 +32,9 @@ from hvac_push.config import (
 )
 from hvac_push.points import PointMeta
 from hvac_push.producers.base import Producer, ProducerService
+
+if TYPE_CHECKING:
+    from hvac_push.derived import DerivedPoints, DerivedSettings
 
 #: A source config with the producer-facing part of its points: equal specs, same producer.
 Spec = tuple[object, tuple[PointConfig, ...]]
@@ -110,6 +113,40 @@ def build_producer(spec: Spec) -> Producer:
     raise TypeError(f"no producer for {source!r}")
 
 
+def derived_settings(config: PlantConfig) -> DerivedSettings | None:
+    """The C{DerivedSettings} of the config's C{[derived]} table; None without one, or with C{enabled = false}.
+
+    Simulated units get the simulator's schedules (L{simulator_schedules}) unless the table gives one.
+    """
+    derived = config.derived
+    if derived is None or not derived.enabled:
+        return None
+    from hvac_push.derived import DerivedSettings, simulator_schedules
+
+    schedules = {}
+    if config.simulator is not None:
+        from hvac_push.producers.simulator import PlantModel
+
+        model = PlantModel(units=config.simulator.units, seed=0, site=config.simulator.site)
+        schedules.update(simulator_schedules(model.unit_names, site=config.simulator.site))
+    schedules.update(derived.schedules)
+    return DerivedSettings(
+        forecast_minutes=derived.forecast_minutes,
+        energy_max_gap=derived.energy_max_gap,
+        tariff=derived.tariff,
+        currency=derived.currency,
+        cop_window=derived.cop_window,
+        cop_min_power=derived.cop_min_power,
+        max_starts_per_hour=derived.max_starts_per_hour,
+        schedules=schedules,
+        running_kw=derived.running_kw,
+        timezone=derived.timezone,
+        zones=derived.zones,
+        predict_within_min=derived.predict_within_min,
+        severity=derived.severity,
+    )
+
+
 class ConfigReloader(Service):
     """Applies a plant config to a L{PushService}, and reloads it (SIGHUP or L{reload}).
 
@@ -148,10 +185,13 @@ class ConfigReloader(Service):
         self._again = False
         self.reloads = 0
         self.last_error: str | None = None
+        #: The derived points of the config's C{[derived]} table, while it has one (docs/derived.md).
+        self.derived: DerivedPoints | None = None
         self.setName("config-reloader")
         for key, spec in producer_specs(config).items():
             self._start(key, spec)
         self._configure(config, removed=())  # after _start: the config's metadata wins
+        self._apply_derived(config)
         self.setServiceParent(push)
 
     # -- applying --------------------------------------------------------------
@@ -162,6 +202,37 @@ class ConfigReloader(Service):
             hub.meta.pop(point_id, None)
         for point in config.points:
             hub.configure(point.point_id, point.meta)
+
+    def _apply_derived(self, config: PlantConfig) -> None:
+        """Start, replace or stop the derived points to match C{config}; unchanged settings keep them running.
+
+        A replacement continues the energy totals from the hub (L{DerivedPoints} seeds them);
+        forecasts and the compressor start history begin again. Derived points nothing
+        computes any more keep their last value, marked C{stale}.
+        """
+        settings = derived_settings(config)
+        old = self.derived
+        if old is not None and settings == old.settings:
+            return
+        if old is None and settings is None:
+            return
+        if old is not None:
+            old.close()
+        self.derived = None
+        if settings is not None:
+            from hvac_push.derived import DerivedPoints
+
+            self.derived = DerivedPoints(self.push.hub, self.push.reactor, settings, alarms=self.push.alarms)
+        if old is not None:
+            old.release_alarms(self.derived)
+            gone = old.own
+            if self.derived is not None:
+                # The new object has re-derived from every current input, except the energy totals,
+                # which it continues from the hub with the next power sample.
+                kept = self.derived.own
+                gone = {i for i in old.own if i not in kept and not i.endswith(("/energy_kwh", "/energy_cost"))}
+            if gone:
+                self.push.hub.set_status(sorted(gone), "stale")
 
     def _start(self, key: str, spec: Spec) -> None:
         producer = self._factory(spec)
@@ -198,6 +269,7 @@ class ConfigReloader(Service):
         if removed:
             # No source feeds them any more: keep the last value, flagged as not live.
             self.push.hub.set_status(removed, "stale")
+        self._apply_derived(config)  # after _configure: new alarm limits are in place
         self.config = config
         return {
             "stopped": sorted(set(changed) - set(new_specs)),
@@ -297,4 +369,4 @@ def install_plant(
     return ConfigReloader(push, config, sighup=sighup, on_simulator=on_simulator)
 
 
-__all__ = ["ConfigReloader", "build_producer", "install_plant", "producer_specs"]
+__all__ = ["ConfigReloader", "build_producer", "derived_settings", "install_plant", "producer_specs"]

@@ -46,6 +46,33 @@ def _choice(name: str, choices: tuple[str, ...]) -> Any:
     return coerce
 
 
+def _broker_url(option: str, text: str) -> Any:
+    from hvac_push.bridge import parse_broker_url
+
+    try:
+        return parse_broker_url(text)
+    except ValueError as e:
+        raise usage.UsageError(f"--{option}: {e}") from None
+
+
+def _cluster(service: Any, config: Any, reactor: Any) -> None:
+    """--subscribe (edge) and --publish (collector): the MQTT links between nodes (docs/deployment.md)."""
+    from hvac_push.bridge import MqttBridge, add_sync_readiness, edge_meta, mqtt_fed, subscriber
+    from hvac_push.producers.mqtt import MqttProducer
+
+    for index, broker in enumerate(config.get("subscribe") or []):
+        service.add_producer(subscriber(broker, name=f"subscribe.{index + 1}"))
+    mqtt_sources = [s.producer for s in service.producers if isinstance(s.producer, MqttProducer)]
+    for source in mqtt_sources:
+        source.on_meta = edge_meta(service)
+    if mqtt_sources:
+        add_sync_readiness(service)
+    for index, broker in enumerate(config.get("publish") or []):
+        bridge = MqttBridge(service.hub, reactor, broker, exclude=mqtt_fed(service))
+        bridge.setServiceParent(service)
+        service.add_readiness_check(f"mqtt-publish.{index + 1}", bridge.health)
+
+
 def _select_json_logs(options: usage.Options) -> None:
     """Under twistd, make twistd's own C{--logger} the JSON observer (see L{hvac_push.logs})."""
     from hvac_push.logs import JSON_OBSERVER
@@ -141,7 +168,7 @@ class Options(usage.Options):
     metavars = {
         "interval": "MS", "sim-units": "N", "sim-rate": "PER_S", "sim-seed": "SEED", "max-connections": "N",
         "drain-timeout": "SECONDS", "log-format": "FORMAT", "listen": "ENDPOINT", "allow-origin": "ORIGIN",
-        "ws-option": "KEY=VALUE", "config": "PATH",
+        "ws-option": "KEY=VALUE", "config": "PATH", "publish": "URL", "subscribe": "URL",
         "auth-jwt-secret-file": "PATH", "auth-jwt-public-key-file": "PATH", "auth-jwt-algorithm": "ALG",
         "auth-token-file": "PATH", "auth-audience": "AUD", "auth-issuer": "ISS", "max-message-size": "BYTES",
         "client-rate": "PER_S", "client-burst": "N", "max-connections-per-ip": "N", "handshake-timeout": "SECONDS",
@@ -186,9 +213,19 @@ class Options(usage.Options):
         self["listen"] = []
         self["allow-origin"] = []
         self["ws-option"] = {}
+        self["publish"] = []
+        self["subscribe"] = []
+
+    def opt_publish(self, url: str) -> None:
+        """Collector: publish every point to mqtt://[user:pass@]host[:port][/prefix] or mqtts://...[?ca=PATH] (repeatable)."""
+        self["publish"].append(_broker_url("publish", url))
+
+    def opt_subscribe(self, url: str) -> None:
+        """Edge: serve every point under the prefix of an MQTT broker URL (as --publish), not the simulator (repeatable)."""
+        self["subscribe"].append(_broker_url("subscribe", url))
 
     def opt_listen(self, description: str) -> None:
-        """Listen on a strports endpoint, e.g. tcp:8080 or ssl:8443:privateKey=key.pem (repeatable; default tcp:8080)."""
+        """Listen on a strports endpoint, e.g. tcp:8080, ssl:8443:privateKey=key.pem, reuseport:8080 (repeatable; default tcp:8080)."""
         from twisted.internet.endpoints import serverFromString
 
         try:
@@ -219,6 +256,9 @@ class Options(usage.Options):
         self["plant"] = None
         if self["config"] is not None:
             from hvac_push.config import ConfigError, load_config
+
+            if self["derived"]:
+                raise usage.UsageError("--derived: with --config, add a [derived] table to the config file instead")
 
             try:
                 self["plant"] = load_config(self["config"])
@@ -287,6 +327,8 @@ def makeService(config: Options, reactor: Any = None) -> IService:
 
         # Config sources instead of the simulator (unless the config has a [simulator] table).
         install_plant(service, config["plant"], sighup=True, on_simulator=configure_simulated_points)
+    elif config.get("subscribe"):
+        pass  # an edge node: its points come from the broker (see _cluster)
     else:
         simulator = SimulatorProducer(units=config["sim-units"], rate=config["sim-rate"], seed=config["sim-seed"])
         configure_simulated_points(service, simulator)
@@ -296,6 +338,7 @@ def makeService(config: Options, reactor: Any = None) -> IService:
             # Forecasts, energy, efficiency and equipment health as live points (docs/derived.md).
             DerivedPoints(service.hub, reactor, simulator_settings(simulator.model.unit_names), alarms=service.alarms)
         service.add_producer(simulator)
+    _cluster(service, config, reactor)
     for description in config["listen"]:
         service.add_listener(description)
     return service

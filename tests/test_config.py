@@ -254,3 +254,229 @@ def test_twistd_with_a_bad_config_ends_with_the_one_line(tmp_path):
     assert output.strip().splitlines()[-1].endswith(
         "plant.toml: units.chiller-1.points.supply_temp.register: expected an integer"
     )
+
+
+# -- [derived] ---------------------------------------------------------------------
+
+DERIVED = GOOD + """
+[units.chiller-1.points.power]
+unit = "kW"
+register = 110
+
+[units.chiller-1.points.compressor]
+register = 1
+table = "coil"
+
+[units.ahu-1.points.reheat_valve]
+source = "mqtt.main"
+unit = "%"
+
+[derived]
+"""
+
+
+def test_derived_defaults_are_those_of_derived_settings():
+    from hvac_push.config import DerivedConfig
+    from hvac_push.derived import DerivedSettings
+    from hvac_push.plant import derived_settings
+
+    plant = parse(DERIVED)
+    assert plant.derived == DerivedConfig()
+    assert derived_settings(plant) == DerivedSettings()  # no simulator: exactly the library defaults
+    assert parse(GOOD).derived is None and derived_settings(parse(GOOD)) is None
+    assert derived_settings(parse(DERIVED + "enabled = false\n")) is None
+
+
+def test_derived_table_maps_onto_derived_settings():
+    from hvac_push.derived import Schedule, Zone
+    from hvac_push.plant import derived_settings
+
+    plant = parse(DERIVED + """
+forecast_minutes = [10, 60]
+tariff = 0.21
+currency = "CHF"
+energy_max_gap = 120
+max_starts_per_hour = 4
+cop_window = 600
+cop_min_power = 2
+running_kw = 3
+predict_within_min = 20
+severity = "minor"
+timezone = "Europe/Paris"
+
+[derived.schedules]
+chiller-1 = "always"
+ahu-1 = [
+  { days = "mon-fri", start = "6:00", end = "20:00" },
+  { days = "sat", start = "08:00", end = "12:30" },
+]
+
+[derived.zones.zone-3]
+heating = "plant/ahu-1/reheat_valve"
+cooling = "plant/chiller-1/compressor"
+heating_threshold = 5
+""")
+    settings = derived_settings(plant)
+    assert settings is not None
+    assert settings.forecast_minutes == (10, 60)
+    assert (settings.tariff, settings.currency, settings.energy_max_gap) == (0.21, "CHF", 120.0)
+    assert (settings.max_starts_per_hour, settings.cop_window, settings.cop_min_power) == (4.0, 600.0, 2.0)
+    assert (settings.running_kw, settings.predict_within_min, settings.severity) == (3.0, 20.0, "minor")
+    assert settings.timezone == "Europe/Paris"
+    assert dict(settings.schedules) == {
+        "plant/chiller-1": Schedule.parse("always"),
+        "plant/ahu-1": Schedule.parse("mon-fri 06:00-20:00; sat 08:00-12:30"),
+    }
+    assert settings.zones == (
+        Zone("zone-3", "plant/ahu-1/reheat_valve", "plant/chiller-1/compressor", site="plant", heating_threshold=5.0),
+    )
+    hash(plant)  # still frozen and hashable
+
+
+def test_derived_with_a_simulator_uses_the_simulator_defaults():
+    from hvac_push.derived import Schedule, simulator_settings
+    from hvac_push.plant import derived_settings
+
+    plant = parse('[simulator]\nunits = 3\nsite = "sim"\n\n[derived]\nschedules = { chiller-1 = "mon-fri 07:00-19:00" }\n')
+    settings = derived_settings(plant)
+    expected = simulator_settings(["chiller-1", "crac-1", "ahu-1"])
+    assert settings is not None and settings.max_starts_per_hour == expected.max_starts_per_hour == 90.0
+    assert dict(settings.schedules) == {
+        "sim/chiller-1": Schedule.parse("mon-fri 07:00-19:00"),  # the file's own wins
+        "sim/crac-1": expected.schedules["crac-1"],
+        "sim/ahu-1": expected.schedules["ahu-1"],
+    }
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ("enabeld = true\n", "plant.toml: derived.enabeld: unknown key (did you mean 'enabled'?)"),
+        ('enabled = "yes"\n', "plant.toml: derived.enabled: expected true or false"),
+        ("forecast_minutes = 15\n", "plant.toml: derived.forecast_minutes: expected an array of whole minutes, e.g. [5, 15, 30]"),
+        ("forecast_minutes = []\n", "plant.toml: derived.forecast_minutes: must not be empty"),
+        ("forecast_minutes = [5, 0]\n", "plant.toml: derived.forecast_minutes[1]: must be between 1 and 1440, got 0"),
+        ("forecast_minutes = [5, 7.5]\n", "plant.toml: derived.forecast_minutes[1]: expected an integer"),
+        ("forecast_minutes = [15, 15]\n", "plant.toml: derived.forecast_minutes[1]: 15 appears twice"),
+        ("tariff = -0.1\n", "plant.toml: derived.tariff: must be between 0 and 1000, got -0.1"),
+        ('tariff = "0.2"\n', "plant.toml: derived.tariff: expected a number"),
+        ('currency = ""\n', "plant.toml: derived.currency: must not be empty"),
+        ("energy_max_gap = 0\n", "plant.toml: derived.energy_max_gap: must be greater than 0, got 0"),
+        ("max_starts_per_hour = -1\n", "plant.toml: derived.max_starts_per_hour: must be between 0 and 3600, got -1"),
+        ('severity = "high"\n', "plant.toml: derived.severity: expected one of critical, major, minor, warning, got 'high'"),
+        (
+            'timezone = "Mars/Olympus"\n',
+            "plant.toml: derived.timezone: unknown time zone 'Mars/Olympus' (an IANA name, e.g. 'Europe/Paris')",
+        ),
+        (
+            'schedules = { chiller-9 = "always" }\n',
+            "plant.toml: derived.schedules.chiller-9: unknown unit 'chiller-9'; units: ahu-1, chiller-1",
+        ),
+        (
+            'schedules = { chiller-1 = "weekdays" }\n',
+            "plant.toml: derived.schedules.chiller-1: bad schedule period 'weekdays': expected e.g. 'mon-fri 06:00-20:00'",
+        ),
+        (
+            'schedules = { chiller-1 = "" }\n',
+            "plant.toml: derived.schedules.chiller-1: must not be empty (write 'always', or periods like 'mon-fri 06:00-20:00')",
+        ),
+        (
+            'schedules = { chiller-1 = { days = "weekdays", start = "06:00", end = "20:00" } }\n',
+            "plant.toml: derived.schedules.chiller-1.days: "
+            "expected a day or a range of days like 'mon-fri', or 'daily', got 'weekdays'",
+        ),
+        (
+            'schedules = { chiller-1 = { days = "fri-mon", start = "06:00", end = "20:00" } }\n',
+            "plant.toml: derived.schedules.chiller-1.days: the range must run from Monday towards Sunday, got 'fri-mon'",
+        ),
+        (
+            'schedules = { chiller-1 = { days = "daily", start = "6am", end = "20:00" } }\n',
+            "plant.toml: derived.schedules.chiller-1.start: expected a time from '00:00' to '24:00', got '6am'",
+        ),
+        (
+            'schedules = { chiller-1 = [{ days = "sat", start = "12:00", end = "08:00" }] }\n',
+            "plant.toml: derived.schedules.chiller-1[0].end: must be after start (12:00), got '08:00'",
+        ),
+        (
+            'schedules = { chiller-1 = { days = "sat", start = "08:00" } }\n',
+            "plant.toml: derived.schedules.chiller-1.end: required",
+        ),
+        (
+            'schedules = { chiller-1 = { days = "sat", start = "08:00", end = "12:00", tz = "UTC" } }\n',
+            "plant.toml: derived.schedules.chiller-1.tz: unknown key",
+        ),
+        (
+            "schedules = { chiller-1 = 24 }\n",
+            "plant.toml: derived.schedules.chiller-1: expected 'always', a string like 'mon-fri 06:00-20:00', a table "
+            '{ days = "mon-fri", start = "06:00", end = "20:00" } or an array of such tables',
+        ),
+        (
+            '[derived.zones.zone-1]\nheating = "plant/ahu-1/reheat"\ncooling = "plant/chiller-1/supply_temp"\n',
+            "plant.toml: derived.zones.zone-1.heating: unknown point 'plant/ahu-1/reheat': "
+            "give the id of a declared or simulated point, e.g. 'plant/vav-3/reheat_valve'",
+        ),
+        (
+            '[derived.zones.zone-1]\nheating = "plant/ahu-1/reheat_valve"\n',
+            "plant.toml: derived.zones.zone-1.cooling: required",
+        ),
+        (
+            '[derived.zones.zone-1]\nheating = "plant/ahu-1/reheat_valve"\ncooling = "plant/chiller-1/power"\n'
+            "cooling_threshold = true\n",
+            "plant.toml: derived.zones.zone-1.cooling_threshold: expected a number",
+        ),
+    ],
+)
+def test_bad_derived_tables_give_one_exact_line(extra, message):
+    assert error_of(DERIVED + extra) == message
+
+
+def test_a_derived_table_must_be_a_table():
+    assert error_of(GOOD.replace("[mqtt.main]", "derived = true\n\n[mqtt.main]")) == "plant.toml: derived: expected a table"
+
+
+def test_the_commented_derived_example_is_valid():
+    """docs/plant.example.toml ships [derived] commented out; uncommented, it must load."""
+    text = EXAMPLE.read_text(encoding="utf-8")
+    start = text.index("# [derived]")
+    block = text[start:].split("\n\n", 1)[0]
+    lines = [line[2:] if line.startswith("# ") else line for line in block.splitlines()]
+    assert all(not line.startswith("#") for line in lines), block
+    plant = parse_config(text.replace(block, "\n".join(lines)), str(EXAMPLE), str(EXAMPLE.parent))
+    assert plant.derived is not None and plant.derived.schedules and plant.derived.zones
+
+
+def test_config_option_with_a_derived_table_computes_derived_points(tmp_path):
+    from hvac_push.points import Sample
+
+    path = tmp_path / "plant.toml"
+    path.write_text(DERIVED + "tariff = 0.5\n")
+    options = Options()
+    options.parseOptions(["--config", str(path)])
+    service = makeService(options, reactor=MemoryReactorClock())
+    service.hub.publish(Sample("plant/chiller-1/power", 60.0, "kW", 0.0))
+    service.hub.publish(Sample("plant/chiller-1/power", 60.0, "kW", 60.0))
+    assert service.hub.get("plant/chiller-1/energy_kwh").value == pytest.approx(1.0)
+    assert service.hub.get("plant/chiller-1/energy_cost").value == pytest.approx(0.5)
+    path.write_text(GOOD)
+    options = Options()
+    options.parseOptions(["--config", str(path)])
+    service = makeService(options, reactor=MemoryReactorClock())
+    service.hub.publish(Sample("plant/chiller-1/power", 60.0, "kW", 0.0))
+    service.hub.publish(Sample("plant/chiller-1/power", 60.0, "kW", 60.0))
+    assert service.hub.get("plant/chiller-1/energy_kwh") is None  # no [derived], no derived points
+
+
+def test_derived_flag_with_a_config_is_a_usage_error(tmp_path):
+    path = tmp_path / "plant.toml"
+    path.write_text(GOOD)
+    with pytest.raises(usage.UsageError) as e:
+        Options().parseOptions(["--config", str(path), "--derived"])
+    assert str(e.value) == "--derived: with --config, add a [derived] table to the config file instead"
+
+
+def test_the_check_command_says_when_derived_points_are_on(tmp_path):
+    path = tmp_path / "plant.toml"
+    path.write_text("[simulator]\nunits = 2\n\n[derived]\n")
+    lines: list[str] = []
+    assert main([str(path)], out=lines.append) == 0
+    assert lines == [f"{path}: ok: 0 points, sources: simulator; derived points on"]

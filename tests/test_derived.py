@@ -294,3 +294,34 @@ def test_the_derived_flag_wires_derived_points_next_to_the_simulator(flag):
     service.hub.publish(Sample(POWER, 60.0, "kW", 0.0))
     service.hub.publish(Sample(POWER, 60.0, "kW", 60.0))
     assert (value(service.hub, "plant/chiller-1/energy_kwh") == pytest.approx(1.0)) is flag
+
+
+def test_a_replaced_derived_points_leaves_no_alarm_stuck():
+    settings = DerivedSettings(predict_within_min=10.0, max_starts_per_hour=1)
+    clock, hub, derived, engine = setup(settings, alarms=True)
+    hub.configure(SUPPLY, PointMeta(limits=AlarmLimits(high=9.0, low=4.0)))
+    raised = []
+    engine.add_listener(lambda seq, alarm: raised.append((alarm.point, alarm.kind, alarm.state)))
+    for i in range(0, 120):
+        put(hub, SUPPLY, 7.0 + 0.01 * i, 5 * i, "°C")
+    for i, on in enumerate([False, True, False, True, False, True]):
+        put(hub, "plant/chiller-1/compressor", on, 10 * i)
+    assert (SUPPLY, "predicted", "active") in raised
+    assert ("plant/chiller-1/compressor", "short_cycling", "active") in raised
+    # Replaced: the successor starts without a trend or start history, so it holds neither alarm;
+    # each is cleared exactly once (short_cycling by the successor itself, predicted on release).
+    derived.close()
+    before = len(raised)
+    successor = DerivedPoints(hub, clock, settings, alarms=engine)
+    derived.release_alarms(successor)
+    assert sorted(raised[before:]) == [
+        ("plant/chiller-1/compressor", "short_cycling", "returned"),
+        (SUPPLY, "predicted", "returned"),
+    ]
+    # Removed (no successor): cleared as well.
+    for i, on in enumerate([True, False, True, False, True]):
+        put(hub, "plant/chiller-1/compressor", on, 100 + 10 * i)
+    assert raised[-1] == ("plant/chiller-1/compressor", "short_cycling", "active")
+    successor.close()
+    successor.release_alarms(None)
+    assert raised[-1] == ("plant/chiller-1/compressor", "short_cycling", "returned")

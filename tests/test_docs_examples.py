@@ -355,3 +355,62 @@ def test_nginx_config_proxies_the_websocket_upgrade(tmp_path):
         proxy_output, _ = proxy.communicate(timeout=30)
         server.communicate(timeout=30)
     assert "emerg" not in proxy_output, proxy_output
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(NGINX is None, reason="needs nginx (apt-get install nginx-light)")
+def test_nginx_cluster_config_moves_clients_of_a_dead_edge_to_the_other(tmp_path):
+    """docs/examples/nginx-cluster.conf with a mosquitto broker, a collector and two edges (deployment.md)."""
+    from tests.brokers import Mosquitto
+    from tests.test_cluster import _get_health, _node, _stop
+
+    broker = Mosquitto(tmp_path)
+    broker.start()
+    url = f"mqtt://127.0.0.1:{broker.port}/hvac"
+    front, edge_ports = free_port(), {"edge-a": free_port(), "edge-b": free_port()}
+    site = (EXAMPLES / "nginx-cluster.conf").read_text()
+    site = site.replace("listen 443 ssl;", f"listen 127.0.0.1:{front};")
+    site = re.sub(r"^\s*ssl_certificate.*$", "", site, flags=re.M)
+    site = site.replace("server 127.0.0.1:8081", f"server 127.0.0.1:{edge_ports['edge-a']}")
+    site = site.replace("server 127.0.0.1:8082", f"server 127.0.0.1:{edge_ports['edge-b']}")
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    (tmp_path / "nginx.conf").write_text(
+        f"daemon off; worker_processes 1; pid {tmp_path}/nginx.pid; error_log {tmp_path}/error.log;\n"
+        "events { worker_connections 64; }\n"
+        f"http {{ access_log off; client_body_temp_path {temp}; proxy_temp_path {temp};\n"
+        f"fastcgi_temp_path {temp}; uwsgi_temp_path {temp}; scgi_temp_path {temp};\n{site}\n}}\n"
+    )
+    nodes = {"collector": _node(tmp_path, "collector", "--sim-units", "1", "--sim-rate", "20", "--publish", url,
+                                "--listen", f"tcp:{free_port()}:interface=127.0.0.1")}
+    for name, port in edge_ports.items():
+        nodes[name] = _node(tmp_path, name, "--subscribe", url, "--listen", f"tcp:{port}:interface=127.0.0.1")
+    proxy = subprocess.Popen([NGINX, "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        epochs = {name: _get_health(port)["epoch"] for name, port in edge_ports.items()}
+        client = RawClient(front)
+        snapshot = client.message()
+        assert snapshot["type"] == "snapshot" and snapshot["points"]
+        served_by = next(name for name, epoch in epochs.items() if epoch == snapshot["epoch"])
+        other = next(name for name in epochs if name != served_by)
+
+        nodes[served_by].kill()  # the edge crashes under its client
+        nodes[served_by].wait(timeout=10)
+        assert client.at_eof(timeout=10)
+        client.close()
+        for _ in range(3):  # every reconnect through nginx lands on the live edge, with a full resync
+            moved = RawClient(front, path=f"/ws?since={snapshot['version']}&epoch={snapshot['epoch']}")
+            resync = moved.message()
+            assert resync["type"] == "snapshot" and resync["resync"] is True
+            assert resync["epoch"] == epochs[other]
+            assert set(snapshot["points"]) <= set(resync["points"])
+            moved.send_close()
+            moved.close()
+    finally:
+        proxy.send_signal(signal.SIGQUIT)
+        proxy_output, _ = proxy.communicate(timeout=30)
+        for process in nodes.values():
+            _stop(process)
+        broker.kill()
+    assert "emerg" not in proxy_output, proxy_output

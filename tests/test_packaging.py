@@ -35,7 +35,8 @@ def test_wheel_in_a_fresh_venv_provides_the_hvacpush_plugin_that_serves_a_snapsh
 
     port = free_port()
     process = subprocess.Popen(
-        [twistd, "-n", "--pidfile=", "hvacpush", "--listen", f"tcp:{port}:interface=127.0.0.1"],
+        # reuseport: comes from the second plugin file, so this also checks it ships in the wheel.
+        [twistd, "-n", "--pidfile=", "hvacpush", "--listen", f"reuseport:{port}:interface=127.0.0.1"],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:

@@ -227,3 +227,155 @@ def test_sighup_reloads_a_running_twistd(tmp_path):
     text = log.read_text() + output
     assert "Traceback" not in text, text
     assert "config reloaded from" in text
+
+
+# -- [derived] ------------------------------------------------------------------
+
+DERIVED_PLANT = """
+[modbus.plc]
+host = "127.0.0.1"
+port = {port}
+poll_interval = 0.05
+timeout = 0.5
+
+[units.chiller-1]
+source = "modbus.plc"
+name = "{name}"
+
+[units.chiller-1.points.supply_temp]
+unit = "°C"
+register = 10
+type = "int16"
+scale = 0.1
+
+[units.chiller-1.points.return_temp]
+unit = "°C"
+register = 11
+type = "int16"
+scale = 0.1
+
+[units.chiller-1.points.power]
+unit = "kW"
+register = 12
+"""
+
+
+def _fired(deferred):
+    results: list = []
+    deferred.addBoth(results.append)
+    assert len(results) == 1, "expected the reload to finish at once"
+    return results[0]
+
+
+def test_reload_applies_new_derived_settings_and_keeps_the_energy_totals(tmp_path):
+    from twisted.internet.testing import MemoryReactorClock
+
+    from hvac_push.points import Sample
+    from hvac_push.service import PushService
+
+    power, supply = "plant/chiller-1/power", "plant/chiller-1/supply_temp"
+    path = tmp_path / "plant.toml"
+    path.write_text(DERIVED_PLANT.format(port=15020, name="A") + "[derived]\ntariff = 0.5\n")
+    push = PushService(MemoryReactorClock())
+    reloader = ConfigReloader(push, load_config(str(path)))
+    hub = push.hub
+    first = reloader.derived
+    assert first is not None and first.settings.tariff == 0.5
+    hub.publish(Sample(power, 60.0, "kW", 0.0))
+    hub.publish(Sample(power, 60.0, "kW", 60.0))  # 60 kW for a minute: 1 kWh
+    hub.publish(Sample(supply, 6.5, "°C", 60.0))
+    assert (hub.get("plant/chiller-1/energy_kwh").value, hub.get("plant/chiller-1/energy_cost").value) == (1.0, 0.5)
+    assert hub.get(f"{supply}.forecast_5m").value == 6.5
+
+    # Another change, the same [derived]: the derived points keep running untouched.
+    path.write_text(DERIVED_PLANT.format(port=15020, name="B") + "[derived]\ntariff = 0.5\n")
+    assert _fired(reloader.reload()) is True
+    assert reloader.derived is first
+
+    # New settings: replaced; the energy total continues, a dropped horizon goes stale.
+    path.write_text(DERIVED_PLANT.format(port=15020, name="B") + "[derived]\ntariff = 1.0\nforecast_minutes = [10]\n")
+    assert _fired(reloader.reload()) is True
+    assert reloader.derived is not first and reloader.derived.settings.tariff == 1.0
+    assert hub.get(f"{supply}.forecast_5m").status == "stale"
+    assert hub.get(f"{supply}.forecast_10m").value == 6.5  # derived at once from the current input
+    assert hub.get("plant/chiller-1/energy_kwh").status == "ok"
+    hub.publish(Sample(power, 60.0, "kW", 120.0))
+    assert hub.get("plant/chiller-1/energy_kwh").value == pytest.approx(2.0)
+    assert hub.get("plant/chiller-1/energy_cost").value == pytest.approx(1.5)  # 0.5 + 1 kWh at 1.0
+    assert hub.get("plant/site/energy_kwh").value == pytest.approx(2.0)
+
+    # [derived] removed: nothing computes them any more, they keep their value as stale.
+    path.write_text(DERIVED_PLANT.format(port=15020, name="B"))
+    assert _fired(reloader.reload()) is True
+    assert reloader.derived is None
+    hub.publish(Sample(power, 60.0, "kW", 180.0))
+    energy = hub.get("plant/chiller-1/energy_kwh")
+    assert (energy.value, energy.status) == (pytest.approx(2.0), "stale")
+    assert hub.get(f"{supply}.forecast_10m").status == "stale"
+
+    # An invalid [derived] is refused like any other error; back with enabled = false: still none.
+    path.write_text(DERIVED_PLANT.format(port=15020, name="B") + "[derived]\ntariff = -1\n")
+    assert _fired(reloader.reload()) is False
+    assert reloader.last_error == f"{path}: derived.tariff: must be between 0 and 1000, got -1"
+    path.write_text(DERIVED_PLANT.format(port=15020, name="B") + "[derived]\nenabled = false\n")
+    assert _fired(reloader.reload()) is True and reloader.derived is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_config_with_derived_points_feeds_them_to_a_client(tmp_path, modbus_server):
+    path = tmp_path / "plant.toml"
+    path.write_text(
+        DERIVED_PLANT.format(port=modbus_server.port, name="Chiller 1")
+        + "[derived]\nforecast_minutes = [15]\ntariff = 0.2\ncurrency = \"CHF\"\n"
+    )
+    temp = ModbusPoint("p/u/t", 10, type="int16", scale=0.1)
+    modbus_server.set("holding", 10, encode(temp, 6.5))
+    modbus_server.set("holding", 11, encode(temp, 12.0))
+    modbus_server.set("holding", 12, [3600])  # 3600 kW: 1 kWh a second
+    running = await start_server()
+    reloader = ConfigReloader(running.service, load_config(str(path)))
+    try:
+        assert reloader.derived is not None
+        client = await within(5, connect(reactor(), running.port, "/ws?points=plant/%23"))
+        state = await until_state(
+            client,
+            lambda s: "plant/chiller-1/delta_t" in s and s.get("plant/chiller-1/energy_kwh", {}).get("value", 0) > 0,
+        )
+        assert state["plant/chiller-1/delta_t"]["value"] == pytest.approx(5.5)
+        assert state["plant/chiller-1/delta_t"]["unit"] == "K"
+        assert state["plant/chiller-1/supply_temp.forecast_15m"]["value"] == pytest.approx(6.5)
+        energy, cost = state["plant/chiller-1/energy_kwh"], state["plant/chiller-1/energy_cost"]
+        assert energy["unit"] == "kWh" and cost["unit"] == "CHF"
+        assert cost["value"] == pytest.approx(energy["value"] * 0.2, abs=1e-5)
+        assert state["plant/site/energy_kwh"]["value"] == pytest.approx(energy["value"])
+        client.sendClose()
+        await client.closed
+    finally:
+        await stop_server(running)
+
+
+@pytest.mark.slow
+def test_twistd_with_a_simulator_and_a_derived_table_serves_derived_points(tmp_path):
+    port = free_port()
+    config = tmp_path / "plant.toml"
+    config.write_text('[simulator]\nunits = 3\nrate = 60\nseed = 5\n\n[derived]\ntariff = 0.3\ncurrency = "USD"\n')
+    process = subprocess.Popen(
+        [TWISTD, "-n", "--pidfile=", "hvacpush", "--listen", f"tcp:{port}:interface=127.0.0.1", "--config", str(config)],
+        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    wanted = ("plant/chiller-1/energy_cost", "plant/chiller-1/supply_temp.forecast_30m", "plant/ahu-1/delta_t")
+    try:
+        def snapshot():
+            (message,) = first_messages(port, count=1)
+            points = message["points"]
+            return points if all(w in points for w in wanted) else None
+
+        points = _wait_for(snapshot, 20, "derived points in the snapshot")
+        assert points["plant/chiller-1/energy_cost"]["unit"] == "USD"
+        assert "plant/ahu-1/outside_schedule" in points or "plant/ahu-1/starts_per_hour" in points
+        assert process.poll() is None
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=30)
+    assert "Traceback" not in output, output
