@@ -299,10 +299,10 @@ def parse_client_message(
     if kind == "history":
         point = message.get("point")
         try:
-            check_point_id(point)  # type: ignore[arg-type]
+            point_id = check_point_id(point if isinstance(point, str) else "")
         except InvalidPoint as e:
-            raise WireError("bad_message", str(e)) from None
-        return HistoryRequest(point, _number(message, "since", 0.0))  # type: ignore[arg-type]
+            raise WireError("bad_message", f"'point' must be a point id: {e}") from None
+        return HistoryRequest(point_id, _number(message, "since", 0.0))
     if kind == "ack":
         alarm = message.get("alarm")
         if not isinstance(alarm, str) or not 0 < len(alarm) <= 300:
