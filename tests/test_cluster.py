@@ -27,7 +27,7 @@ from hvac_push.producers.mqtt import BadPayload, parse_message
 from hvac_push.testing import connect
 from tests.brokers import Mosquitto, mosquitto  # noqa: F401 (fixture)
 from tests.conftest import RunningServer, start_server, stop_server
-from tests.helpers import eventually, within
+from tests.helpers import eventually, until_state, within
 from tests.rawws import RawClient
 from tests.wsprobe import free_port
 
@@ -118,20 +118,6 @@ async def _edge(broker: Mosquitto, name: str = "edge", **options: Any) -> Runnin
     return running
 
 
-async def _until(client: Any, predicate: Any, seconds: float = 10.0) -> dict:
-    """Read snapshots and updates until C{predicate(state)} holds; return the state."""
-    state: dict = {}
-
-    async def loop() -> dict:
-        while True:
-            message = await client.next()
-            if message["type"] in ("snapshot", "update"):
-                state.update(message["points"])
-                if predicate(state):
-                    return state
-
-    return await within(seconds, loop())
-
 
 def _is(point_id: str, status: str, value: Any = None) -> Any:
     def check(state: dict) -> bool:
@@ -165,11 +151,11 @@ async def test_a_value_published_on_the_collector_reaches_clients_of_both_edges(
         await eventually(lambda: bridge.connected and all(e.service.producers[0].producer.connected for e in edges), 10)
         collector.hub.publish(Sample("plant/chiller-1/supply_temp", 6.8, "°C", time.time()))
         for client in clients:
-            state = await _until(client, _is("plant/chiller-1/supply_temp", "ok", 6.8))
+            state = await until_state(client, _is("plant/chiller-1/supply_temp", "ok", 6.8))
             assert state["plant/chiller-1/supply_temp"]["unit"] == "°C"
         collector.hub.publish(Sample("plant/chiller-1/supply_temp", 7.1, "°C", time.time()))
         for client in clients:
-            await _until(client, _is("plant/chiller-1/supply_temp", "ok", 7.1))
+            await until_state(client, _is("plant/chiller-1/supply_temp", "ok", 7.1))
         # The collector's point metadata travels with it; its status too.
         for edge in edges:
             await eventually(lambda: edge.hub.meta.get("plant/chiller-1/supply_temp") is not None, 5)
@@ -177,7 +163,7 @@ async def test_a_value_published_on_the_collector_reaches_clients_of_both_edges(
             assert edge.hub.meta["plant/chiller-1/supply_temp"].name == "CHW supply"
         collector.hub.set_status(["plant/chiller-1/supply_temp"], "fault")
         for client in clients:
-            await _until(client, _is("plant/chiller-1/supply_temp", "fault", 7.1))
+            await until_state(client, _is("plant/chiller-1/supply_temp", "fault", 7.1))
         for client in clients:
             client.sendClose()
             await within(5, client.closed)
@@ -196,10 +182,10 @@ async def test_when_a_collector_dies_its_points_go_stale_at_the_edges_after_thei
         client = await within(5, connect(reactor(), edge.port))
         await eventually(lambda: bridge.connected, 10)
         collector.hub.publish(Sample("plant/ahu-2/fan_speed", 40.0, "%", time.time()))
-        await _until(client, _is("plant/ahu-2/fan_speed", "ok", 40.0))
+        await until_state(client, _is("plant/ahu-2/fan_speed", "ok", 40.0))
         await stop_server(collector)  # the broker stays up: only the collector's silence tells
         started = time.monotonic()
-        await _until(client, _is("plant/ahu-2/fan_speed", "stale", 40.0))
+        await until_state(client, _is("plant/ahu-2/fan_speed", "stale", 40.0))
         assert time.monotonic() - started < 3  # 3 x 0.2 s, learned from the payload, not the 60 s default
         client.sendClose()
         await within(5, client.closed)
@@ -241,12 +227,12 @@ async def test_broker_loss_faults_the_points_then_everything_comes_back_and_clie
             Sample("plant/crac-1/supply_temp", 18.0, "°C", now), Sample("plant/crac-1/fan_speed", 60.0, "%", now),
         ])
         for client in clients:
-            await _until(client, lambda s: _is("plant/crac-1/supply_temp", "ok", 18.0)(s)
+            await until_state(client, lambda s: _is("plant/crac-1/supply_temp", "ok", 18.0)(s)
                          and _is("plant/crac-1/fan_speed", "ok", 60.0)(s))
 
         mosquitto.kill()
         for client in clients:
-            await _until(client, lambda s: _is("plant/crac-1/supply_temp", "fault", 18.0)(s)
+            await until_state(client, lambda s: _is("plant/crac-1/supply_temp", "fault", 18.0)(s)
                          and _is("plant/crac-1/fan_speed", "fault")(s))
         await eventually(lambda: not bridge.connected, 5)
         # While the broker is down the collector conflates: only the newest value per point is kept.
@@ -257,7 +243,7 @@ async def test_broker_loss_faults_the_points_then_everything_comes_back_and_clie
         mosquitto.start()  # same port, empty: no persistence, no retained messages
         await eventually(lambda: bridge.connected, 10)
         for client in clients:
-            state = await _until(client, lambda s: _is("plant/crac-1/supply_temp", "ok", 22.9)(s)
+            state = await until_state(client, lambda s: _is("plant/crac-1/supply_temp", "ok", 22.9)(s)
                                  and _is("plant/crac-1/fan_speed", "ok", 60.0)(s), seconds=15)
             assert client.state == client.STATE_OPEN
         assert state["plant/crac-1/supply_temp"]["value"] == collector.hub.get("plant/crac-1/supply_temp").value
@@ -493,7 +479,7 @@ async def test_collector_and_edge_over_mqtts(tmp_path):
         client = await within(5, connect(reactor(), edge.port))
         await eventually(lambda: bridge.connected, 10)
         collector.hub.publish(Sample("plant/boiler-1/flow_temp", 71.5, "°C", time.time()))
-        await _until(client, _is("plant/boiler-1/flow_temp", "ok", 71.5))
+        await until_state(client, _is("plant/boiler-1/flow_temp", "ok", 71.5))
         client.sendClose()
         await within(5, client.closed)
     finally:
