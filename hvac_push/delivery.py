@@ -230,10 +230,15 @@ class PushServerFactory(WebSocketServerFactory):
         stats.flush_seconds.observe(elapsed)
 
     def _send_group(self, members: list[PushServerProtocol], prepared: Any) -> None:
-        """One frame to every member: straight to idle plain-TCP sockets, the normal path for the rest."""
+        """One frame to every member: straight to idle plain-TCP sockets, the normal path for the rest.
+
+        A non-blocking C{send} skips Twisted's per-connection write scheduling;
+        whatever the kernel does not take goes through the transport, so order
+        is kept and the producer API still pauses slow readers. This loop is
+        the hot path (see docs/performance.md), so it stays inline.
+        """
         frame = prepared.payloadHybi
         size = len(frame)
-        # This loop is the hot path; it inlines PushServerProtocol.raw_send.
         for client in members:
             sock = client._sock
             if sock is not None:

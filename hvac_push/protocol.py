@@ -345,43 +345,17 @@ class PushServerProtocol(WebSocketServerProtocol):
         if self.streaming:
             self.sendMessage(payload, isBinary=False)
 
-    def raw_send(self, frame: bytes) -> bool:
-        """The fan-out's fast path: write C{frame} straight to an idle plain-TCP socket.
-
-        Returns True when the caller must use the normal path instead (TLS,
-        compression, or data already queued in the transport). Whatever the
-        kernel does not take goes through the transport, so order is kept.
-        """
-        sock = self._sock
-        if sock is None:
-            return True
-        transport: Any = self.transport
-        if transport.dataBuffer or transport._tempDataLen:
-            return True
-        try:
-            sent = sock.send(frame)
-        except OSError:  # EAGAIN, or an error the transport will meet and close on
-            sent = 0
-        if sent < len(frame):
-            transport.write(frame[sent:] if sent else frame)
-        return False
-
-    def send_frame(self, frame: bytes) -> None:
-        """Write an already-framed message shared by many clients.
-
-        On plain TCP with nothing buffered the frame goes straight to the
-        socket, skipping Twisted's per-connection write scheduling; anything the
-        kernel does not take goes through the transport, so order is kept.
-        """
-        if self.raw_send(frame) and self.streaming:
-            self.transport.write(frame)  # type: ignore[union-attr]
-
     def send_prepared(self, prepared: Any) -> None:
-        """Send a message prepared once for many clients (see L{PushServerFactory.prepare})."""
+        """Send a message prepared once for many clients through the transport.
+
+        The fan-out (L{PushServerFactory._send_group}) writes idle plain-TCP
+        sockets directly and comes here for the rest: TLS, compression, or
+        data already queued, where order requires the transport.
+        """
         if not self.streaming:
             return
         if self._perMessageCompress is None:
-            self.send_frame(prepared.payloadHybi)
+            self.transport.write(prepared.payloadHybi)  # type: ignore[union-attr]
         else:
             self.sendPreparedMessage(prepared)
 

@@ -112,7 +112,7 @@ def test_the_hot_path_does_not_log_and_autobahn_debug_logging_is_off():
 
     hot = [
         PushServerFactory.flush, PushServerFactory.tick, PushServerFactory.wake, PushServerFactory._flush_now,
-        PushServerProtocol.send_frame, PushServerProtocol.send_prepared, PushServerProtocol.send_bytes,
+        PushServerFactory._send_group, PushServerProtocol.send_prepared, PushServerProtocol.send_bytes,
         PushServerProtocol.onMessage, PushServerProtocol.handle, Buckets.observe, Buckets.observe_ages,
     ]
     for function in hot:
