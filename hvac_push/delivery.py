@@ -113,9 +113,13 @@ class PushServerFactory(WebSocketServerFactory):
         """Deliver one alarm transition at once to every client that sees its point.
 
         Pending point updates go first, so a client never sees an alarm about
-        a value it has not been sent yet.
+        a value it has not been sent yet. Only a scheduled flush means there
+        is something pending, so a burst of alarms from one batch costs one
+        flush, not one walk over every client per alarm.
         """
-        self.flush()
+        if self._pending is not None:
+            self._pending.cancel()
+            self._flush_now()
         payload = wire.encode_alarm(seq, alarm)
         for client in list(self.clients):
             if client.may_see(alarm.point):
