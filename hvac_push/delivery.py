@@ -266,8 +266,10 @@ class PushServerFactory(WebSocketServerFactory):
             points = client.cov.select(hub, client.last_version, client.subscription, now)
             client.last_version = version
             if points:
-                client.send_bytes(wire.encode_update(hub.epoch, version, points))
+                payload = wire.encode_update(hub.epoch, version, points)
+                client.send_bytes(payload)
                 self.stats.messages_sent += 1
+                self.stats.bytes_sent += len(payload)
 
     # -- shutdown -------------------------------------------------------------
 
