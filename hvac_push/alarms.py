@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, replace
-from typing import Callable, Iterable
+from typing import Callable
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
@@ -216,7 +216,3 @@ class AlarmEngine:
             if call.active():
                 call.cancel()
         self._pending.clear()
-
-
-def alarm_ids(alarms: Iterable[Alarm]) -> list[str]:
-    return [a.id for a in alarms]

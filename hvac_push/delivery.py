@@ -44,7 +44,6 @@ class DeliveryStats:
         self.skipped_paused = 0
         self.handshakes_denied: dict[int, int] = {}
         self.handshakes_accepted = 0
-        self.last_flush_seconds = 0.0
         #: Observed once per flush, and once per point per group frame (see L{hvac_push.metrics}).
         self.flush_seconds = Buckets(FLUSH_BUCKETS)
         self.latency_seconds = Buckets(LATENCY_BUCKETS)
@@ -230,8 +229,7 @@ class PushServerFactory(WebSocketServerFactory):
             else:
                 for client in members:
                     client.last_version = version
-        stats.last_flush_seconds = elapsed = time.perf_counter() - started
-        stats.flush_seconds.observe(elapsed)
+        stats.flush_seconds.observe(time.perf_counter() - started)
 
     def _send_group(self, members: list[PushServerProtocol], prepared: Any) -> None:
         """One frame to every member: straight to idle plain-TCP sockets, the normal path for the rest.
