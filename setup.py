@@ -1,13 +1,25 @@
+import re
+
 from setuptools import setup
+
+VERSION = re.search(r'__version__ = "([^"]+)"', open("hvac_push/core/version.py", encoding="utf-8").read()).group(1)
 
 setup(
     name="hvac-push",
-    version="0.1.0",
+    version=VERSION,
     description="Push live HVAC telemetry over WebSocket: a Twisted plugin",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
-    packages=["hvac_push", "hvac_push.producers", "twisted.plugins"],
+    packages=[
+        "hvac_push",
+        "hvac_push.core",
+        "hvac_push.sources",
+        "hvac_push.analytics",
+        "hvac_push.transport",
+        "hvac_push.ops",
+        "twisted.plugins",
+    ],
     package_data={"twisted.plugins": ["hvacpush_plugin.py", "hvacpush_reuseport.py"], "hvac_push": ["py.typed", "static/*"]},
     install_requires=[
         "twisted[tls]>=24.3",  # ssl: listeners (wss://) need pyOpenSSL and service_identity

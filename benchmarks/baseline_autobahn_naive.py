@@ -25,7 +25,7 @@ from autobahn.websocket.types import ConnectionDeny
 from twisted.internet import reactor, task
 from twisted.python import log
 
-from hvac_push.producers.simulator import SimulatorProducer
+from hvac_push.sources.simulator import SimulatorProducer
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 

@@ -28,7 +28,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.asyncio.server import ServerConnection, broadcast, serve
 from websockets.http11 import Request, Response
 
-from hvac_push.producers.simulator import SimulatorProducer
+from hvac_push.sources.simulator import SimulatorProducer
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 

@@ -2,7 +2,7 @@
 
 Replays deterministic runs of the plant simulator (L{PlantModel}, stepped with
 irregular, seeded sample spacing like a real source), feeds every temperature
-point (C{*_temp}) through L{Forecaster} as L{hvac_push.derived} does, and at
+point (C{*_temp}) through L{Forecaster} as L{hvac_push.analytics.derived} does, and at
 regular evaluation instants compares the forecast N minutes ahead with what
 the plant then really did. The naive forecast is the last value.
 
@@ -28,8 +28,8 @@ from dataclasses import dataclass
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from hvac_push.forecast import Forecaster, HoltParams  # noqa: E402
-from hvac_push.producers.simulator import PlantModel  # noqa: E402
+from hvac_push.analytics.forecast import Forecaster, HoltParams  # noqa: E402
+from hvac_push.sources.simulator import PlantModel  # noqa: E402
 
 HORIZONS_MIN = (5, 15, 30)
 WARMUP_S = 900.0

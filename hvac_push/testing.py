@@ -22,7 +22,7 @@ from twisted.internet.defer import Deferred, DeferredQueue
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.error import ConnectionDone
 
-from hvac_push.points import Sample
+from hvac_push.core.points import Sample
 
 
 class ScriptedProducer:

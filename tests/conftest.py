@@ -22,7 +22,7 @@ async def start_server(producers: list[Any] = (), **options: Any) -> RunningServ
     from twisted.internet import reactor
     from twisted.internet.endpoints import serverFromString
 
-    from hvac_push.service import PushService
+    from hvac_push.ops.service import PushService
 
     options.setdefault("interval", 0.05)
     service = PushService(reactor, **options)

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from hvac_push.auth import (
+from hvac_push.transport.auth import (
     ALL,
     AuthError,
     Authenticator,
@@ -28,7 +28,7 @@ from hvac_push.auth import (
     permissions_from_claims,
     token_from_request,
 )
-from hvac_push.points import Pattern
+from hvac_push.core.points import Pattern
 
 SECRET = b"s" * 40
 ROOT = Path(__file__).resolve().parents[1]
@@ -107,7 +107,7 @@ def test_covers_is_sound(permitted, requested, point_id):
 def test_covers_is_complete(permitted, requested):
     """When not covered, a point the request matches and the grant does not exists: build it."""
     assume(not covers(permitted, requested))
-    from hvac_push.auth import _three_levels
+    from hvac_push.transport.auth import _three_levels
 
     witness = []
     for p, r in zip(_three_levels(permitted), _three_levels(requested)):
@@ -122,7 +122,7 @@ def test_a_union_of_grants_covers_no_more_than_its_best_member(grants, requested
     permissions = Permissions(tuple(grants))
     if permissions.covers(requested):
         return
-    from hvac_push.auth import _three_levels
+    from hvac_push.transport.auth import _three_levels
 
     point_id = "/".join(FRESH if r == "+" else r for r in _three_levels(requested))
     assert requested.matches(point_id)
@@ -348,7 +348,7 @@ def test_hash_helper_output_loads_and_admits_the_token(tmp_path, capsys):
 
 def test_hash_helper_as_a_module_reads_the_token_from_stdin(tmp_path):
     done = subprocess.run(
-        [sys.executable, "-m", "hvac_push.auth", "hash", "--name", "x"],
+        [sys.executable, "-m", "hvac_push.transport.auth", "hash", "--name", "x"],
         input="from-stdin-token-0123456789\n", capture_output=True, text=True, cwd=ROOT, timeout=60,
     )
     assert done.returncode == 0, done.stderr

@@ -21,9 +21,9 @@ from typing import Any
 import pytest
 import pytest_twisted
 
-from hvac_push.bridge import MqttBridge, add_sync_readiness, edge_meta, mqtt_fed, parse_broker_url, subscriber
-from hvac_push.points import PointMeta, Sample
-from hvac_push.producers.mqtt import BadPayload, parse_message
+from hvac_push.ops.cluster import MqttBridge, add_sync_readiness, edge_meta, mqtt_fed, parse_broker_url, subscriber
+from hvac_push.core.points import PointMeta, Sample
+from hvac_push.sources.mqtt import BadPayload, parse_message
 from hvac_push.testing import connect
 from tests.brokers import Mosquitto, mosquitto  # noqa: F401 (fixture)
 from tests.conftest import RunningServer, start_server, stop_server
@@ -71,7 +71,7 @@ def test_options_build_edges_and_collectors():
     from twisted.python import usage
     from twisted.internet.testing import MemoryReactorClock
 
-    from hvac_push.tap import Options, makeService
+    from hvac_push.ops.tap import Options, makeService
 
     edge = Options()
     edge.parseOptions(["--subscribe", "mqtt://127.0.0.1:1884/plant", "--listen", "tcp:0:interface=127.0.0.1"])
@@ -441,7 +441,7 @@ def test_reuseport_descriptions_are_checked():
 def test_reuseport_sockets_share_a_port_in_one_process():
     from twisted.internet.testing import MemoryReactor
 
-    from hvac_push.reuseport import ReusePortEndpoint
+    from hvac_push.ops.reuseport import ReusePortEndpoint
 
     class Adopting(MemoryReactor):
         def adoptStreamPort(self, fd: int, family: int, factory: Any) -> Any:

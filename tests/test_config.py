@@ -12,9 +12,9 @@ import pytest
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python import usage
 
-from hvac_push.config import ConfigError, load_config, main, parse_config
-from hvac_push.points import AlarmLimits, PointMeta
-from hvac_push.tap import Options, makeService
+from hvac_push.ops.plant_file import ConfigError, load_config, main, parse_config
+from hvac_push.core.points import AlarmLimits, PointMeta
+from hvac_push.ops.tap import Options, makeService
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "docs" / "plant.example.toml"
@@ -276,9 +276,9 @@ unit = "%"
 
 
 def test_derived_defaults_are_those_of_derived_settings():
-    from hvac_push.config import DerivedConfig
-    from hvac_push.derived import DerivedSettings
-    from hvac_push.plant import derived_settings
+    from hvac_push.ops.plant_file import DerivedConfig
+    from hvac_push.analytics.derived import DerivedSettings
+    from hvac_push.ops.plant_sources import derived_settings
 
     plant = parse(DERIVED)
     assert plant.derived == DerivedConfig()
@@ -288,8 +288,8 @@ def test_derived_defaults_are_those_of_derived_settings():
 
 
 def test_derived_table_maps_onto_derived_settings():
-    from hvac_push.derived import Schedule, Zone
-    from hvac_push.plant import derived_settings
+    from hvac_push.analytics.derived import Schedule, Zone
+    from hvac_push.ops.plant_sources import derived_settings
 
     plant = parse(DERIVED + """
 forecast_minutes = [10, 60]
@@ -334,8 +334,8 @@ heating_threshold = 5
 
 
 def test_derived_with_a_simulator_uses_the_simulator_defaults():
-    from hvac_push.derived import Schedule, simulator_settings
-    from hvac_push.plant import derived_settings
+    from hvac_push.analytics.derived import Schedule, simulator_settings
+    from hvac_push.ops.plant_sources import derived_settings
 
     plant = parse('[simulator]\nunits = 3\nsite = "sim"\n\n[derived]\nschedules = { chiller-1 = "mon-fri 07:00-19:00" }\n')
     settings = derived_settings(plant)
@@ -446,7 +446,7 @@ def test_the_commented_derived_example_is_valid():
 
 
 def test_config_option_with_a_derived_table_computes_derived_points(tmp_path):
-    from hvac_push.points import Sample
+    from hvac_push.core.points import Sample
 
     path = tmp_path / "plant.toml"
     path.write_text(DERIVED + "tariff = 0.5\n")

@@ -8,10 +8,10 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
-from hvac_push.delivery import PushServerFactory
-from hvac_push.hub import Hub
-from hvac_push.points import Sample
-from hvac_push.protocol import PushServerProtocol
+from hvac_push.transport.fanout import PushServerFactory
+from hvac_push.core.hub import Hub
+from hvac_push.core.points import Sample
+from hvac_push.transport.protocol import PushServerProtocol
 from hvac_push.testing import server_messages, upgrade_request
 
 QUIET = {"openHandshakeTimeout": 0, "autoPingInterval": 0, "closeHandshakeTimeout": 0}

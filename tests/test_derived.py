@@ -9,11 +9,11 @@ import pytest
 import pytest_twisted
 from twisted.internet.task import Clock
 
-from hvac_push.alarms import AlarmEngine
-from hvac_push.derived import DerivedPoints, DerivedSettings, Schedule, Zone, simulator_settings
-from hvac_push.forecast import DampedHolt, Forecaster, HoltParams
-from hvac_push.hub import Hub
-from hvac_push.points import AlarmLimits, PointMeta, Sample
+from hvac_push.analytics.alarms import AlarmEngine
+from hvac_push.analytics.derived import DerivedPoints, DerivedSettings, Schedule, Zone, simulator_settings
+from hvac_push.analytics.forecast import DampedHolt, Forecaster, HoltParams
+from hvac_push.core.hub import Hub
+from hvac_push.core.points import AlarmLimits, PointMeta, Sample
 
 T0 = 1_704_067_200.0  # 2024-01-01 00:00 UTC, a Monday
 SUPPLY = "plant/chiller-1/supply_temp"
@@ -286,7 +286,7 @@ async def test_a_client_sees_derived_points_after_publishes():
 def test_the_derived_flag_wires_derived_points_next_to_the_simulator(flag):
     from twisted.internet.testing import MemoryReactorClock
 
-    from hvac_push.tap import Options, makeService
+    from hvac_push.ops.tap import Options, makeService
 
     config = Options()
     config.parseOptions(["--sim-units", "3"] + (["--derived"] if flag else []))

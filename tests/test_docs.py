@@ -74,7 +74,7 @@ def test_the_configuration_page_lists_every_option_of_the_code(built: Path):
         sys.path.remove(str(DOCS / "_ext"))
     from html import unescape
 
-    from hvac_push.tap import Options
+    from hvac_push.ops.tap import Options
 
     text = unescape(re.sub(r"<[^>]+>", "", (built / "configuration.html").read_text(encoding="utf-8")))
     described = describe(Options)

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import pytest_twisted
 
-from hvac_push.points import Sample
+from hvac_push.core.points import Sample
 from hvac_push.testing import ScriptedProducer, connect, handshake_status
 from tests.conftest import start_server, stop_server
 from tests.helpers import eventually, sleep, within

@@ -8,8 +8,8 @@ import jwt
 import pytest_twisted
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from hvac_push.auth import Authenticator, JWTVerifier, StaticTokens, hash_token
-from hvac_push.points import Sample
+from hvac_push.transport.auth import Authenticator, JWTVerifier, StaticTokens, hash_token
+from hvac_push.core.points import Sample
 from hvac_push.testing import connect, handshake_status
 from tests.conftest import start_server, stop_server
 from tests.helpers import eventually, sleep, within

@@ -14,8 +14,8 @@ import time
 import pytest_twisted
 from twisted.internet.defer import Deferred, DeferredList
 
-from hvac_push.limits import Limits
-from hvac_push.points import Sample
+from hvac_push.transport.limits import Limits
+from hvac_push.core.points import Sample
 from hvac_push.testing import connect, handshake_status
 from tests.conftest import start_server, stop_server
 from tests.helpers import eventually, sleep, within

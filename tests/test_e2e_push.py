@@ -7,7 +7,7 @@ import threading
 import pytest_twisted
 from twisted.internet.defer import DeferredList
 
-from hvac_push.points import Sample
+from hvac_push.core.points import Sample
 from hvac_push.testing import ScriptedProducer, connect, handshake_status
 from tests.conftest import start_server, stop_server
 from tests.helpers import eventually, within

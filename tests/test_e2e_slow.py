@@ -14,10 +14,10 @@ import time
 import psutil
 import pytest_twisted
 
-from hvac_push.limits import Limits
-from hvac_push.points import EVERYTHING, Sample
+from hvac_push.transport.limits import Limits
+from hvac_push.core.points import EVERYTHING, Sample
 from hvac_push.testing import PushClient, connect
-from hvac_push.wire import encode_point
+from hvac_push.transport.wire import encode_point
 from tests.conftest import start_server, stop_server
 from tests.helpers import eventually, sleep, within
 from tests.logwatch import watch_log

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest_twisted
 
-from hvac_push.points import AlarmLimits, PointMeta, Sample
+from hvac_push.core.points import AlarmLimits, PointMeta, Sample
 from hvac_push.testing import ScriptedProducer, connect
 from tests.conftest import start_server, stop_server
 from tests.helpers import sleep, within

@@ -12,10 +12,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from hvac_push.auth import Authenticator, JWTVerifier
-from hvac_push.points import EVERYTHING, Sample
+from hvac_push.transport.auth import Authenticator, JWTVerifier
+from hvac_push.core.points import EVERYTHING, Sample
 from hvac_push.testing import PushClient, connect
-from hvac_push.wire import encode_point
+from hvac_push.transport.wire import encode_point
 from tests.conftest import RunningServer, stop_server
 from tests.helpers import eventually, within
 
@@ -54,7 +54,7 @@ def self_signed(tmp_path):
 async def start_tls_server(tmp_path, **options):
     from twisted.internet.endpoints import serverFromString
 
-    from hvac_push.service import PushService
+    from hvac_push.ops.service import PushService
 
     key_path, cert_path, cert_pem = self_signed(tmp_path)
     service = PushService(reactor(), interval=0.05, **options)
@@ -96,7 +96,7 @@ async def test_wss_clients_get_exactly_the_hubs_state(tmp_path):
         hub.publish(Sample("plant/chiller-1/supply_temp", 7.0, "°C", 1.0))
         client = await within(10, connect(reactor(), running.port, tls=trusting(cert_pem), client=StateClient))
         [proto] = running.factory.clients
-        assert proto._sock is None  # the raw-socket fast path is for plain TCP only
+        assert proto.direct_socket is None  # the raw-socket fast path is for plain TCP only
         for round_ in range(40):
             hub.publish_many(
                 [Sample(f"plant/unit-{i}/temp", round_ * 0.5 + i, "°C", 2.0 + round_) for i in range(25)]

@@ -1,5 +1,5 @@
-from hvac_push.hub import Hub
-from hvac_push.points import Pattern, Sample, Subscription
+from hvac_push.core.hub import Hub
+from hvac_push.core.points import Pattern, Sample, Subscription
 
 
 def make_hub():

@@ -9,9 +9,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hvac_push.auth import AuthError, Authenticator, Permissions
-from hvac_push.limits import ABUSIVE, ACCEPT, LIMITED, ConnectionGuard, Limits, MessageGate
-from hvac_push.points import Pattern, Sample
+from hvac_push.transport.auth import AuthError, Authenticator, Permissions
+from hvac_push.transport.guard import ConnectionGuard
+from hvac_push.transport.limits import ABUSIVE, ACCEPT, LIMITED, Limits, MessageGate
+from hvac_push.core.points import Pattern, Sample
 from tests.logwatch import watch_log
 from tests.nbsock import BINARY, CLOSE, PING, TEXT, frame
 from tests.test_delivery import Setup

@@ -11,11 +11,11 @@ import pytest
 import pytest_twisted
 from prometheus_client.parser import text_string_to_metric_families
 
-from hvac_push.delivery import PushServerFactory
-from hvac_push.health import Readiness
-from hvac_push.metrics import Buckets, denied_reason
-from hvac_push.points import Point, Sample
-from hvac_push.protocol import PushServerProtocol
+from hvac_push.transport.fanout import PushServerFactory
+from hvac_push.ops.health import Readiness
+from hvac_push.ops.metrics import Buckets, denied_reason
+from hvac_push.core.points import Point, Sample
+from hvac_push.transport.protocol import PushServerProtocol
 from hvac_push.testing import ScriptedProducer, connect, handshake_status
 from tests.conftest import start_server, stop_server
 from tests.helpers import eventually, within
@@ -93,7 +93,7 @@ def test_each_service_has_its_own_registry():
     from prometheus_client import REGISTRY, generate_latest
     from twisted.internet.testing import MemoryReactorClock
 
-    from hvac_push.service import PushService
+    from hvac_push.ops.service import PushService
 
     first, second = PushService(MemoryReactorClock()), PushService(MemoryReactorClock())
     first.hub.publish(Sample("a/b/c", 1.0, "", 1.0))
@@ -108,11 +108,11 @@ def test_the_hot_path_does_not_log_and_autobahn_debug_logging_is_off():
     import txaio
     from twisted.internet.testing import MemoryReactorClock
 
-    from hvac_push.hub import Hub
+    from hvac_push.core.hub import Hub
 
     hot = [
         PushServerFactory.flush, PushServerFactory.tick, PushServerFactory.wake, PushServerFactory._flush_now,
-        PushServerFactory._send_group, PushServerProtocol.send_prepared, PushServerProtocol.send_bytes,
+        PushServerFactory._send_group, PushServerProtocol.write_frame, PushServerProtocol.send_prepared, PushServerProtocol.send_bytes,
         PushServerProtocol.onMessage, PushServerProtocol.handle, Buckets.observe, Buckets.observe_ages,
     ]
     for function in hot:
@@ -180,7 +180,7 @@ async def test_metrics_page_reports_what_happened_over_real_sockets():
 async def test_healthz_is_503_until_started_and_ready_then_200_then_503_once_stopping():
     from twisted.internet.endpoints import serverFromString
 
-    from hvac_push.service import PushService
+    from hvac_push.ops.service import PushService
 
     service = PushService(reactor(), interval=0.05)
     port = await serverFromString(reactor(), "tcp:0:interface=127.0.0.1").listen(service.site())

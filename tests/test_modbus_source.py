@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import pytest_twisted
 
-from hvac_push.producers.modbus import ModbusPoint, ModbusProducer, decode, encode, plan_reads
+from hvac_push.sources.modbus import ModbusPoint, ModbusProducer, decode, encode, plan_reads
 from hvac_push.testing import connect
 from tests.brokers import ModbusServer, modbus_server  # noqa: F401 (fixture)
 from tests.conftest import start_server, stop_server

@@ -6,8 +6,8 @@ import pytest
 import pytest_twisted
 from twisted.internet.threads import deferToThread
 
-from hvac_push.points import InvalidPoint
-from hvac_push.producers.mqtt import BadPayload, MqttPoint, MqttProducer, TopicMap, parse_payload
+from hvac_push.core.points import InvalidPoint
+from hvac_push.sources.mqtt import BadPayload, MqttPoint, MqttProducer, TopicMap, parse_payload
 from hvac_push.testing import connect
 from tests.brokers import Mosquitto, mosquitto  # noqa: F401 (fixture)
 from tests.conftest import start_server, stop_server
@@ -239,7 +239,7 @@ async def test_username_and_password_are_used(tmp_path):
 
 @pytest_twisted.ensureDeferred
 async def test_tls_to_the_broker_checks_its_certificate(tmp_path):
-    from hvac_push.producers.mqtt import MqttTls
+    from hvac_push.sources.mqtt import MqttTls
     from tests.brokers import make_tls_files
 
     files = make_tls_files(tmp_path)

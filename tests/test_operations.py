@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from hvac_push.logs import JSON_OBSERVER
-from hvac_push.tap import Options
+from hvac_push.ops.logs import JSON_OBSERVER
+from hvac_push.ops.tap import Options
 from tests.rawws import RawClient, port_is_closed
 from tests.wsprobe import free_port
 
@@ -108,10 +108,10 @@ def test_log_format_json_selects_our_observer_through_twistds_own_logger_option(
 
     config = ServerOptions()
     config.parseOptions(["-n", "hvacpush", "--log-format", "json"])
-    from hvac_push.logs import json_observer
+    from hvac_push.ops.logs import json_observer
 
     assert config["logger"] is json_observer
-    assert JSON_OBSERVER == "hvac_push.logs.json_observer"
+    assert JSON_OBSERVER == "hvac_push.ops.logs.json_observer"
 
 
 @pytest.mark.parametrize(
@@ -142,7 +142,7 @@ def test_json_lines_carry_the_event_fields_and_failures():
 
     from twisted.logger import Logger, LogPublisher
 
-    from hvac_push.logs import json_file_observer
+    from hvac_push.ops.logs import json_file_observer
 
     out = io.StringIO()
     publisher = LogPublisher(json_file_observer(out))

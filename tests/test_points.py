@@ -1,6 +1,6 @@
 import pytest
 
-from hvac_push.points import EVERYTHING, InvalidPoint, Pattern, Subscription, check_point_id, check_value
+from hvac_push.core.points import EVERYTHING, InvalidPoint, Pattern, Subscription, check_point_id, check_value
 
 
 @pytest.mark.parametrize(

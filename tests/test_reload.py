@@ -13,11 +13,11 @@ import pytest
 import pytest_twisted
 from twisted.internet.threads import deferToThread
 
-from hvac_push.config import load_config
-from hvac_push.plant import ConfigReloader, producer_specs
-from hvac_push.points import AlarmLimits
+from hvac_push.ops.plant_file import load_config
+from hvac_push.ops.plant_sources import ConfigReloader, producer_specs
+from hvac_push.core.points import AlarmLimits
 from hvac_push.testing import connect
-from hvac_push.producers.modbus import ModbusPoint, encode
+from hvac_push.sources.modbus import ModbusPoint, encode
 from tests.brokers import modbus_server, mosquitto  # noqa: F401 (fixtures)
 from tests.conftest import start_server, stop_server
 from tests.helpers import eventually, until_state, within
@@ -270,8 +270,8 @@ def _fired(deferred):
 def test_reload_applies_new_derived_settings_and_keeps_the_energy_totals(tmp_path):
     from twisted.internet.testing import MemoryReactorClock
 
-    from hvac_push.points import Sample
-    from hvac_push.service import PushService
+    from hvac_push.core.points import Sample
+    from hvac_push.ops.service import PushService
 
     power, supply = "plant/chiller-1/power", "plant/chiller-1/supply_temp"
     path = tmp_path / "plant.toml"

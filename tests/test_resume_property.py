@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from twisted.internet.error import ConnectionDone
 from twisted.python.failure import Failure
 
-from hvac_push.points import Pattern, Sample, Subscription
+from hvac_push.core.points import Pattern, Sample, Subscription
 from hvac_push.testing import server_messages
 from tests.test_delivery import Setup
 

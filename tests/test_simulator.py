@@ -9,9 +9,9 @@ from typing import Callable, Sequence
 
 import pytest
 
-from hvac_push.points import Sample, check_point_id
-from hvac_push.producers import simulator
-from hvac_push.producers.simulator import PlantModel, SimulatorProducer
+from hvac_push.core.points import Sample, check_point_id
+from hvac_push.sources import simulator
+from hvac_push.sources.simulator import PlantModel, SimulatorProducer
 
 POINT_NAMES = ["supply_temp", "return_temp", "setpoint", "fan_speed", "compressor", "power", "load"]
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 from twisted.internet.task import Clock
 
-from hvac_push.alarms import AlarmEngine, UnknownAlarm
-from hvac_push.cov import CovFilter
-from hvac_push.history import History
-from hvac_push.hub import Hub
-from hvac_push.points import EVERYTHING, AlarmLimits, CovRule, Pattern, PointMeta, Sample
-from hvac_push.status import StalenessWatcher
+from hvac_push.analytics.alarms import AlarmEngine, UnknownAlarm
+from hvac_push.transport.cov_filter import CovFilter
+from hvac_push.analytics.history import History
+from hvac_push.core.hub import Hub
+from hvac_push.core.points import EVERYTHING, AlarmLimits, CovRule, Pattern, PointMeta, Sample
+from hvac_push.analytics.staleness import StalenessWatcher
 
 
 def setup():

@@ -13,7 +13,7 @@ from twisted.application.service import MultiService
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python import usage
 
-from hvac_push.tap import Options, makeService
+from hvac_push.ops.tap import Options, makeService
 from tests.wsprobe import first_messages, free_port
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -17,9 +17,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python import usage
 
-from hvac_push.auth import JWTVerifier, StaticTokens, hash_token
-from hvac_push.limits import DEFAULT_LIMITS, GuardedSite
-from hvac_push.tap import Options, makeService
+from hvac_push.transport.auth import JWTVerifier, StaticTokens, hash_token
+from hvac_push.transport.limits import DEFAULT_LIMITS
+from hvac_push.transport.web import GuardedSite
+from hvac_push.ops.tap import Options, makeService
 from tests.wsprobe import first_messages, free_port
 
 ROOT = Path(__file__).resolve().parents[1]

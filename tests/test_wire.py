@@ -4,8 +4,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hvac_push import wire
-from hvac_push.points import Point
+from hvac_push.transport import wire
+from hvac_push.core.points import Point
 
 
 def test_update_frame_has_the_documented_shape():

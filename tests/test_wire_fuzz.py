@@ -11,7 +11,7 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hvac_push import wire
+from hvac_push.transport import wire
 
 LEVEL = st.sampled_from(["plant", "ahu-1", "chiller_2", "+", "#", "", "a" * 70, "é", "a b", "..", "-x"])
 PATTERN_TEXT = st.lists(LEVEL, min_size=0, max_size=5).map("/".join)

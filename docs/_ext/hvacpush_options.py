@@ -3,7 +3,7 @@
 The configuration reference is generated from the code at build time, so it
 cannot drift from what C{twistd hvacpush --help} accepts:
 
-    ```{options-table} hvac_push.tap.Options
+    ```{options-table} hvac_push.ops.tap.Options
     ```
 
     ```{options-table} twisted.scripts.twistd.ServerOptions
@@ -178,4 +178,4 @@ def _row(nodes: Any, cells: list[Any]) -> Any:
 
 
 if __name__ == "__main__":
-    sys.stdout.write(as_markdown(reflect.namedAny(sys.argv[1] if len(sys.argv) > 1 else "hvac_push.tap.Options")))
+    sys.stdout.write(as_markdown(reflect.namedAny(sys.argv[1] if len(sys.argv) > 1 else "hvac_push.ops.tap.Options")))

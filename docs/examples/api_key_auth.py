@@ -12,8 +12,8 @@ from typing import Any, Callable, ClassVar
 
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
 
-from hvac_push.protocol import PushServerProtocol
-from hvac_push.service import PushService
+from hvac_push.transport.protocol import PushServerProtocol
+from hvac_push.ops.service import PushService
 
 
 class ApiKeyProtocol(PushServerProtocol):

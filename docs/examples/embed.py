@@ -16,8 +16,8 @@ from twisted.application.service import Application, MultiService
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
-from hvac_push.points import Sample
-from hvac_push.service import PushService
+from hvac_push.core.points import Sample
+from hvac_push.ops.service import PushService
 
 
 class Home(Resource):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 from typing import Callable, Sequence
 
-from hvac_push.points import Sample
+from hvac_push.core.points import Sample
 
 #: What a device read returns: point id -> (value, unit).
 Readings = dict[str, tuple[float | bool | str, str]]
@@ -44,7 +44,7 @@ def read_thermostat() -> Readings:
 if __name__ == "__main__":
     from twisted.internet import reactor
 
-    from hvac_push.service import PushService
+    from hvac_push.ops.service import PushService
 
     push = PushService(reactor)
     push.add_producer(PollingProducer("thermostat", read_thermostat, period=2.0))

@@ -1,5 +1,5 @@
 from twisted.application.service import ServiceMaker
 
 hvacpush = ServiceMaker(
-    "hvac-push", "hvac_push.tap", "Push live HVAC telemetry over WebSocket.", "hvacpush"
+    "hvac-push", "hvac_push.ops.tap", "Push live HVAC telemetry over WebSocket.", "hvacpush"
 )

@@ -1,0 +1,1 @@
+"""What follows the hub: alarms, history, staleness, forecasts and derived points."""

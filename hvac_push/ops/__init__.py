@@ -1,0 +1,1 @@
+"""Running it: the service assembly, twistd options, metrics, health, logs, the plant file, cluster links."""

@@ -1,0 +1,425 @@
+"""Collector side of a cluster: publish every hub change to an MQTT broker.
+
+A collector node runs its local sources (simulator, Modbus, its own API) as
+usual; L{MqttBridge} follows its hub and publishes each changed point to
+C{<prefix>/<site>/<unit>/<point>}, retained, with QoS 1, as
+
+    {"value": 6.8, "ts": 1764031234.5, "unit": "°C", "status": "ok", "name": "...", "interval": 2.0}
+
+which the MQTT source of an edge node (L{hvac_push.sources.mqtt}) reads back
+into the same point, status, display name and expected interval.
+
+Threads: the hub is followed on the reactor thread, which only puts the newest
+payload of each changed point into a bounded pending table (conflation: while
+the broker is slow or down, a point that changes ten times is sent once, with
+its newest value). paho runs its own network thread (C{loop_start}) and
+reconnects with backoff; its callbacks only set flags and ask the reactor to
+send more. Nothing is ever handed back into the hub.
+
+After every (re)connection the bridge sends the newest payload of every point
+it knows again, so a broker that restarted empty gets the whole state back.
+Points fed by an MQTT source are never published (C{exclude}), so a node that
+is both an edge and a collector does not echo what it receives.
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Callable
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+
+from hvac_push.core.follow import HubFollower
+from hvac_push.core.hub import Hub
+from hvac_push.core.points import Point
+from hvac_push.ops.service import PushService
+
+DEFAULT_PREFIX = "hvac"
+log = Logger(namespace="hvac_push.ops.cluster")
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerUrl:
+    """C{mqtt://[user[:pass]@]host[:port][/prefix][?password_file=PATH]}, or C{mqtts://...[?ca=PATH&insecure=1]}."""
+
+    host: str
+    port: int
+    prefix: str = DEFAULT_PREFIX
+    username: str | None = None
+    password: str | None = None
+    tls: bool = False
+    ca: str | None = None
+    insecure: bool = False
+
+    @property
+    def template(self) -> str:
+        """The MQTT source's topic template for this prefix."""
+        return f"{self.prefix}/{{site}}/{{unit}}/{{point}}"
+
+    def describe(self) -> str:
+        """The URL without the password, for logs."""
+        user = f"{self.username}@" if self.username else ""
+        return f"{'mqtts' if self.tls else 'mqtt'}://{user}{self.host}:{self.port}/{self.prefix}"
+
+
+def parse_broker_url(text: str) -> BrokerUrl:
+    """Parse a broker URL; raises C{ValueError} with a one-line reason."""
+    parts = urlsplit(text)
+    if parts.scheme not in ("mqtt", "mqtts"):
+        raise ValueError(f"{text!r}: expected mqtt://host[:port][/prefix] or mqtts://...")
+    tls = parts.scheme == "mqtts"
+    if not parts.hostname:
+        raise ValueError(f"{text!r}: no host")
+    try:
+        port = parts.port or (8883 if tls else 1883)
+    except ValueError:
+        raise ValueError(f"{text!r}: bad port") from None
+    prefix = parts.path.strip("/") or DEFAULT_PREFIX
+    if any(c in prefix for c in "+#") or "//" in prefix:
+        raise ValueError(f"{text!r}: the prefix must be plain topic levels (no +, #, or empty level)")
+    query = parse_qs(parts.query)
+    unknown = set(query) - {"ca", "insecure", "password_file"}
+    if unknown:
+        raise ValueError(f"{text!r}: unknown parameter {sorted(unknown)[0]!r} (known: ca, insecure, password_file)")
+    if ("ca" in query or "insecure" in query) and not tls:
+        raise ValueError(f"{text!r}: ca and insecure need mqtts://")
+    password = unquote(parts.password) if parts.password is not None else None
+    if "password_file" in query:
+        if password is not None or not parts.username:
+            raise ValueError(f"{text!r}: password_file needs user@ and no password in the URL")
+        path = query["password_file"][-1]
+        try:
+            with open(path, encoding="utf-8") as f:
+                password = f.readline().rstrip("\r\n")
+        except OSError as e:
+            raise ValueError(f"password_file {path!r}: {e.strerror}") from None
+    return BrokerUrl(
+        host=parts.hostname,
+        port=port,
+        prefix=prefix,
+        username=unquote(parts.username) if parts.username else None,
+        password=password,
+        tls=tls,
+        ca=query["ca"][-1] if "ca" in query else None,
+        insecure=query.get("insecure", ["0"])[-1] in ("1", "true", "yes"),
+    )
+
+
+def topic_for(prefix: str, point_id: str) -> str:
+    return f"{prefix}/{point_id}"
+
+
+class MqttBridge(Service):
+    """Publishes the hub's changes to one broker (retained, QoS 1), newest value per point."""
+
+    def __init__(
+        self,
+        hub: Hub,
+        reactor: Any,
+        broker: BrokerUrl,
+        *,
+        client_id: str = "",
+        keepalive: int = 30,
+        qos: int = 1,
+        retain: bool = True,
+        max_points: int = 100_000,
+        max_inflight: int = 200,
+        reconnect_min: float = 0.5,
+        reconnect_max: float = 30.0,
+        exclude: Callable[[str], bool] | None = None,
+    ):
+        super().__init__()
+        self.setName("mqtt-publish")
+        self.hub = hub
+        self.reactor = reactor
+        self.broker = broker
+        self.client_id = client_id
+        self.keepalive = keepalive
+        self.qos = qos
+        self.retain = retain
+        self.max_points = max_points
+        self.max_inflight = max_inflight
+        self.reconnect_min = reconnect_min
+        self.reconnect_max = max(reconnect_min, reconnect_max)
+        self.exclude = exclude
+        self._lock = threading.Lock()
+        #: point id -> newest payload not yet handed to paho (oldest change first).
+        self._pending: OrderedDict[str, bytes] = OrderedDict()
+        #: point id -> newest payload, for the full resend after a reconnection.
+        self._last: dict[str, bytes] = {}
+        self._inflight = 0
+        self._drain_scheduled = False
+        self._follower: HubFollower | None = None
+        self._client: Any = None
+        #: Counters (read from any thread).
+        self.connected = False
+        self.connects = 0
+        self.published = 0
+        self.acked = 0
+        self.conflated = 0
+        self.dropped = 0
+
+    # -- reactor thread ------------------------------------------------------
+
+    def startService(self) -> None:
+        super().startService()
+        self._follower = HubFollower(self.hub, self._changed)
+        for point in self.hub.points():
+            self._changed(point)
+        self._client = self._make_client()
+        self._client.connect_async(self.broker.host, self.broker.port, self.keepalive)
+        self._client.loop_start()
+
+    def stopService(self) -> Deferred[None] | None:
+        super().stopService()
+        if self._follower is not None:
+            self._follower.close()
+            self._follower = None
+        client, self._client = self._client, None
+        with self._lock:
+            self.connected = False
+        if client is None:
+            return None
+        finished: Deferred[None] = Deferred()
+
+        def stop_paho() -> None:
+            # Off the reactor thread: loop_stop joins paho's thread, which may be waiting to reconnect.
+            try:
+                client.disconnect()
+                client.loop_stop()
+            finally:
+                try:
+                    self.reactor.callFromThread(_fire, finished)
+                except Exception:
+                    pass
+
+        threading.Thread(target=stop_paho, name="hvac-push mqtt-publish stop", daemon=True).start()
+        # Bounded: paho's thread is a daemon; do not hold shutdown for it.
+        timeout = self.reactor.callLater(5.0, _fire, finished)
+        finished.addBoth(lambda r: timeout.cancel() if timeout.active() else None)
+        return finished
+
+    def _changed(self, point: Point) -> None:
+        if self.exclude is not None and self.exclude(point.point_id):
+            return
+        payload = self.payload(point)
+        point_id = point.point_id
+        if point_id not in self._last and len(self._last) >= self.max_points:
+            self.dropped += 1
+            return
+        self._last[point_id] = payload
+        with self._lock:
+            if point_id in self._pending:
+                self.conflated += 1
+                del self._pending[point_id]
+            self._pending[point_id] = payload
+        self._drain()
+
+    def payload(self, point: Point) -> bytes:
+        doc: dict[str, Any] = {"value": point.value, "ts": point.ts, "unit": point.unit, "status": point.status}
+        meta = self.hub.meta.get(point.point_id)
+        if meta is not None:
+            if meta.name:
+                doc["name"] = meta.name
+            if meta.expected_interval:
+                doc["interval"] = meta.expected_interval
+        return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+    def _drain(self) -> None:
+        """Hand pending payloads to paho while connected and under the in-flight bound."""
+        self._drain_scheduled = False
+        client = self._client
+        if client is None:
+            return
+        batch: list[tuple[str, bytes]] = []
+        with self._lock:
+            if not self.connected:
+                return
+            room = self.max_inflight - self._inflight
+            while room > 0 and self._pending:
+                batch.append(self._pending.popitem(last=False))
+                room -= 1
+            self._inflight += len(batch)
+        # Never call paho while holding our lock: paho calls on_publish holding its own.
+        for point_id, payload in batch:
+            client.publish(topic_for(self.broker.prefix, point_id), payload, qos=self.qos, retain=self.retain)
+        self.published += len(batch)
+
+    def _schedule_drain(self, resend_all: bool = False) -> None:
+        """From paho's thread: ask the reactor to send more (at most one request outstanding)."""
+        with self._lock:
+            if self._drain_scheduled and not resend_all:
+                return
+            self._drain_scheduled = True
+        try:
+            self.reactor.callFromThread(self._resend_all if resend_all else self._drain)
+        except Exception:
+            pass  # the reactor is gone
+
+    def _resend_all(self) -> None:
+        with self._lock:
+            fresh = OrderedDict((k, v) for k, v in self._last.items() if k not in self._pending)
+            fresh.update(self._pending)
+            self._pending = fresh
+        self._drain()
+
+    @property
+    def pending(self) -> int:
+        """Points whose newest value is not yet handed to paho."""
+        return len(self._pending)
+
+    @property
+    def idle(self) -> bool:
+        """Connected, nothing pending and every publish acknowledged by the broker."""
+        with self._lock:
+            return self.connected and not self._pending and self._inflight == 0
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        """A readiness check that never holds the server back, but shows the bridge's state."""
+        return True, {
+            "broker": self.broker.describe(), "connected": self.connected, "points": len(self._last),
+            "pending": len(self._pending), "published": self.published, "dropped": self.dropped,
+        }
+
+    # -- paho's thread -------------------------------------------------------
+
+    def _make_client(self) -> Any:
+        from paho.mqtt.client import Client, MQTTv311
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        b = self.broker
+        client = Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=MQTTv311, clean_session=True)
+        client.reconnect_delay_set(self.reconnect_min, self.reconnect_max)  # type: ignore[arg-type]
+        client.max_inflight_messages_set(self.max_inflight)
+        if b.username is not None:
+            client.username_pw_set(b.username, b.password)
+        if b.tls:
+            client.tls_set(ca_certs=b.ca, cert_reqs=ssl.CERT_REQUIRED)
+            if b.insecure:
+                client.tls_insecure_set(True)
+        client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        return client
+
+    def _on_connect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
+        if reason_code.is_failure:
+            self._lost(f"connection refused: {reason_code}")
+            return
+        with self._lock:
+            self.connected = True
+            self._inflight = 0
+        self.connects += 1
+        log.info("mqtt publish: connected to {broker}", broker=self.broker.describe())
+        self._schedule_drain(resend_all=True)
+
+    def _on_connect_fail(self, client: Any, userdata: Any) -> None:
+        self._lost("cannot connect")
+
+    def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
+        self._lost(f"connection lost ({reason_code})")
+
+    def _lost(self, why: str) -> None:
+        with self._lock:
+            was = self.connected
+            self.connected = False
+            self._inflight = 0
+        if was and self.running:
+            log.warn("mqtt publish: {broker}: {why}; holding the newest value of each point until it is back",
+                     broker=self.broker.describe(), why=why)
+
+    def _on_publish(self, client: Any, userdata: Any, mid: int, reason_code: Any, properties: Any) -> None:
+        with self._lock:
+            self.acked += 1
+            self._inflight = max(0, self._inflight - 1)
+            more = bool(self._pending)
+        if more:
+            self._schedule_drain()
+
+
+def _fire(d: Deferred[None]) -> None:
+    if not d.called:
+        d.callback(None)
+
+
+def mqtt_fed(push: PushService) -> Callable[[str], bool]:
+    """C{exclude} for L{MqttBridge}: true for points an MQTT source of C{push} has published."""
+    from hvac_push.sources.mqtt import MqttProducer
+
+    def fed(point_id: str) -> bool:
+        return any(isinstance(s.producer, MqttProducer) and point_id in s.point_ids for s in push.producers)
+
+    return fed
+
+
+def add_sync_readiness(push: PushService, name: str = "mqtt-sync") -> None:
+    """Hold C{/healthz} at 503 until every MQTT source of C{push} has its initial state.
+
+    It looks at C{push.producers} each time, so sources added by a config
+    reload count too; once every source has synced it stays ready (a later
+    broker outage shows as C{fault} points, not as an unready node).
+    """
+    done = False
+
+    def check() -> tuple[bool, Any]:
+        nonlocal done
+        sources = [s.producer for s in push.producers if hasattr(s.producer, "initial_sync")]
+        if done:
+            return True, f"{len(sources)} MQTT source(s) synced"
+        results = [source.initial_sync() for source in sources]
+        waiting = [detail for ok, detail in results if not ok]
+        if waiting:
+            return False, "; ".join(waiting)
+        done = True
+        return True, f"{len(sources)} MQTT source(s) synced"
+
+    push.add_readiness_check(name, check)
+
+
+def edge_meta(push: PushService) -> Callable[[str, str | None, float | None], None]:
+    """C{on_meta} for an MQTT source: take a collector's name and interval unless configured here."""
+    from dataclasses import replace
+
+    from hvac_push.core.points import PointMeta
+
+    seen: dict[str, tuple[str | None, float | None]] = {}
+    lock = threading.Lock()
+
+    def apply(point_id: str, name: str | None, interval: float | None) -> None:
+        meta = push.hub.meta.get(point_id) or PointMeta()
+        new = replace(meta, name=meta.name or name or "", expected_interval=meta.expected_interval or interval)
+        if new != meta:
+            push.hub.configure(point_id, new)
+
+    def on_meta(point_id: str, name: str | None, interval: float | None) -> None:
+        with lock:
+            if seen.get(point_id) == (name, interval) or (point_id not in seen and len(seen) >= 100_000):
+                return
+            seen[point_id] = (name, interval)
+        push.reactor.callFromThread(apply, point_id, name, interval)
+
+    return on_meta
+
+
+def subscriber(broker: BrokerUrl, name: str = "mqtt") -> Any:
+    """The MQTT source for C{--subscribe}: every point under the broker URL's prefix."""
+    from hvac_push.sources.mqtt import MqttProducer, MqttTls
+
+    tls = MqttTls(ca=broker.ca, insecure=broker.insecure) if broker.tls else None
+    return MqttProducer(
+        name, broker.host, broker.port, topic_template=broker.template, discover=True,
+        username=broker.username, password=broker.password, tls=tls, reconnect_min=0.5, reconnect_max=10.0,
+    )
+
+
+__all__ = [
+    "BrokerUrl", "MqttBridge", "add_sync_readiness", "edge_meta", "mqtt_fed", "parse_broker_url", "subscriber",
+]

@@ -1,0 +1,344 @@
+"""twistd integration: C{Options} parses and validates; C{makeService} assembles.
+
+Every bad value is caught here and reported as a one-line usage error, so
+twistd never starts half-configured or dies with a traceback.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.application.service import IService
+from twisted.internet.testing import MemoryReactor
+from twisted.python import usage
+
+from hvac_push.transport.wsoptions import parse_ws_option
+
+DEFAULT_LISTEN = "tcp:8080"
+
+
+def _number(kind: type, name: str, low: float, high: float) -> Any:
+    def coerce(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise usage.UsageError(f"--{name}: expected a number, got {text!r}") from None
+        if not low <= value <= high:
+            raise usage.UsageError(f"--{name}: must be between {low:g} and {high:g}, got {text}")
+        return value
+
+    coerce.coerceDoc = f"Between {_plain(low)} and {_plain(high)}."  # type: ignore[attr-defined]
+    return coerce
+
+
+def _plain(number: float) -> str:
+    """C{4294967296}, not C{4.29497e+09}: bounds as people type them."""
+    return str(int(number)) if float(number).is_integer() else f"{number:g}"
+
+
+def _choice(name: str, choices: tuple[str, ...]) -> Any:
+    def coerce(text: str) -> str:
+        if text not in choices:
+            raise usage.UsageError(f"--{name}: expected one of {', '.join(choices)}, got {text!r}")
+        return text
+
+    coerce.coerceDoc = f"One of: {', '.join(choices)}."  # type: ignore[attr-defined]
+    return coerce
+
+
+def _broker_url(option: str, text: str) -> Any:
+    from hvac_push.ops.cluster import parse_broker_url
+
+    try:
+        return parse_broker_url(text)
+    except ValueError as e:
+        raise usage.UsageError(f"--{option}: {e}") from None
+
+
+def _cluster(service: Any, config: Any, reactor: Any) -> None:
+    """--subscribe (edge) and --publish (collector): the MQTT links between nodes (docs/deployment.md)."""
+    from hvac_push.ops.cluster import MqttBridge, add_sync_readiness, edge_meta, mqtt_fed, subscriber
+    from hvac_push.sources.mqtt import MqttProducer
+
+    for index, broker in enumerate(config.get("subscribe") or []):
+        service.add_producer(subscriber(broker, name=f"subscribe.{index + 1}"))
+    mqtt_sources = [s.producer for s in service.producers if isinstance(s.producer, MqttProducer)]
+    for source in mqtt_sources:
+        source.on_meta = edge_meta(service)
+    if mqtt_sources:
+        add_sync_readiness(service)
+    for index, broker in enumerate(config.get("publish") or []):
+        bridge = MqttBridge(service.hub, reactor, broker, exclude=mqtt_fed(service))
+        bridge.setServiceParent(service)
+        service.add_readiness_check(f"mqtt-publish.{index + 1}", bridge.health)
+
+
+def _select_json_logs(options: usage.Options) -> None:
+    """Under twistd, make twistd's own C{--logger} the JSON observer (see L{hvac_push.ops.logs})."""
+    from hvac_push.ops.logs import JSON_OBSERVER
+
+    twistd = getattr(options, "parent", None)
+    if twistd is None:
+        return  # embedded: the host program owns logging
+    if twistd.get("logger") not in (None, JSON_OBSERVER):
+        raise usage.UsageError("--log-format json: twistd --logger already chooses the log observer; use one")
+    if not twistd.get("nodaemon"):
+        raise usage.UsageError("--log-format json writes to standard output: run twistd with -n")
+    twistd["logger"] = JSON_OBSERVER
+
+
+#: Authentication and per-client limits (docs/security.md); 0 turns a limit off.
+_SECURITY_PARAMETERS = [
+    ["auth-jwt-secret-file", None, None, "Require a JWT signed with the HS256 secret in this file "
+     "(at least 32 bytes)."],
+    ["auth-jwt-public-key-file", None, None, "Require a JWT signed with the private half of this PEM "
+     "public key (RSA: RS256, P-256: ES256)."],
+    ["auth-jwt-algorithm", None, None, "The one JWT algorithm accepted (default: HS256 for a secret, "
+     "the key's own for a public key).", _choice("auth-jwt-algorithm", ("HS256", "RS256", "ES256"))],
+    ["auth-audience", None, None, "JWTs must carry this 'aud'."],
+    ["auth-issuer", None, None, "JWTs must carry this 'iss'."],
+    ["auth-token-file", None, None, "Require a static token listed (SHA-256 only) in this TOML file; "
+     "make entries with python -m hvac_push.transport.auth hash."],
+    ["max-message-size", None, 65536, "Largest client message in bytes; larger ones close the connection (1009).",
+     _number(int, "max-message-size", 125, 16 * 1024 * 1024)],
+    ["client-rate", None, 20.0, "Client messages per second per connection; over it they get "
+     "'rate_limited' errors.", _number(float, "client-rate", 0, 100_000)],
+    ["client-burst", None, 40, "Messages a client may send at once; more than this many refused "
+     "messages close the connection (1008).", _number(int, "client-burst", 1, 1_000_000)],
+    ["max-connections-per-ip", None, 100, "WebSocket connections from one IP beyond this get HTTP 429 "
+     "(0: no limit; use 0 behind a reverse proxy).", _number(int, "max-connections-per-ip", 0, 1_000_000)],
+    ["handshake-timeout", None, 10.0, "Seconds a new connection has to send its whole request "
+     "before it is dropped.", _number(float, "handshake-timeout", 0.1, 300)],
+    ["max-subscriptions", None, 256, "Patterns one connection may subscribe to.",
+     _number(int, "max-subscriptions", 1, 100_000)],
+    ["send-buffer", None, 65536, "SO_SNDBUF of client sockets in bytes, so slow readers are found "
+     "early (0: kernel default).", _number(int, "send-buffer", 0, 64 * 1024 * 1024)],
+    ["slow-client-timeout", None, 30.0, "Seconds a client may stop reading before it is closed (1013); "
+     "0: never.", _number(float, "slow-client-timeout", 0, 86_400)],
+]
+
+
+def _security(options: usage.Options) -> tuple[Any, Any]:
+    """The authenticator and limits the options describe; a bad file is a one-line usage error."""
+    from hvac_push.transport.auth import Authenticator, JWTVerifier, StaticTokens, TokenVerifier
+    from hvac_push.transport.limits import Limits
+
+    verifiers: list[TokenVerifier] = []
+    if options["auth-token-file"] is not None:
+        try:
+            verifiers.append(StaticTokens.load(options["auth-token-file"]))
+        except ValueError as e:
+            raise usage.UsageError(f"--auth-token-file: {e}") from None
+    secret, public = options["auth-jwt-secret-file"], options["auth-jwt-public-key-file"]
+    if secret is not None and public is not None:
+        raise usage.UsageError("--auth-jwt-secret-file and --auth-jwt-public-key-file: give one, not both")
+    if secret is not None or public is not None:
+        name = "--auth-jwt-secret-file" if secret is not None else "--auth-jwt-public-key-file"
+        try:
+            verifiers.append(JWTVerifier.from_files(
+                secret_file=secret, public_key_file=public, algorithm=options["auth-jwt-algorithm"],
+                audience=options["auth-audience"], issuer=options["auth-issuer"],
+            ))
+        except ValueError as e:
+            raise usage.UsageError(f"{name}: {e}") from None
+    else:
+        for name in ("auth-jwt-algorithm", "auth-audience", "auth-issuer"):
+            if options[name] is not None:
+                raise usage.UsageError(f"--{name}: needs --auth-jwt-secret-file or --auth-jwt-public-key-file")
+    authenticator = Authenticator(verifiers) if verifiers else None
+    try:
+        limits = Limits(
+            max_message_size=options["max-message-size"],
+            client_rate=options["client-rate"],
+            client_burst=options["client-burst"],
+            max_connections_per_ip=options["max-connections-per-ip"],
+            handshake_timeout=options["handshake-timeout"],
+            max_subscriptions=options["max-subscriptions"],
+            send_buffer=options["send-buffer"],
+            slow_client_timeout=options["slow-client-timeout"],
+        )
+    except ValueError as e:
+        raise usage.UsageError(f"limits: {e}") from None
+    return authenticator, limits
+
+
+class Options(usage.Options):
+    synopsis = "[options]"
+    #: Argument names for the generated reference (docs/configuration.md); others show VALUE.
+    metavars = {
+        "interval": "MS", "sim-units": "N", "sim-rate": "PER_S", "sim-seed": "SEED", "max-connections": "N",
+        "drain-timeout": "SECONDS", "log-format": "FORMAT", "listen": "ENDPOINT", "allow-origin": "ORIGIN",
+        "ws-option": "KEY=VALUE", "config": "PATH", "publish": "URL", "subscribe": "URL",
+        "auth-jwt-secret-file": "PATH", "auth-jwt-public-key-file": "PATH", "auth-jwt-algorithm": "ALG",
+        "auth-token-file": "PATH", "auth-audience": "AUD", "auth-issuer": "ISS", "max-message-size": "BYTES",
+        "client-rate": "PER_S", "client-burst": "N", "max-connections-per-ip": "N", "handshake-timeout": "SECONDS",
+        "max-subscriptions": "N", "send-buffer": "BYTES", "slow-client-timeout": "SECONDS",
+    }
+    longdesc = (
+        "Push live HVAC telemetry to WebSocket clients at /ws. With no data "
+        "source configured, a built-in plant simulator feeds the server."
+    )
+
+    optFlags = [
+        ["derived", None, "With the simulator, also publish derived points: temperature forecasts, energy and "
+         "cost, delta-T, COP, compressor short-cycling, schedules (docs/derived.md)."],
+    ]
+
+    optParameters = [
+        ["interval", None, 100.0, "Delivery poll period in milliseconds (data is also flushed as soon as it arrives).",
+         _number(float, "interval", 1, 60_000)],
+        ["sim-units", None, 6, "Number of simulated units (chillers, CRAC units, AHUs in turn).",
+         _number(int, "sim-units", 1, 1000)],
+        ["sim-rate", None, 50.0, "Simulated point updates per second, across the plant.",
+         _number(float, "sim-rate", 0.01, 1_000_000)],
+        ["sim-seed", None, None, "Seed for a repeatable simulation.", _number(int, "sim-seed", 0, 2**32)],
+        ["max-connections", None, 10_000, "WebSocket clients beyond this are refused with HTTP 503.",
+         _number(int, "max-connections", 1, 1_000_000)],
+        ["drain-timeout", None, 5.0, "Seconds to wait for clients to close on shutdown.",
+         _number(float, "drain-timeout", 0, 300)],
+        ["history-window", None, 900.0, "Seconds of samples kept per point for trend charts.",
+         _number(float, "history-window", 0, 86_400)],
+        ["default-interval", None, 60.0,
+         "Expected seconds between updates for points whose source or config says nothing; "
+         "silence for 3x this marks a point stale.",
+         _number(float, "default-interval", 0.1, 86_400)],
+        ["log-format", None, "text", "Log lines as text, or as json (one object per line on stdout; needs -n).",
+         _choice("log-format", ("text", "json"))],
+        ["config", None, None, "Plant config file (TOML): sites, units, points and their MQTT / Modbus TCP "
+         "sources, instead of the simulator (see docs/sources.md). SIGHUP reloads it."],
+    ] + _SECURITY_PARAMETERS
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["listen"] = []
+        self["allow-origin"] = []
+        self["ws-option"] = {}
+        self["publish"] = []
+        self["subscribe"] = []
+
+    def opt_publish(self, url: str) -> None:
+        """Collector: publish every point to mqtt://[user:pass@]host[:port][/prefix] or mqtts://...[?ca=PATH] (repeatable)."""
+        self["publish"].append(_broker_url("publish", url))
+
+    def opt_subscribe(self, url: str) -> None:
+        """Edge: serve every point under the prefix of an MQTT broker URL (as --publish), not the simulator (repeatable)."""
+        self["subscribe"].append(_broker_url("subscribe", url))
+
+    def opt_listen(self, description: str) -> None:
+        """Listen on a strports endpoint, e.g. tcp:8080, ssl:8443:privateKey=key.pem, reuseport:8080 (repeatable; default tcp:8080)."""
+        from twisted.internet.endpoints import serverFromString
+
+        try:
+            serverFromString(MemoryReactor(), description)
+        except Exception as e:
+            raise usage.UsageError(f"--listen {description!r}: {e}") from None
+        self["listen"].append(description)
+
+    def opt_allow_origin(self, origin: str) -> None:
+        """Accept browsers only from this Origin, e.g. https://scada.example (repeatable; default: any)."""
+        if origin != "null" and "://" not in origin:
+            raise usage.UsageError(f"--allow-origin {origin!r}: expected scheme://host[:port] or null")
+        self["allow-origin"].append(origin)
+
+    def opt_ws_option(self, text: str) -> None:
+        """KEY=VALUE passed to Autobahn's setProtocolOptions, e.g. autoPingInterval=10 (repeatable)."""
+        try:
+            key, value = parse_ws_option(text)
+        except ValueError as e:
+            raise usage.UsageError(str(e)) from None
+        self["ws-option"][key] = value
+
+    def postOptions(self) -> None:
+        if not self["listen"]:
+            self["listen"] = [DEFAULT_LISTEN]
+        if self["log-format"] == "json":
+            _select_json_logs(self)
+        self["plant"] = None
+        if self["config"] is not None:
+            from hvac_push.ops.plant_file import ConfigError, load_config
+
+            if self["derived"]:
+                raise usage.UsageError("--derived: with --config, add a [derived] table to the config file instead")
+
+            try:
+                self["plant"] = load_config(self["config"])
+            except ConfigError as e:
+                raise usage.UsageError(str(e)) from None
+        # Catch bad Autobahn option values now, not at start-up.
+        from autobahn.twisted.websocket import WebSocketServerFactory
+
+        from hvac_push.transport.wsoptions import apply_protocol_options
+
+        try:
+            apply_protocol_options(WebSocketServerFactory(reactor=MemoryReactor()), self["ws-option"])
+        except ValueError as e:
+            raise usage.UsageError(str(e)) from None
+        self["authenticator"], self["limits"] = _security(self)
+
+
+def configure_simulated_points(service: Any, simulator: Any) -> None:
+    """Each simulated point updates every C{points / rate} seconds: that is its expected interval."""
+    from hvac_push.core.points import PointMeta
+
+    point_ids = simulator.model.point_ids()
+    interval = max(len(point_ids) / simulator.rate, 0.1)
+    for point_id in point_ids:
+        service.hub.configure(point_id, PointMeta(expected_interval=interval, limits=_demo_limits(point_id)))
+
+
+def _demo_limits(point_id: str) -> Any:
+    """Plausible alarm limits for the simulated plant, so the demo shows alarms."""
+    from hvac_push.core.points import AlarmLimits
+
+    unit, point = point_id.split("/")[1:]
+    if point != "supply_temp":
+        return None
+    if unit.startswith("chiller"):
+        return AlarmLimits(high=9.0, low=4.0, deadband=0.3, delay=5.0, severity="major")
+    if unit.startswith("crac"):
+        return AlarmLimits(high=22.0, low=15.0, deadband=0.5, delay=5.0, severity="critical")
+    return AlarmLimits(high=17.0, low=10.0, deadband=0.5, delay=5.0, severity="minor")
+
+
+def makeService(config: Options, reactor: Any = None) -> IService:
+    """Build the L{PushService} that C{config} describes."""
+    if reactor is None:
+        from twisted.internet import reactor as global_reactor
+
+        reactor = global_reactor
+    from hvac_push.sources.simulator import SimulatorProducer
+    from hvac_push.transport.limits import DEFAULT_LIMITS
+    from hvac_push.ops.service import PushService
+
+    service = PushService(
+        reactor,
+        interval=config["interval"] / 1000.0,
+        allowed_origins=config["allow-origin"],
+        max_connections=config["max-connections"],
+        ws_options=config["ws-option"],
+        drain_timeout=config["drain-timeout"],
+        history_window=config["history-window"],
+        default_interval=config["default-interval"],
+        authenticator=config.get("authenticator"),
+        limits=config.get("limits") or DEFAULT_LIMITS,
+    )
+    if config.get("plant") is not None:
+        from hvac_push.ops.plant_sources import install_plant
+
+        # Config sources instead of the simulator (unless the config has a [simulator] table).
+        install_plant(service, config["plant"], sighup=True, on_simulator=configure_simulated_points)
+    elif config.get("subscribe"):
+        pass  # an edge node: its points come from the broker (see _cluster)
+    else:
+        simulator = SimulatorProducer(units=config["sim-units"], rate=config["sim-rate"], seed=config["sim-seed"])
+        configure_simulated_points(service, simulator)
+        if config.get("derived"):
+            from hvac_push.analytics.derived import DerivedPoints, simulator_settings
+
+            # Forecasts, energy, efficiency and equipment health as live points (docs/derived.md).
+            DerivedPoints(service.hub, reactor, simulator_settings(simulator.model.unit_names), alarms=service.alarms)
+        service.add_producer(simulator)
+    _cluster(service, config, reactor)
+    for description in config["listen"]:
+        service.add_listener(description)
+    return service

@@ -1,0 +1,1 @@
+"""Sources of samples: the producer supervisor, the simulator, Modbus TCP and MQTT. They see only the publisher."""

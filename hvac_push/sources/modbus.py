@@ -1,0 +1,341 @@
+"""Modbus TCP source: one producer (one thread, one synchronous client) per device.
+
+Each poll reads the device's points in as few requests as possible (nearby
+addresses of one table are read together), decodes them with our own
+C{struct} code and hands them over as one batch. A device that cannot be
+reached, or stops answering, turns all its points to C{fault} and is retried
+with an exponential backoff; a point whose read gets a Modbus exception
+response turns C{fault} alone. The next good reading of a point carries
+status C{ok} again. Nothing here runs on, or blocks, the reactor thread.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import struct
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Sequence
+
+from hvac_push.core.points import Sample, Value, check_point_id
+from hvac_push.sources.common import Backoff, PointStates, log
+
+TABLES = ("holding", "input", "coil", "discrete")
+TYPES = ("int16", "uint16", "int32", "uint32", "float32", "bool")
+_STRUCT = {"int16": ">h", "uint16": ">H", "int32": ">i", "uint32": ">I", "float32": ">f"}
+_READ = {
+    "holding": "read_holding_registers",
+    "input": "read_input_registers",
+    "coil": "read_coils",
+    "discrete": "read_discrete_inputs",
+}
+#: Largest read per request (the Modbus PDU limits: 125 registers, 2000 bits).
+MAX_REGISTERS = 125
+MAX_BITS = 2000
+#: Addresses this far apart (or closer) are read in one request.
+MERGE_GAP = 8
+
+
+@dataclass(frozen=True, slots=True)
+class ModbusPoint:
+    """One point's place in a device and how to turn its raw words into a value."""
+
+    point_id: str
+    address: int
+    table: str = "holding"
+    type: str = "uint16"
+    #: For 32-bit types: "big" = high word first (at C{address}), "little" = low word first.
+    word_order: str = "big"
+    scale: float = 1.0
+    offset: float = 0.0
+    unit: str = ""
+
+    def __post_init__(self) -> None:
+        check_point_id(self.point_id)
+        if self.table not in TABLES:
+            raise ValueError(f"{self.point_id}: table must be one of {', '.join(TABLES)}")
+        kind = "bool" if self.table in ("coil", "discrete") else self.type
+        if kind != self.type:
+            object.__setattr__(self, "type", kind)
+        if self.type not in TYPES or (self.type == "bool") != (self.table in ("coil", "discrete")):
+            raise ValueError(f"{self.point_id}: type {self.type!r} does not fit table {self.table!r}")
+        if self.word_order not in ("big", "little"):
+            raise ValueError(f"{self.point_id}: word_order must be 'big' or 'little'")
+        if not 0 <= self.address <= 65535 - (self.count - 1):
+            raise ValueError(f"{self.point_id}: address {self.address} out of range")
+        if self.scale == 0 or not math.isfinite(self.scale) or not math.isfinite(self.offset):
+            raise ValueError(f"{self.point_id}: scale must be finite and non-zero, offset finite")
+
+    @property
+    def count(self) -> int:
+        """Registers (or bits) the point occupies."""
+        return 2 if self.type.endswith("32") else 1
+
+
+def decode(point: ModbusPoint, words: Sequence[int] | Sequence[bool]) -> Value:
+    """The value of C{point} from its own raw registers (or bits), scaled.
+
+    Raises C{ValueError} for a value that cannot be carried (NaN, infinity).
+    """
+    if point.type == "bool":
+        return bool(words[0])
+    raw = list(words[: point.count])
+    if len(raw) != point.count:
+        raise ValueError(f"expected {point.count} registers, got {len(raw)}")
+    if point.word_order == "little":
+        raw.reverse()
+    data = b"".join((int(w) & 0xFFFF).to_bytes(2, "big") for w in raw)
+    (number,) = struct.unpack(_STRUCT[point.type], data)
+    if point.type == "float32":
+        if not math.isfinite(number):
+            raise ValueError(f"not a finite number: {number}")
+        number = float(f"{number:.7g}")  # the precision a float32 really has
+    if point.scale == 1.0 and point.offset == 0.0:
+        return number
+    scaled = number * point.scale + point.offset
+    if not math.isfinite(scaled):
+        raise ValueError(f"scaled value is not finite: {scaled}")
+    return float(f"{scaled:.12g}")  # drop binary noise such as 21.500000000000004
+
+
+def encode(point: ModbusPoint, value: float | int | bool) -> list[int]:
+    """The raw registers a device holds for C{value} (the inverse of L{decode}); for tests and tools."""
+    if point.type == "bool":
+        return [int(bool(value))]
+    raw = (value - point.offset) / point.scale if (point.scale, point.offset) != (1.0, 0.0) else value
+    if point.type != "float32":
+        raw = int(round(raw))
+    data = struct.pack(_STRUCT[point.type], raw)
+    words = [int.from_bytes(data[i : i + 2], "big") for i in range(0, len(data), 2)]
+    if point.word_order == "little":
+        words.reverse()
+    return words
+
+
+@dataclass(frozen=True, slots=True)
+class _Block:
+    """One read request: a table, a start address and a count, covering some points."""
+
+    table: str
+    address: int
+    count: int
+    points: tuple[ModbusPoint, ...]
+
+
+def plan_reads(points: Iterable[ModbusPoint], gap: int = MERGE_GAP) -> list[_Block]:
+    """Group points into as few reads as the Modbus limits allow."""
+    blocks: list[_Block] = []
+    for table in TABLES:
+        limit = MAX_BITS if table in ("coil", "discrete") else MAX_REGISTERS
+        members = sorted((p for p in points if p.table == table), key=lambda p: (p.address, p.count))
+        group: list[ModbusPoint] = []
+        start = end = 0
+        for point in members:
+            point_end = point.address + point.count
+            if group and point.address - end <= gap and max(end, point_end) - start <= limit:
+                group.append(point)
+                end = max(end, point_end)
+                continue
+            if group:
+                blocks.append(_Block(table, start, end - start, tuple(group)))
+            group, start, end = [point], point.address, point_end
+        if group:
+            blocks.append(_Block(table, start, end - start, tuple(group)))
+    return blocks
+
+
+class DeviceUnreachable(Exception):
+    """The device cannot be connected to, or stopped answering."""
+
+
+def _unit_kwarg(method: Callable[..., Any]) -> str:
+    """The keyword a pymodbus read method takes for the unit id (it was renamed across versions)."""
+    try:
+        params = inspect.signature(method).parameters
+    except (TypeError, ValueError):
+        return "device_id"
+    for name in ("device_id", "slave", "unit"):
+        if name in params:
+            return name
+    return "device_id"
+
+
+class ModbusProducer:
+    """Polls one Modbus TCP device with pymodbus's synchronous C{ModbusTcpClient}.
+
+    C{client_factory(host, port, timeout)} makes the client (pymodbus's by
+    default); C{initial_backoff}/C{max_backoff} pace reconnection attempts.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        host: str,
+        points: Sequence[ModbusPoint],
+        *,
+        port: int = 502,
+        unit_id: int = 1,
+        poll_interval: float = 1.0,
+        timeout: float = 2.0,
+        initial_backoff: float = 0.5,
+        max_backoff: float = 30.0,
+        client_factory: Callable[[str, int, float], Any] | None = None,
+    ):
+        if not points:
+            raise ValueError(f"modbus source {name}: no points to poll")
+        if not 0 <= unit_id <= 255:
+            raise ValueError(f"modbus source {name}: unit id must be 0..255")
+        if not poll_interval > 0 or not timeout > 0:
+            raise ValueError(f"modbus source {name}: poll interval and timeout must be > 0")
+        self.name = name
+        self.host = host
+        self.port = port
+        self.unit_id = unit_id
+        self.points = tuple(points)
+        self.poll_interval = poll_interval
+        self.timeout = timeout
+        self.initial_backoff = initial_backoff
+        self.max_backoff = max_backoff
+        self._client_factory = client_factory or _pymodbus_client
+        self._blocks = plan_reads(self.points)
+        self._unit_keyword: dict[str, str] = {}
+        #: Counters, readable from any thread (for health pages and tests).
+        self.polls = 0
+        self.failures = 0
+        self.connected = False
+
+    def run(self, publish: Callable[[Sequence[Sample]], None], stop: threading.Event) -> None:
+        """Poll until C{stop} is set; failures mark points C{fault} and back off."""
+        ids = [p.point_id for p in self.points]
+        backoff = Backoff(self.initial_backoff, max(self.initial_backoff, self.max_backoff))
+        client = self._client_factory(self.host, self.port, self.timeout)
+        point_faults: set[str] = set()
+        states = PointStates()
+        device_down = False
+        try:
+            while not stop.is_set():
+                started = time.monotonic()
+                try:
+                    samples, failed = self._poll(client, stop)
+                except DeviceUnreachable as e:
+                    self.connected = False
+                    self.failures += 1
+                    _close(client)
+                    delay = backoff.next()
+                    if not device_down:
+                        device_down = True
+                        states.mark(publish, ids, "fault")
+                        log.warn(
+                            "modbus {name} ({host}:{port}): {error}; points marked fault, retrying",
+                            name=self.name, host=self.host, port=self.port, error=str(e),
+                        )
+                    stop.wait(delay)
+                    continue
+                self.connected = True
+                self.polls += 1
+                backoff.reset()
+                if device_down:
+                    device_down = False
+                    log.info("modbus {name} ({host}:{port}) is back", name=self.name, host=self.host, port=self.port)
+                if samples:
+                    states.remember(samples)
+                    publish(samples)
+                newly = failed - point_faults
+                if newly:
+                    states.mark(publish, newly, "fault")
+                point_faults = failed
+                remaining = self.poll_interval - (time.monotonic() - started)
+                if remaining > 0:
+                    stop.wait(remaining)
+        finally:
+            _close(client)
+
+    def _poll(self, client: Any, stop: threading.Event) -> tuple[list[Sample], set[str]]:
+        """One pass over every block: the samples read, and the ids that failed."""
+        try:
+            if not client.connect():
+                raise DeviceUnreachable(f"cannot connect to {self.host}:{self.port}")
+        except DeviceUnreachable:
+            raise
+        except Exception as e:
+            raise DeviceUnreachable(f"cannot connect: {e}") from e
+        samples: list[Sample] = []
+        failed: set[str] = set()
+        blocks = list(self._blocks)
+        split: list[_Block] = []
+        for block in blocks:
+            if stop.is_set():
+                break
+            words = self._read(client, block)
+            if words is None:
+                # An exception response for a merged read: read its points one by one
+                # to find the bad one(s), and keep that split for the next polls.
+                if len(block.points) == 1:
+                    failed.add(block.points[0].point_id)
+                    split.append(block)
+                    continue
+                singles = plan_reads(block.points, gap=-1)
+                split.extend(singles)
+                for single in singles:
+                    got = self._read(client, single)
+                    if got is None:
+                        failed.update(p.point_id for p in single.points)
+                    else:
+                        self._decode_into(single, got, samples, failed)
+                continue
+            split.append(block)
+            self._decode_into(block, words, samples, failed)
+        if len(split) != len(blocks) and not stop.is_set():
+            self._blocks = split
+        return samples, failed
+
+    def _read(self, client: Any, block: _Block) -> list[int] | list[bool] | None:
+        """The block's raw words, or L{None} on a Modbus exception response."""
+        method = getattr(client, _READ[block.table])
+        keyword = self._unit_keyword.get(block.table)
+        if keyword is None:
+            keyword = self._unit_keyword[block.table] = _unit_kwarg(method)
+        kwargs = {keyword: self.unit_id, "count": block.count}
+        try:
+            response = method(block.address, **kwargs)
+        except Exception as e:
+            raise DeviceUnreachable(f"no answer: {e}") from e
+        if response is None or response.isError():
+            return None
+        if block.table in ("coil", "discrete"):
+            return list(response.bits[: block.count])
+        registers = list(response.registers)
+        if len(registers) < block.count:
+            return None
+        return registers
+
+    def _decode_into(
+        self, block: _Block, words: Sequence[int] | Sequence[bool], samples: list[Sample], failed: set[str]
+    ) -> None:
+        now = time.time()
+        for point in block.points:
+            start = point.address - block.address
+            try:
+                value = decode(point, words[start : start + point.count])
+            except (ValueError, struct.error, IndexError):
+                failed.add(point.point_id)
+                continue
+            samples.append(Sample(point.point_id, value, point.unit, now))
+
+
+def _close(client: Any) -> None:
+    try:
+        client.close()
+    except Exception:
+        pass
+
+
+def _pymodbus_client(host: str, port: int, timeout: float) -> Any:
+    from pymodbus.client import ModbusTcpClient
+
+    return ModbusTcpClient(host, port=port, timeout=timeout, retries=0)
+
+
+__all__ = ["ModbusPoint", "ModbusProducer", "decode", "encode", "plan_reads"]

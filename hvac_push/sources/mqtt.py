@@ -1,0 +1,466 @@
+"""MQTT source: subscribe to a broker with paho-mqtt 2.x and turn messages into samples.
+
+Topics map to point ids through a template whose levels are literal names,
+C{+}, or the placeholders C{{site}}, C{{unit}} and C{{point}}; the default
+C{hvac/{site}/{unit}/{point}} maps C{hvac/plant/chiller-1/supply_temp} to
+C{plant/chiller-1/supply_temp}. Declared points may name an exact topic instead.
+
+Payloads are a bare JSON number or C{true}/C{false}, or a JSON object
+C{{"value": ..., "ts": ..., "unit": ...}}. Anything else is counted, logged at
+most once per topic per minute, and dropped. An empty payload (how a retained
+message is cleared) is ignored.
+
+paho runs its own network thread (C{loop_start}); every message is handed to
+the reactor through the C{publish} callable. While the broker is unreachable
+the points this source feeds are C{fault}; after reconnecting and
+resubscribing they are C{ok} again, and retained messages bring fresh values.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import ssl
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+from hvac_push.core.points import STATUSES, InvalidPoint, Sample, Status, Value, check_point_id, check_value
+from hvac_push.sources.common import PointStates, QuietLog, log
+
+DEFAULT_TEMPLATE = "hvac/{site}/{unit}/{point}"
+MAX_PAYLOAD = 4096
+#: A C{ts} above this is taken to be in milliseconds (it is year 5138 in seconds).
+_MS_THRESHOLD = 1e11
+_MAX_TRACKED = 100_000
+_PLACEHOLDERS = ("{site}", "{unit}", "{point}")
+
+
+class BadPayload(ValueError):
+    """A message payload that is not a value we understand."""
+
+
+@dataclass(frozen=True, slots=True)
+class MqttPoint:
+    """A declared point: its id, an optional exact topic, and its unit of measure."""
+
+    point_id: str
+    topic: str | None = None
+    unit: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class MqttTls:
+    ca: str | None = None
+    cert: str | None = None
+    key: str | None = None
+    insecure: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A parsed payload; every field but C{value} is L{None} when the payload does not carry it.
+
+    C{status}, C{name} and C{interval} are what an hvac-push collector
+    (L{hvac_push.ops.cluster}) adds: the point's status at the source, its display
+    name and the seconds between updates it promises.
+    """
+
+    value: Value
+    ts: float | None = None
+    unit: str | None = None
+    status: Status | None = None
+    name: str | None = None
+    interval: float | None = None
+
+
+def parse_payload(payload: bytes) -> tuple[Value, float | None, str | None]:
+    """C{(value, ts, unit)} from a payload; C{ts} and C{unit} are L{None} when absent.
+
+    Raises L{BadPayload} saying what is wrong.
+    """
+    message = parse_message(payload)
+    return message.value, message.ts, message.unit
+
+
+def parse_message(payload: bytes) -> Message:
+    """The whole L{Message} of a payload; raises L{BadPayload} saying what is wrong."""
+    if len(payload) > MAX_PAYLOAD:
+        raise BadPayload(f"payload larger than {MAX_PAYLOAD} bytes")
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadPayload("payload is not UTF-8") from None
+
+    def no_constants(name: str) -> Any:
+        raise BadPayload(f"{name} is not a value")
+
+    try:
+        doc = json.loads(text, parse_constant=no_constants)
+    except BadPayload:
+        raise
+    except ValueError:
+        shown = text if len(text) <= 40 else text[:37] + "..."
+        raise BadPayload(f"not a number, true/false or JSON object: {shown!r}") from None
+    ts: float | None = None
+    unit: str | None = None
+    status: Status | None = None
+    name: str | None = None
+    interval: float | None = None
+    if isinstance(doc, dict):
+        if "value" not in doc:
+            raise BadPayload("JSON object without \"value\"")
+        value = doc["value"]
+        if not isinstance(value, (bool, int, float, str)):
+            raise BadPayload("\"value\" must be a number, true/false or a string")
+        if "ts" in doc and doc["ts"] is not None:
+            raw_ts = doc["ts"]
+            if isinstance(raw_ts, bool) or not isinstance(raw_ts, (int, float)) or not raw_ts > 0:
+                raise BadPayload("\"ts\" must be a positive number of epoch seconds")
+            ts = float(raw_ts) / 1000.0 if raw_ts > _MS_THRESHOLD else float(raw_ts)
+        if "unit" in doc and doc["unit"] is not None:
+            if not isinstance(doc["unit"], str) or len(doc["unit"]) > 32:
+                raise BadPayload("\"unit\" must be a string of at most 32 characters")
+            unit = doc["unit"]
+        if doc.get("status") is not None:
+            if doc["status"] not in STATUSES:
+                raise BadPayload(f"\"status\" must be one of {', '.join(STATUSES)}")
+            status = next(s for s in STATUSES if s == doc["status"])
+        if doc.get("name") is not None:
+            if not isinstance(doc["name"], str) or len(doc["name"]) > 200:
+                raise BadPayload("\"name\" must be a string of at most 200 characters")
+            name = doc["name"]
+        raw_interval = doc.get("interval")
+        if raw_interval is not None:
+            if isinstance(raw_interval, bool) or not isinstance(raw_interval, (int, float)) or not raw_interval > 0:
+                raise BadPayload("\"interval\" must be a positive number of seconds")
+            interval = float(raw_interval)
+    elif isinstance(doc, (bool, int, float)):
+        value = doc
+    else:
+        raise BadPayload("expected a number, true/false or a JSON object")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise BadPayload("value must be finite")
+    try:
+        return Message(check_value(value), ts, unit, status, name, interval)
+    except InvalidPoint as e:
+        raise BadPayload(str(e)) from None
+
+
+class TopicMap:
+    """Which topics to subscribe to, and which point (and unit) a topic feeds."""
+
+    def __init__(self, template: str, points: Sequence[MqttPoint] = (), discover: bool = True):
+        self.template = template
+        self.discover = discover
+        self._levels = template.split("/") if template else []
+        if template:
+            for placeholder in _PLACEHOLDERS:
+                if self._levels.count(placeholder) != 1:
+                    raise ValueError(f"topic template {template!r} needs {placeholder} once, as a whole level")
+        self._exact: dict[str, MqttPoint] = {}
+        self._by_id: dict[str, MqttPoint] = {}
+        for point in points:
+            check_point_id(point.point_id)
+            self._by_id[point.point_id] = point
+            if point.topic is not None:
+                if "+" in point.topic or "#" in point.topic or not point.topic:
+                    raise ValueError(f"{point.point_id}: topic {point.topic!r} must be exact")
+                self._exact[point.topic] = point
+            elif not template:
+                raise ValueError(f"{point.point_id}: no topic and no topic template")
+        self._templated = {pid for pid, p in self._by_id.items() if p.topic is None}
+
+    @property
+    def declared(self) -> list[str]:
+        return list(self._by_id)
+
+    def filters(self) -> list[str]:
+        """The subscriptions: the template as a wildcard filter, plus each exact topic."""
+        found: list[str] = []
+        if self._levels and (self.discover or self._templated):
+            found.append("/".join("+" if level in _PLACEHOLDERS else level for level in self._levels))
+        found.extend(topic for topic in self._exact if not self._covered(topic, found))
+        return found
+
+    def _covered(self, topic: str, filters: list[str]) -> bool:
+        levels = topic.split("/")
+        for f in filters:
+            parts = f.split("/")
+            if len(parts) == len(levels) and all(p == "+" or p == t for p, t in zip(parts, levels)):
+                return True
+        return False
+
+    def lookup(self, topic: str) -> tuple[str, str] | None:
+        """C{(point_id, unit)} for a topic, L{None} if it feeds nothing.
+
+        Raises L{InvalidPoint} when the topic fits the template but its levels
+        do not make a valid point id.
+        """
+        exact = self._exact.get(topic)
+        if exact is not None:
+            return exact.point_id, exact.unit
+        levels = topic.split("/")
+        if len(levels) != len(self._levels):
+            return None
+        parts: dict[str, str] = {}
+        for want, got in zip(self._levels, levels):
+            if want in _PLACEHOLDERS:
+                parts[want] = got
+            elif want != "+" and want != got:
+                return None
+        point_id = f"{parts['{site}']}/{parts['{unit}']}/{parts['{point}']}"
+        declared = self._by_id.get(point_id)
+        if declared is not None:
+            # A point with its own topic is fed by that topic only.
+            return (point_id, declared.unit) if declared.topic is None else None
+        if not self.discover:
+            return None
+        check_point_id(point_id)
+        return point_id, ""
+
+
+class MqttProducer:
+    """Feeds points from one MQTT broker (QoS 1 subscriptions, clean session, auto-reconnect)."""
+
+    def __init__(
+        self,
+        name: str,
+        host: str,
+        port: int = 1883,
+        *,
+        points: Sequence[MqttPoint] = (),
+        topic_template: str = DEFAULT_TEMPLATE,
+        discover: bool = True,
+        client_id: str = "",
+        keepalive: int = 30,
+        username: str | None = None,
+        password: str | None = None,
+        tls: MqttTls | None = None,
+        qos: int = 1,
+        reconnect_min: float = 1.0,
+        reconnect_max: float = 30.0,
+        connect_timeout: float = 5.0,
+        malformed_log_period: float = 60.0,
+    ):
+        self.name = name
+        self.host = host
+        self.port = port
+        self.topics = TopicMap(topic_template, points, discover)
+        self.client_id = client_id
+        self.keepalive = keepalive
+        self.username = username
+        self.password = password
+        self.tls = tls
+        self.qos = qos
+        self.reconnect_min = reconnect_min
+        self.reconnect_max = max(reconnect_min, reconnect_max)
+        self.connect_timeout = connect_timeout
+        self._quiet = QuietLog(malformed_log_period)
+        self._lock = threading.Lock()
+        #: Counters, readable from any thread.
+        self.received = 0
+        self.malformed = 0
+        self.malformed_by_topic: Counter[str] = Counter()
+        self.connected = False
+        self.connects = 0
+        #: Initial sync (see L{initial_sync}): seconds of silence from retained messages that end it.
+        self.sync_quiet = 0.5
+        #: ... or this many seconds after the first subscription, whichever comes first.
+        self.sync_max = 10.0
+        self.synced = False
+        self._subscribed_at: float | None = None
+        self._last_retained_at = 0.0
+        self.retained = 0
+        #: Called from paho's thread as C{on_meta(point_id, name, interval)} when a payload
+        #: carries a display name or an expected interval (hvac-push collectors send both).
+        self.on_meta: Callable[[str, str | None, float | None], None] | None = None
+
+    def initial_sync(self) -> tuple[bool, str]:
+        """A readiness check: true once the retained messages of the first subscription are in.
+
+        The broker sends its retained messages right after the subscription is
+        acknowledged; the sync is over when none has come for C{sync_quiet}
+        seconds (or C{sync_max} seconds after the acknowledgement). It stays
+        true afterwards: a later broker outage shows as C{fault} points, not
+        as an unready server.
+        """
+        if self.synced:
+            return True, f"synced with {self.host}:{self.port} ({self.retained} retained messages)"
+        subscribed = self._subscribed_at
+        if subscribed is None:
+            return False, f"waiting for {self.host}:{self.port}"
+        now = time.monotonic()
+        if now - max(subscribed, self._last_retained_at) >= self.sync_quiet or now - subscribed >= self.sync_max:
+            self.synced = True
+            return self.initial_sync()
+        return False, f"receiving retained messages from {self.host}:{self.port} ({self.retained} so far)"
+
+    def count_malformed(self, topic: str, why: str) -> None:
+        with self._lock:
+            self.malformed += 1
+            if topic in self.malformed_by_topic or len(self.malformed_by_topic) < 1000:
+                self.malformed_by_topic[topic] += 1
+            count = self.malformed
+        if self._quiet.allow(topic):
+            log.warn(
+                "mqtt {name}: dropped a malformed message on {topic!r}: {why} ({count} dropped so far)",
+                name=self.name, topic=topic, why=why, count=count,
+            )
+
+    def run(self, publish: Callable[[Sequence[Sample]], None], stop: threading.Event) -> None:
+        """Connect, subscribe and hand messages over until C{stop} is set."""
+        from paho.mqtt.client import Client, MQTTv311
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        session = _Session(self, publish)
+        client = Client(
+            CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=MQTTv311, clean_session=True
+        )
+        # paho annotates these as int, but uses them as seconds of any size.
+        client.reconnect_delay_set(self.reconnect_min, self.reconnect_max)  # type: ignore[arg-type]
+        client.connect_timeout = self.connect_timeout
+        if self.username is not None:
+            client.username_pw_set(self.username, self.password)
+        if self.tls is not None:
+            client.tls_set(
+                ca_certs=self.tls.ca, certfile=self.tls.cert, keyfile=self.tls.key, cert_reqs=ssl.CERT_REQUIRED
+            )
+            if self.tls.insecure:
+                client.tls_insecure_set(True)
+        client.on_connect = session.on_connect
+        client.on_connect_fail = session.on_connect_fail
+        client.on_disconnect = session.on_disconnect
+        client.on_subscribe = session.on_subscribe
+        client.on_message = session.on_message
+        client.connect_async(self.host, self.port, self.keepalive)
+        client.loop_start()
+        try:
+            stop.wait()
+        finally:
+            session.stopping = True
+            client.disconnect()
+            client.loop_stop()
+            self.connected = False
+
+
+class _Session:
+    """The paho callbacks of one C{run}; they all run in paho's network thread."""
+
+    def __init__(self, producer: MqttProducer, publish: Callable[[Sequence[Sample]], None]):
+        self.producer = producer
+        self.publish = publish
+        self.stopping = False
+        #: L{None} before the first outcome, then whether the broker is usable.
+        self.up: bool | None = None
+        #: The last sample of every point this session has handed over.
+        self.states = PointStates(_MAX_TRACKED)
+        self._pending_subscribe: int | None = None
+
+    def _known(self) -> set[str]:
+        return self.states.known() | set(self.producer.topics.declared)
+
+    def _down(self, why: str) -> None:
+        self.producer.connected = False
+        if self.stopping or self.up is False:
+            return
+        self.up = False
+        self.states.mark(self.publish, self._known(), "fault")
+        p = self.producer
+        log.warn("mqtt {name} ({host}:{port}): {why}; its points are fault until it is back",
+                 name=p.name, host=p.host, port=p.port, why=why)
+
+    def on_connect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
+        try:
+            if reason_code.is_failure:
+                self._down(f"connection refused: {reason_code}")
+                return
+            self.producer.connects += 1
+            filters = self.producer.topics.filters()
+            if not filters:
+                self._subscribed()
+                return
+            _, mid = client.subscribe([(f, self.producer.qos) for f in filters])
+            self._pending_subscribe = mid
+        except Exception:
+            log.failure("mqtt {name}: on_connect failed", name=self.producer.name)
+
+    def on_subscribe(self, client: Any, userdata: Any, mid: int, reason_codes: Any, properties: Any) -> None:
+        try:
+            if mid != self._pending_subscribe:
+                return
+            refused = [str(code) for code in reason_codes if code.is_failure]
+            if refused:
+                log.warn("mqtt {name}: subscription refused by the broker: {codes}",
+                         name=self.producer.name, codes=", ".join(refused))
+            self._subscribed()
+        except Exception:
+            log.failure("mqtt {name}: on_subscribe failed", name=self.producer.name)
+
+    def _subscribed(self) -> None:
+        p = self.producer
+        p.connected = True
+        if p._subscribed_at is None:
+            p._subscribed_at = time.monotonic()
+        was = self.up
+        self.up = True
+        if was is False:
+            self.states.mark(self.publish, self._known(), "ok")
+            log.info("mqtt {name} ({host}:{port}) is back", name=p.name, host=p.host, port=p.port)
+
+    def on_connect_fail(self, client: Any, userdata: Any) -> None:
+        try:
+            self._down("cannot connect")
+        except Exception:
+            log.failure("mqtt {name}: on_connect_fail failed", name=self.producer.name)
+
+    def on_disconnect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
+        try:
+            self._down(f"connection lost ({reason_code})")
+        except Exception:
+            log.failure("mqtt {name}: on_disconnect failed", name=self.producer.name)
+
+    def on_message(self, client: Any, userdata: Any, message: Any) -> None:
+        producer = self.producer
+        topic = "?"
+        try:
+            topic = message.topic
+            payload: bytes = message.payload
+            if not payload:
+                return  # a retained message being cleared
+            try:
+                target = producer.topics.lookup(topic)
+            except InvalidPoint as e:
+                producer.count_malformed(topic, f"topic does not map to a point id: {e}")
+                return
+            if target is None:
+                return
+            point_id, unit = target
+            try:
+                parsed = parse_message(payload)
+            except BadPayload as e:
+                producer.count_malformed(topic, str(e))
+                return
+            producer.received += 1
+            if message.retain:
+                producer.retained += 1
+                producer._last_retained_at = time.monotonic()
+            if producer.on_meta is not None and (parsed.name is not None or parsed.interval is not None):
+                producer.on_meta(point_id, parsed.name, parsed.interval)
+            # Stamped here, on arrival, so a later status mark can repeat this exact ts.
+            sample = Sample(
+                point_id,
+                parsed.value,
+                parsed.unit if parsed.unit is not None else unit,
+                parsed.ts or time.time(),
+                parsed.status or "ok",
+            )
+            self.states.remember([sample])
+            self.publish([sample])
+        except Exception:
+            log.failure("mqtt {name}: handling a message on {topic!r} failed", name=producer.name, topic=topic)
+
+
+__all__ = ["BadPayload", "Message", "MqttPoint", "MqttProducer", "MqttTls", "TopicMap", "parse_message", "parse_payload"]

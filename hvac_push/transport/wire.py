@@ -1,0 +1,367 @@
+"""The JSON wire protocol, version 1: the only module that builds or parses protocol JSON.
+
+Server messages are built from cached per-point JSON fragments, so an update
+frame costs one string join however many clients receive it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Union
+from urllib.parse import unquote
+
+from hvac_push.core.points import CovRule, InvalidPoint, Pattern, Point, check_point_id
+
+PROTOCOL_VERSION = 1
+SUBPROTOCOL = "hvac-push.v1"
+MAX_PATTERNS_PER_MESSAGE = 100
+MAX_PING_ID_LENGTH = 128
+MAX_TOKEN_LENGTH = 8192
+
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+
+
+class WireError(Exception):
+    """A client message that cannot be obeyed; becomes an C{error} message."""
+
+    def __init__(self, code: str, detail: str):
+        super().__init__(f"{code}: {detail}")
+        self.code = code
+        self.detail = detail
+
+
+# -- server to client -------------------------------------------------------
+
+_fragments: dict[tuple[Point, type], str] = {}
+
+
+def point_fragment(point: Point) -> str:
+    """The C{"id":{...}} member for one point, memoised by the (immutable) point itself.
+
+    Keyed by the whole value, not by (id, version): two hubs in one process
+    can hold different points under the same id and version. The value's
+    type is part of the key because C{1 == True} in Python.
+    """
+    key = (point, type(point.value))
+    fragment = _fragments.get(key)
+    if fragment is None:
+        if len(_fragments) > 200_000:
+            _fragments.clear()
+        body = _dumps(
+            {
+                "value": point.value,
+                "unit": point.unit,
+                "ts": point.ts,
+                "version": point.version,
+                "status": point.status,
+            }
+        )
+        fragment = _fragments[key] = f'"{point.point_id}":{body}'
+    return fragment
+
+
+def _points_message(kind: str, epoch: str, version: int, points: Iterable[Point], extra: str) -> bytes:
+    members = ",".join(point_fragment(p) for p in points)
+    return (
+        f'{{"type":"{kind}","epoch":"{epoch}","version":{version}{extra},"points":{{{members}}}}}'
+    ).encode("utf-8")
+
+
+def encode_snapshot(
+    epoch: str,
+    version: int,
+    points: Iterable[Point],
+    *,
+    resync: bool = False,
+    alarms: Iterable[Any] | None = None,
+    alarm_seq: int | None = None,
+) -> bytes:
+    """C{snapshot}: the full current state of a subscription (sent first, and after subscribe).
+
+    The first snapshot also lists the listed alarms and the alarm C{seq} it is
+    current up to; C{resync} says the client's resume point was not usable.
+    """
+    extra = ',"resync":true' if resync else ""
+    if alarms is not None:
+        extra += f',"alarm_seq":{alarm_seq or 0},"alarms":{_dumps([alarm_dict(a) for a in alarms])}'
+    return _points_message("snapshot", epoch, version, points, extra)
+
+
+def alarm_dict(alarm: Any) -> dict[str, Any]:
+    """An alarm as it appears on the wire (see L{hvac_push.analytics.alarms.Alarm})."""
+    return {
+        "id": alarm.id,
+        "point": alarm.point,
+        "kind": alarm.kind,
+        "state": alarm.state,
+        "severity": alarm.severity,
+        "value": alarm.value,
+        "limit": alarm.limit,
+        "ts": alarm.ts,
+        "message": alarm.message,
+    }
+
+
+def encode_alarm(seq: int, alarm: Any) -> bytes:
+    """C{alarm}: one transition, never coalesced."""
+    return _dumps({"type": "alarm", "seq": seq, "alarm": alarm_dict(alarm)}).encode("utf-8")
+
+
+def encode_alarm_list(alarm_seq: int, alarms: Iterable[Any]) -> bytes:
+    """C{alarms} with C{resync}: the current list, when a replay cannot reach back far enough."""
+    return _dumps(
+        {"type": "alarms", "resync": True, "alarm_seq": alarm_seq, "alarms": [alarm_dict(a) for a in alarms]}
+    ).encode("utf-8")
+
+
+def encode_history(point_id: str, samples: Iterable[tuple[float, Any]]) -> bytes:
+    return _dumps({"type": "history", "point": point_id, "samples": [list(s) for s in samples]}).encode("utf-8")
+
+
+def encode_acked(alarm_id: str) -> bytes:
+    return _dumps({"type": "acked", "alarm": alarm_id}).encode("utf-8")
+
+
+def encode_update(epoch: str, version: int, points: Iterable[Point]) -> bytes:
+    """C{update}: only the points that changed since the client's last version."""
+    return _points_message("update", epoch, version, points, "")
+
+
+def encode_pong(ping_id: object) -> bytes:
+    return _dumps({"type": "pong", "id": ping_id}).encode("utf-8")
+
+
+def encode_error(code: str, detail: str) -> bytes:
+    return _dumps({"type": "error", "error": code, "detail": detail}).encode("utf-8")
+
+
+def encode_authenticated(expires: float | None, points: list[str], ack: bool) -> bytes:
+    """C{authenticated}: the answer to an C{auth} message, with the new grant."""
+    return _dumps({"type": "authenticated", "expires": expires, "points": points, "ack": ack}).encode("utf-8")
+
+
+def encode_point(point: Point) -> dict[str, object]:
+    """A point as a plain dict, for JSON documents outside the stream (e.g. health)."""
+    return json.loads("{" + point_fragment(point) + "}")[point.point_id]
+
+
+# -- client to server -------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Subscribe:
+    patterns: tuple[Pattern, ...]
+    rule: CovRule | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Resume:
+    since: int
+    epoch: str
+    alarm_seq: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryRequest:
+    point: str
+    since: float
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    alarm: str
+
+
+@dataclass(frozen=True, slots=True)
+class Unsubscribe:
+    patterns: tuple[Pattern, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    id: object
+
+
+@dataclass(frozen=True, slots=True)
+class Auth:
+    """A fresh bearer token for this connection (kept out of reprs and logs)."""
+
+    token: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Custom:
+    """A message of a type that a protocol subclass declared it handles."""
+
+    type: str
+    message: dict[str, Any]
+
+
+Command = Union[Subscribe, Unsubscribe, Ping, Resume, HistoryRequest, Ack, Auth]
+
+
+def parse_patterns(raw: object) -> tuple[Pattern, ...]:
+    """Validate a list of pattern strings (from a message or the C{points} query)."""
+    if not isinstance(raw, list) or not raw:
+        raise WireError("bad_message", "'points' must be a non-empty list of patterns")
+    if len(raw) > MAX_PATTERNS_PER_MESSAGE:
+        raise WireError(
+            "bad_message", f"at most {MAX_PATTERNS_PER_MESSAGE} patterns per message"
+        )
+    patterns = []
+    for item in raw:
+        if not isinstance(item, str):
+            raise WireError("bad_pattern", "each pattern must be a string")
+        try:
+            patterns.append(Pattern.parse(item))
+        except InvalidPoint as e:
+            raise WireError("bad_pattern", str(e)) from None
+    return tuple(patterns)
+
+
+def _number(message: dict[str, Any], key: str, default: float | None, low: float = 0.0) -> float:
+    value = message.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value < 1e15:
+        raise WireError("bad_message", f"'{key}' must be a number >= {low:g}")
+    return value
+
+
+def _optional_int(message: dict[str, Any], key: str) -> int | None:
+    if key not in message or message[key] is None:
+        return None
+    value = message[key]
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 2**53:
+        raise WireError("bad_message", f"'{key}' must be a non-negative integer")
+    return value
+
+
+def parse_cov_rule(message: dict[str, Any]) -> CovRule | None:
+    """The optional change-of-value filter of a C{subscribe}."""
+    if not any(k in message for k in ("deadband", "min_interval_ms", "max_interval_ms")):
+        return None
+    deadband = _number(message, "deadband", 0.0)
+    min_ms = _optional_int(message, "min_interval_ms") or 0
+    max_ms = _optional_int(message, "max_interval_ms")
+    if max_ms is not None and max_ms < max(min_ms, 1):
+        raise WireError("bad_message", "'max_interval_ms' must be at least 1 and not below 'min_interval_ms'")
+    return CovRule(deadband, min_ms / 1000.0, None if max_ms is None else max_ms / 1000.0)
+
+
+def parse_resume(message: dict[str, Any]) -> Resume:
+    """C{resume} (also built from the C{since}/C{epoch}/C{alarm_seq} query of the handshake)."""
+    since = _optional_int(message, "since")
+    epoch = message.get("epoch")
+    if since is None or not isinstance(epoch, str) or len(epoch) > 64:
+        raise WireError("bad_message", "resume needs integer 'since' and string 'epoch'")
+    return Resume(since, epoch, _optional_int(message, "alarm_seq"))
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not allowed")
+
+
+def _finite_float(text: str) -> float:
+    # 1e400 parses as inf, which no reply could echo (encoding refuses it).
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:20]} is out of range")
+    return value
+
+
+_loads = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float).decode
+
+
+def parse_client_message(
+    payload: bytes | str, custom_types: frozenset[str] = frozenset()
+) -> Command | Custom:
+    """Turn one client text frame into a typed command, or raise L{WireError}.
+
+    Types named in C{custom_types} come back as L{Custom} for a subclass to handle.
+    """
+    try:
+        text = payload.decode("utf-8") if isinstance(payload, bytes) else payload
+        message = _loads(text)
+    except (ValueError, RecursionError) as e:
+        # ValueError covers JSONDecodeError, bad UTF-8 and over-long integers.
+        raise WireError("bad_json", f"not valid JSON: {str(e)[:100]}") from None
+    if not isinstance(message, dict):
+        raise WireError("bad_message", "a message must be a JSON object")
+    kind = message.get("type")
+    if not isinstance(kind, str):
+        raise WireError("bad_message", "a message needs a string 'type'")
+    if kind in custom_types:
+        return Custom(kind, message)
+    if kind == "subscribe":
+        return Subscribe(parse_patterns(message.get("points")), parse_cov_rule(message))
+    if kind == "resume":
+        return parse_resume(message)
+    if kind == "history":
+        point = message.get("point")
+        try:
+            point_id = check_point_id(point if isinstance(point, str) else "")
+        except InvalidPoint as e:
+            raise WireError("bad_message", f"'point' must be a point id: {e}") from None
+        return HistoryRequest(point_id, _number(message, "since", 0.0))
+    if kind == "ack":
+        alarm = message.get("alarm")
+        if not isinstance(alarm, str) or not 0 < len(alarm) <= 300:
+            raise WireError("bad_message", "'alarm' must be an alarm id string")
+        return Ack(alarm)
+    if kind == "unsubscribe":
+        return Unsubscribe(parse_patterns(message.get("points")))
+    if kind == "ping":
+        ping_id = message.get("id")
+        if isinstance(ping_id, bool) or not (
+            ping_id is None or isinstance(ping_id, (int, float, str))
+        ):
+            raise WireError("bad_message", "'id' must be a number or a string")
+        if isinstance(ping_id, str) and len(ping_id) > MAX_PING_ID_LENGTH:
+            raise WireError("bad_message", f"'id' longer than {MAX_PING_ID_LENGTH} characters")
+        if isinstance(ping_id, int) and abs(ping_id) > 2**53:
+            raise WireError("bad_message", "'id' is outside the exact JSON integer range")
+        return Ping(ping_id)
+    if kind == "auth":
+        token = message.get("token")
+        if not isinstance(token, str) or not 0 < len(token) <= MAX_TOKEN_LENGTH:
+            raise WireError("bad_message", f"'token' must be a string of 1 to {MAX_TOKEN_LENGTH} characters")
+        return Auth(token)
+    raise WireError("unknown_type", f"unknown message type {kind[:40]!r}")
+
+
+# -- the handshake query ------------------------------------------------------
+
+
+def parse_query(query: str) -> dict[str, list[str]]:
+    """Name to values, in order, of a raw handshake query string, percent-decoded.
+
+    Parsed here because C{parse_qs} would turn the C{+} wildcard into a space.
+    """
+    found: dict[str, list[str]] = {}
+    for part in query.split("&"):
+        if part:
+            name, _, value = part.partition("=")
+            found.setdefault(unquote(name), []).append(unquote(value))
+    return found
+
+
+def query_patterns(query: dict[str, list[str]]) -> tuple[Pattern, ...] | None:
+    """The C{points=P1,P2} filter of the handshake, or L{None} when absent."""
+    if "points" not in query:
+        return None
+    return parse_patterns([p for p in query["points"][-1].split(",") if p])
+
+
+def query_resume(query: dict[str, list[str]]) -> Resume | None:
+    """The C{since=V&epoch=E[&alarm_seq=S]} resume point of the handshake, or L{None}."""
+    if "since" not in query and "epoch" not in query:
+        return None
+    message: dict[str, Any] = {"epoch": query["epoch"][-1] if "epoch" in query else None}
+    for key in ("since", "alarm_seq"):
+        if key in query:
+            text = query[key][-1]
+            if not text.isdigit() or len(text) > 16:
+                raise WireError("bad_message", f"'{key}' must be a non-negative integer")
+            message[key] = int(text)
+    return parse_resume(message)
