@@ -182,7 +182,7 @@ def server_command(name: str, port: int, rate: int, processes: int = 2) -> list[
 
 
 def unavailable_reason(name: str) -> str | None:
-    if name == "hvacpush" and not (REPO / "hvac_push" / "tap.py").exists():
+    if name == "hvacpush" and not (REPO / "hvac_push" / "ops" / "tap.py").exists():
         return "hvac_push/ops/tap.py does not exist yet"
     return None
 
