@@ -83,3 +83,26 @@ def test_set_status_keeps_value_and_ts_and_is_a_change():
     assert (point.value, point.ts, point.status, point.version) == (2.0, 20.0, "fault", 2)
     assert hub.set_status(["p/u/a"], "fault") == 0
     assert [p.point_id for p in hub.changed_since(1)] == ["p/u/a"]
+
+
+def test_a_listener_that_publishes_is_applied_after_every_listener_saw_the_change():
+    """Data never flows back into the hub from inside a notification (derived points do this)."""
+    hub = Hub(epoch="E")
+    seen: list[tuple[str, int, int]] = []
+
+    def deriving() -> None:
+        seen.append(("deriving", hub.version, len(hub)))
+        if hub.get("s/u/derived") is None:
+            assert hub.publish_many([Sample("s/u/derived", 2.0, ts=1.0)]) == 0  # queued, not applied
+            assert hub.get("s/u/derived") is None
+
+    def watching() -> None:
+        seen.append(("watching", hub.version, len(hub)))
+
+    hub.add_listener(deriving)
+    hub.add_listener(watching)
+    hub.publish(Sample("s/u/input", 1.0, ts=1.0))
+    # Both listeners saw version 1 before the derived write; then both saw version 2.
+    assert seen == [("deriving", 1, 1), ("watching", 1, 1), ("deriving", 2, 2), ("watching", 2, 2)]
+    derived = hub.get("s/u/derived")
+    assert derived is not None and derived.version == 2

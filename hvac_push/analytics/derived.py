@@ -25,7 +25,7 @@ import re
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
-from typing import Mapping
+from typing import Callable, Mapping, Sequence
 from zoneinfo import ZoneInfo
 
 from twisted.internet.interfaces import IReactorTime
@@ -262,8 +262,12 @@ class DerivedPoints:
         clock: IReactorTime,
         settings: DerivedSettings = DerivedSettings(),
         alarms: AlarmEngine | None = None,
+        publish: Callable[[Sequence[Sample]], object] | None = None,
     ):
         self.hub = hub
+        #: Where derived samples go (the hub by default, which applies them
+        #: after the notification that produced them, never inside it).
+        self._publish: Callable[[Sequence[Sample]], object] = publish or hub.publish_many
         self.clock = clock
         self.settings = settings
         self.alarms = alarms
@@ -332,7 +336,7 @@ class DerivedPoints:
     def _flush(self) -> None:
         if self._out:
             out, self._out = self._out, []
-            self.hub.publish_many(out)
+            self._publish(out)
 
     def _take(self, point: Point) -> None:
         point_id = point.point_id

@@ -42,6 +42,10 @@ class Hub:
         # Insertion order == version order: a changed point is moved to the end.
         self._points: dict[str, Point] = {}
         self._listeners: list[ChangeListener] = []
+        #: Set while listeners run; writes made by a listener wait in C{_queued}
+        #: and are applied once every listener has seen the current change.
+        self._notifying = False
+        self._queued: list[Callable[[], object]] = []
         self.rejected = 0
         #: Per-point configuration (display name, expected interval, alarm limits).
         self.meta: dict[str, PointMeta] = {}
@@ -54,13 +58,24 @@ class Hub:
         A sample older than the stored one for the same point is ignored, so
         late or replayed readings never overwrite newer state.
         """
+        if self._notifying:
+            self._queued.append(lambda: self.publish(sample))
+            return None
         point = self._store(sample)
         if point is not None:
             self._notify()
         return point
 
     def publish_many(self, samples: Iterable[Sample]) -> int:
-        """Store a batch and notify listeners once; return how many were stored."""
+        """Store a batch and notify listeners once; return how many were stored.
+
+        Called from inside a listener (a follower publishing what it derived),
+        the batch is applied after the current notification and 0 is returned.
+        """
+        if self._notifying:
+            batch = list(samples)
+            self._queued.append(lambda: self.publish_many(batch))
+            return 0
         stored = 0
         for sample in samples:
             if self._store(sample) is not None:
@@ -114,6 +129,10 @@ class Hub:
         """
         if status not in STATUSES:
             raise InvalidPoint(f"status must be one of {', '.join(STATUSES)}")
+        if self._notifying:
+            ids = list(point_ids)
+            self._queued.append(lambda: self.set_status(ids, status))
+            return 0
         changed = 0
         for point_id in point_ids:
             old = self._points.get(point_id)
@@ -175,8 +194,15 @@ class Hub:
         self._listeners.remove(listener)
 
     def _notify(self) -> None:
-        for listener in list(self._listeners):
-            try:
-                listener()
-            except Exception:
-                self.log.failure("hub change listener {listener!r} failed", listener=listener)
+        """Tell every listener; writes they make meanwhile are applied afterwards, in order."""
+        self._notifying = True
+        try:
+            for listener in list(self._listeners):
+                try:
+                    listener()
+                except Exception:
+                    self.log.failure("hub change listener {listener!r} failed", listener=listener)
+        finally:
+            self._notifying = False
+        while self._queued and not self._notifying:
+            self._queued.pop(0)()
