@@ -12,8 +12,7 @@ from typing import Any, Callable, ClassVar
 
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
 
-from hvac_push.transport.protocol import PushServerProtocol
-from hvac_push.ops.service import PushService
+from hvac_push import PushServerProtocol, PushService
 
 
 class ApiKeyProtocol(PushServerProtocol):

@@ -17,7 +17,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
 from hvac_push.core.points import Sample
-from hvac_push.ops.service import PushService
+from hvac_push import PushService
 
 
 class Home(Resource):

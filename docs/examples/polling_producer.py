@@ -44,7 +44,7 @@ def read_thermostat() -> Readings:
 if __name__ == "__main__":
     from twisted.internet import reactor
 
-    from hvac_push.ops.service import PushService
+    from hvac_push import PushService
 
     push = PushService(reactor)
     push.add_producer(PollingProducer("thermostat", read_thermostat, period=2.0))
