@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Mapping
 
-from twisted.application import strports
+from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
@@ -29,6 +30,7 @@ from hvac_push.core.points import AlarmLimits
 from hvac_push.analytics.staleness import DEFAULT_EXPECTED_INTERVAL, StalenessWatcher
 from hvac_push.core.publisher import Producer, Publisher
 from hvac_push.sources.supervisor import ProducerService, ReactorLike
+from hvac_push.transport.tls import MODERN_CIPHERS, server_endpoint
 from hvac_push.transport.web import GuardedSite, PushResource, make_root, make_site
 
 
@@ -79,9 +81,12 @@ class PushService(MultiService):
         stale_check: float = 1.0,
         authenticator: Authenticator | None = None,
         limits: Limits = DEFAULT_LIMITS,
+        tls_ciphers: str | None = MODERN_CIPHERS,
     ):
         super().__init__()
         self.reactor = reactor
+        #: OpenSSL cipher string for TLS 1.2 on C{ssl:} listeners; L{None}: Twisted's defaults.
+        self.tls_ciphers = tls_ciphers
         self.hub = Hub(epoch, clock=reactor.seconds)
         self.factory = PushServerFactory(
             self.hub,
@@ -163,9 +168,15 @@ class PushService(MultiService):
         self.producers.append(service)
         return service
 
+    def endpoint(self, description: str) -> IStreamServerEndpoint:
+        """The endpoint a strports description names; C{ssl:} ones get the TLS policy (L{hvac_push.transport.tls})."""
+        return server_endpoint(self.reactor, description, self.tls_ciphers)
+
     def add_listener(self, description: str, site: Site | None = None) -> Service:
         """Serve C{site} (by default our own) on a strports endpoint description."""
-        service = strports.service(description, site or self.site())
+        service = StreamServerEndpointService(self.endpoint(description), site or self.site())
+        # As strports.service does: a port that cannot be bound fails startService, not later.
+        service._raiseSynchronously = True
         service.setServiceParent(self)
         return service
 

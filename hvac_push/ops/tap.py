@@ -12,6 +12,7 @@ from twisted.application.service import IService
 from twisted.internet.testing import MemoryReactor
 from twisted.python import usage
 
+from hvac_push.transport.tls import MODERN_CIPHERS
 from hvac_push.transport.wsoptions import parse_ws_option
 
 DEFAULT_LISTEN = "tcp:8080"
@@ -87,6 +88,21 @@ def _select_json_logs(options: usage.Options) -> None:
     twistd["logger"] = JSON_OBSERVER
 
 
+def _tls_ciphers(text: str) -> str:
+    """An OpenSSL cipher string that selects at least one suite, or C{twisted} for Twisted's defaults."""
+    if text != "twisted":
+        from OpenSSL import SSL
+
+        try:
+            SSL.Context(SSL.TLS_METHOD).set_cipher_list(text.encode("ascii"))
+        except (SSL.Error, UnicodeError):
+            raise usage.UsageError(f"--tls-ciphers: OpenSSL selects no cipher from {text!r}") from None
+    return text
+
+
+_tls_ciphers.coerceDoc = "An OpenSSL cipher list, or 'twisted'."  # type: ignore[attr-defined]
+
+
 #: Authentication and per-client limits (docs/security.md); 0 turns a limit off.
 _SECURITY_PARAMETERS = [
     ["auth-jwt-secret-file", None, None, "Require a JWT signed with the HS256 secret in this file "
@@ -113,6 +129,8 @@ _SECURITY_PARAMETERS = [
      _number(int, "max-subscriptions", 1, 100_000)],
     ["send-buffer", None, 65536, "SO_SNDBUF of client sockets in bytes, so slow readers are found "
      "early (0: kernel default).", _number(int, "send-buffer", 0, 64 * 1024 * 1024)],
+    ["tls-ciphers", None, MODERN_CIPHERS, "Cipher suites for TLS 1.2 on ssl: listeners, as an OpenSSL list "
+     "(TLS 1.3 is always allowed, TLS 1.0 and 1.1 never); 'twisted' keeps Twisted's defaults.", _tls_ciphers],
     ["slow-client-timeout", None, 30.0, "Seconds a client may stop reading before it is closed (1013); "
      "0: never.", _number(float, "slow-client-timeout", 0, 86_400)],
 ]
@@ -172,7 +190,7 @@ class Options(usage.Options):
         "auth-jwt-secret-file": "PATH", "auth-jwt-public-key-file": "PATH", "auth-jwt-algorithm": "ALG",
         "auth-token-file": "PATH", "auth-audience": "AUD", "auth-issuer": "ISS", "max-message-size": "BYTES",
         "client-rate": "PER_S", "client-burst": "N", "max-connections-per-ip": "N", "handshake-timeout": "SECONDS",
-        "max-subscriptions": "N", "send-buffer": "BYTES", "slow-client-timeout": "SECONDS",
+        "max-subscriptions": "N", "send-buffer": "BYTES", "slow-client-timeout": "SECONDS", "tls-ciphers": "CIPHERS",
     }
     longdesc = (
         "Push live HVAC telemetry to WebSocket clients at /ws. With no data "
@@ -321,6 +339,7 @@ def makeService(config: Options, reactor: Any = None) -> IService:
         default_interval=config["default-interval"],
         authenticator=config.get("authenticator"),
         limits=config.get("limits") or DEFAULT_LIMITS,
+        tls_ciphers=None if config["tls-ciphers"] == "twisted" else config["tls-ciphers"],
     )
     if config.get("plant") is not None:
         from hvac_push.ops.plant_sources import install_plant

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import warnings
 from typing import Any, Callable
 
@@ -11,6 +12,7 @@ from autobahn.twisted.resource import WebSocketResource
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.web.resource import Resource
+from twisted.web.http import combinedLogFormatter
 from twisted.web.server import Request, Site
 
 with warnings.catch_warnings():
@@ -72,6 +74,17 @@ class StaticFiles(File):
     def directoryListing(self) -> Resource:
         return self.childNotFound
 
+    def getChild(self, path: bytes, request: Request) -> Any:
+        # A NUL byte, bytes that are not UTF-8 (Twisted would log a traceback for those)
+        # or a name the file system refuses: a plain 404, never a 500.
+        try:
+            if b"\0" in path:
+                raise ValueError("NUL in path")
+            path.decode("utf-8")
+            return super().getChild(path, request)
+        except (ValueError, OSError):
+            return self.childNotFound
+
     def render_GET(self, request: Request) -> Any:
         # Revalidate (Last-Modified) on every load, so an upgrade shows at once.
         request.setHeader(b"cache-control", b"no-cache")
@@ -81,19 +94,68 @@ class StaticFiles(File):
     render_HEAD = render_GET
 
 
-class GuardedSite(Site):
-    """A C{Site} that drops connections not done sending a request C{handshake_timeout} s after accept.
+#: The dashboard's policy (also a <meta> tag in index.html), as a header so that
+#: C{frame-ancestors} applies: no other site may frame the dashboard.
+CONTENT_SECURITY_POLICY = (
+    b"default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; style-src 'self'; "
+    b"script-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'self'"
+)
+SECURITY_HEADERS = (
+    (b"content-security-policy", CONTENT_SECURITY_POLICY),
+    (b"x-frame-options", b"SAMEORIGIN"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    # No version: it only helps an attacker pick an exploit.
+    (b"server", b"hvac-push"),
+)
 
-    This is what bounds a client that connects and sends nothing, or trickles
-    its headers (slowloris): behind twisted.web, Autobahn's own
-    C{openHandshakeTimeout} only starts once the whole request has arrived.
-    Later requests on a kept-alive HTTP connection fall under C{Site.timeOut}.
+_SECRET_PARAMETER = re.compile(rb"(^|[&;])((?:access_)?token|password|secret)=[^&;#]*", re.IGNORECASE)
+
+
+def redact_uri(uri: bytes) -> bytes:
+    """C{uri} with the value of every C{token=} (or password-like) query parameter replaced by C{***}."""
+    path, sep, query = uri.partition(b"?")
+    if not sep:
+        return uri
+    return path + sep + _SECRET_PARAMETER.sub(rb"\1\2=***", query)
+
+
+class _RedactedRequest:
+    """A request as the access log sees it: the same, except for secrets in the URI and referrer."""
+
+    def __init__(self, request: Request):
+        self._request = request
+        self.uri = redact_uri(request.uri)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._request, name)
+
+    def getHeader(self, name: bytes) -> bytes | None:
+        value = self._request.getHeader(name)
+        return redact_uri(value) if value is not None and name.lower() == b"referer" else value
+
+
+def access_log_line(timestamp: str, request: Request) -> str:
+    """Twisted's combined log format, with tokens never written (docs/security.md)."""
+    return str(combinedLogFormatter(timestamp, _RedactedRequest(request)))
+
+
+class GuardedSite(Site):
+    """Our C{Site}: a handshake deadline, security headers on every answer, and an access log without tokens.
+
+    The deadline drops connections not done sending a request
+    C{handshake_timeout} s after accept. This is what bounds a client that
+    connects and sends nothing, or trickles its headers (slowloris): behind
+    twisted.web, Autobahn's own C{openHandshakeTimeout} only starts once the
+    whole request has arrived. Later requests on a kept-alive HTTP connection
+    fall under C{Site.timeOut}.
     """
 
     _log = Logger()
 
     def __init__(self, resource: Resource, *, clock: IReactorTime, handshake_timeout: float,
                  stats: GuardStats | None = None, **kwargs: Any):
+        kwargs.setdefault("logFormatter", access_log_line)
         super().__init__(resource, **kwargs)
         self._clock = clock
         self.handshake_timeout = handshake_timeout
@@ -113,6 +175,8 @@ class GuardedSite(Site):
         call = self._deadlines.pop(request.channel, None)
         if call is not None and call.active():
             call.cancel()
+        for name, value in SECURITY_HEADERS:
+            request.setHeader(name, value)
         return super().getResourceFor(request)
 
     def _expire(self, channel: object) -> None:
