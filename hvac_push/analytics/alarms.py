@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, replace
-from typing import Callable
+from typing import Callable, Iterable
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
@@ -41,6 +41,9 @@ class Alarm:
     limit: float | None
     ts: float
     message: str
+    #: Who acknowledged (a token's subject, or C{anonymous}) and why; only on an acknowledgement.
+    by: str | None = None
+    comment: str | None = None
 
 
 AlarmListener = Callable[[int, Alarm], None]
@@ -156,7 +159,7 @@ class AlarmEngine:
         current = self.alarms.get(alarm_id)
         if current is not None and current.state in ("active", "acknowledged"):
             cleared = "returned" if current.state == "active" else "normal"
-            self._transition(replace(current, state=cleared, value=point.value, ts=point.ts))
+            self._transition(replace(current, state=cleared, value=point.value, ts=point.ts, by=None, comment=None))
 
     def _delay_over(self, alarm_id: str, kind: str) -> None:
         """The condition held for the whole delay: raise, with the newest value."""
@@ -185,17 +188,30 @@ class AlarmEngine:
 
     # -- operators ------------------------------------------------------------
 
-    def ack(self, alarm_id: str) -> Alarm:
-        """Acknowledge: active becomes acknowledged, returned becomes normal."""
+    def ack(self, alarm_id: str, by: str | None = None, comment: str | None = None) -> Alarm:
+        """Acknowledge: active becomes acknowledged, returned becomes normal.
+
+        C{by} and C{comment} travel with the transition, for the journal.
+        """
         current = self.alarms.get(alarm_id)
         if current is None:
             raise UnknownAlarm(alarm_id)
         if current.state == "acknowledged":
             return current
         state = "acknowledged" if current.state == "active" else "normal"
-        acked = replace(current, state=state, ts=self.clock.seconds())
+        acked = replace(current, state=state, ts=self.clock.seconds(), by=by, comment=comment or None)
         self._transition(acked)
         return acked
+
+    def restore(self, alarms: Iterable[Alarm], seq: int) -> None:
+        """At start-up, before any evaluation: the listed alarms and the C{seq} a journal ended at.
+
+        Nothing is sent or journalled; the next transition of each alarm continues from its restored state.
+        """
+        for alarm in alarms:
+            if alarm.state in LISTED:
+                self.alarms[alarm.id] = alarm
+        self.seq = max(self.seq, seq)
 
     # -- reading --------------------------------------------------------------
 

@@ -231,7 +231,7 @@ class _Unit:
 
     __slots__ = (
         "supply", "return_", "load", "power", "compressor", "compressor_ts", "starts",
-        "power_kw", "running_ts", "published",
+        "power_kw", "running_ts", "published", "starts_total",
     )
 
     def __init__(self) -> None:
@@ -246,6 +246,8 @@ class _Unit:
         self.running_ts: float | None = None
         #: Last value published per derived name, to publish booleans and counts only on change.
         self.published: dict[str, Value] = {}
+        #: Compressor starts ever counted: a running total, continued across restarts from the hub.
+        self.starts_total = 0
 
 
 class DerivedPoints:
@@ -443,9 +445,12 @@ class DerivedPoints:
     # -- energy -------------------------------------------------------------------
 
     def _seed_energy(self) -> None:
-        """Continue the totals already in the hub (a restarted or replaced DerivedPoints)."""
+        """Continue the totals already in the hub (a restarted or replaced DerivedPoints, or a store's last values)."""
         for point in self.hub.points():
             site, unit, name = point.point_id.split("/")
+            if name == "compressor_starts" and isinstance(point.value, int) and not isinstance(point.value, bool):
+                self._unit(site, unit).starts_total = point.value
+                continue
             kwh = _number(point.value)
             if name != "energy_kwh" or kwh is None:
                 continue
@@ -526,12 +531,14 @@ class DerivedPoints:
             return
         if state.compressor is False and on:
             state.starts.append(point.ts)
+            state.starts_total += 1
         state.compressor, state.compressor_ts = on, point.ts
         while state.starts and state.starts[0] <= point.ts - 3600.0:
             state.starts.popleft()
         count = len(state.starts)
         short = count > self.settings.max_starts_per_hour
         self._changed(state, f"{site}/{unit}/starts_per_hour", count, "1/h", point.ts)
+        self._changed(state, f"{site}/{unit}/compressor_starts", state.starts_total, "", point.ts)
         before = state.published.get(f"{site}/{unit}/short_cycling")
         self._changed(state, f"{site}/{unit}/short_cycling", short, "", point.ts)
         if self.alarms is not None and before != short:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
+from typing import Iterable
 
 from hvac_push.core.follow import HubFollower
 from hvac_push.core.hub import Hub
@@ -38,6 +39,17 @@ class History:
         horizon = point.ts - self.window
         while ring and ring[0][0] < horizon:
             ring.popleft()
+
+    def preload(self, point_id: str, samples: Iterable[tuple[float, Value]]) -> None:
+        """Put older samples (from a store, at start-up) in front of what the ring holds, within both bounds."""
+        ring = self._rings.get(point_id)
+        known = list(ring) if ring else []
+        first = known[0][0] if known else float("inf")
+        merged = [s for s in samples if s[0] < first] + known
+        if not merged:
+            return
+        horizon = merged[-1][0] - self.window
+        self._rings[point_id] = deque((s for s in merged if s[0] >= horizon), maxlen=self.max_samples)
 
     def samples(self, point_id: str, since: float, now: float) -> list[tuple[float, Value]]:
         """Samples of C{point_id} with C{ts >= since}, never older than the window."""

@@ -194,6 +194,8 @@ class PlantConfig:
     simulator: SimulatorConfig | None = None
     #: The C{[derived]} table, or None without one.
     derived: DerivedConfig | None = None
+    #: C{store = "..."}: where trends and the alarm journal are kept (as C{--store}); None: not set.
+    store: str | None = None
 
     def points_of(self, source: str) -> tuple[PointConfig, ...]:
         """The points fed by one source key, in file order."""
@@ -343,7 +345,7 @@ class _Checker:
 
 # -- the schema ---------------------------------------------------------------
 
-_TOP_KEYS = ("sites", "units", "mqtt", "modbus", "simulator", "derived")
+_TOP_KEYS = ("sites", "units", "mqtt", "modbus", "simulator", "derived", "store")
 _SITE_KEYS = ("name",)
 _UNIT_KEYS = ("site", "id", "name", "source", "points")
 _ALARM_KEYS = ("high", "low", "deadband", "delay", "severity")
@@ -839,7 +841,17 @@ def _plant(c: _Checker, doc: dict[str, Any]) -> PlantConfig | None:
         devices=tuple(devices),
         simulator=simulator,
         derived=derived,
+        store=_store(c, doc),
     )
+
+
+def _store(c: _Checker, doc: dict[str, Any]) -> str | None:
+    from hvac_push.store.url import check_store_url
+
+    store = c.string(doc, "store", "", None, max_len=4096)
+    if store is not None and (problem := check_store_url(store)):
+        c.error("store", problem)
+    return store
 
 
 def _unknown_source(name: str, source_keys: dict[str, str]) -> str:

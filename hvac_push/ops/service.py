@@ -32,6 +32,10 @@ from hvac_push.core.publisher import Producer, Publisher
 from hvac_push.sources.supervisor import ProducerService, ReactorLike
 from hvac_push.transport.tls import MODERN_CIPHERS, server_endpoint
 from hvac_push.transport.web import GuardedSite, PushResource, make_root, make_site
+from hvac_push.transport.api import make_api
+from hvac_push.store.interface import Retention, Store
+from hvac_push.store.metrics import StoreCollector
+from hvac_push.store.recorder import StoreService
 
 
 class _DeliveryService(Service):
@@ -82,12 +86,21 @@ class PushService(MultiService):
         authenticator: Authenticator | None = None,
         limits: Limits = DEFAULT_LIMITS,
         tls_ciphers: str | None = MODERN_CIPHERS,
+        store: Store | None = None,
+        retention: Retention = Retention(),
     ):
         super().__init__()
         self.reactor = reactor
         #: OpenSSL cipher string for TLS 1.2 on C{ssl:} listeners; L{None}: Twisted's defaults.
         self.tls_ciphers = tls_ciphers
         self.hub = Hub(epoch, clock=reactor.seconds)
+        #: Durable trends, alarm journal and last values (docs/operations.md); L{None}: memory only.
+        self.store: StoreService | None = None
+        if store is not None:
+            self.store = StoreService(store, reactor, retention=retention)
+            # Before anything follows the hub: restored values raise no alarm and are not written back.
+            self.store.restore(self.hub)
+            self.store.setServiceParent(self)  # first in, last out: it writes what the others did
         self.factory = PushServerFactory(
             self.hub,
             reactor,
@@ -103,6 +116,10 @@ class PushService(MultiService):
         self.staleness = StalenessWatcher(
             self.hub, reactor, default_interval=default_interval, check_every=stale_check
         )
+        if self.store is not None:
+            self.store.restore_alarms(self.alarms)
+            self.store.preload(self.history, reactor.seconds())
+            self.store.follow(self.hub, self.alarms)
         self.factory.history = self.history
         self.factory.attach_alarms(self.alarms)
         #: Thread-safe publishing for producers and users' own threads.
@@ -114,6 +131,9 @@ class PushService(MultiService):
         self.readiness.add("started", lambda: (bool(self.running), "running" if self.running else "stopped"))
         #: This service's own Prometheus registry, served at C{/metrics}.
         self.metrics_registry = make_registry(self)
+        if self.store is not None:
+            self.metrics_registry.register(StoreCollector(self.store.writer))
+            self.readiness.add("store", self.store.health)
 
     def startService(self) -> None:
         super().startService()
@@ -133,7 +153,13 @@ class PushService(MultiService):
 
     def root(self) -> Resource:
         """The full resource tree (C{/ws}, C{/healthz}, C{/metrics}, C{/})."""
-        return make_root(self.factory, self.health, metrics=self.metrics_resource())
+        return make_root(self.factory, self.health, metrics=self.metrics_resource(), api=self.api_resource())
+
+    def api_resource(self) -> Resource | None:
+        """C{/api} (history and the alarm journal, docs/api.md) when there is a store; else L{None}."""
+        if self.store is None:
+            return None
+        return make_api(self.store, self.factory.authenticator, self.reactor)
 
     def metrics_resource(self) -> MetricsResource:
         """C{/metrics}, to mount in your own C{Site} when embedding."""

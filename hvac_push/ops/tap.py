@@ -191,6 +191,7 @@ class Options(usage.Options):
         "auth-token-file": "PATH", "auth-audience": "AUD", "auth-issuer": "ISS", "max-message-size": "BYTES",
         "client-rate": "PER_S", "client-burst": "N", "max-connections-per-ip": "N", "handshake-timeout": "SECONDS",
         "max-subscriptions": "N", "send-buffer": "BYTES", "slow-client-timeout": "SECONDS", "tls-ciphers": "CIPHERS",
+        "store": "URL",
     }
     longdesc = (
         "Push live HVAC telemetry to WebSocket clients at /ws. With no data "
@@ -224,6 +225,9 @@ class Options(usage.Options):
          _choice("log-format", ("text", "json"))],
         ["config", None, None, "Plant config file (TOML): sites, units, points and their MQTT / Modbus TCP "
          "sources, instead of the simulator (see docs/sources.md). SIGHUP reloads it."],
+        ["store", None, None, "Where trends, the alarm journal and last values are kept: sqlite:PATH (default "
+         "sqlite:hvac-push.db), postgresql://user@host/db, or memory (nothing kept across restarts). "
+         "Overrides the plant file's 'store'."],
     ] + _SECURITY_PARAMETERS
 
     def __init__(self) -> None:
@@ -292,6 +296,27 @@ class Options(usage.Options):
         except ValueError as e:
             raise usage.UsageError(str(e)) from None
         self["authenticator"], self["limits"] = _security(self)
+        self["store-backend"] = _store(self)
+
+
+def _store(options: usage.Options) -> Any:
+    """Open the store now, so that one that cannot be opened is a one-line usage error.
+
+    Under twistd the default is C{sqlite:hvac-push.db} in the working folder;
+    options parsed outside twistd (embedding, tests) default to memory, as
+    C{PushService} does.
+    """
+    from hvac_push.store.interface import StoreError
+    from hvac_push.store.url import DEFAULT_STORE, MEMORY, open_store
+
+    plant = options["plant"]
+    url = options["store"] or (plant.store if plant is not None else None)
+    if url is None:
+        url = DEFAULT_STORE if getattr(options, "parent", None) is not None else MEMORY
+    try:
+        return open_store(url)
+    except (StoreError, ValueError) as e:
+        raise usage.UsageError(f"--store: {e}") from None
 
 
 def configure_simulated_points(service: Any, simulator: Any) -> None:
@@ -340,6 +365,7 @@ def makeService(config: Options, reactor: Any = None) -> IService:
         authenticator=config.get("authenticator"),
         limits=config.get("limits") or DEFAULT_LIMITS,
         tls_ciphers=None if config["tls-ciphers"] == "twisted" else config["tls-ciphers"],
+        store=config.get("store-backend"),
     )
     if config.get("plant") is not None:
         from hvac_push.ops.plant_sources import install_plant

@@ -244,7 +244,7 @@ class PushServerProtocol(WebSocketServerProtocol):
         elif isinstance(command, wire.HistoryRequest):
             self.history(command)
         elif isinstance(command, wire.Ack):
-            self.ack(command.alarm)
+            self.ack(command.alarm, command.comment)
         elif isinstance(command, wire.Auth):
             self.refresh_token(command.token)
 
@@ -259,7 +259,7 @@ class PushServerProtocol(WebSocketServerProtocol):
         samples = history.samples(request.point, request.since, self.factory.now())
         self.send_bytes(wire.encode_history(request.point, samples))
 
-    def ack(self, alarm_id: str) -> None:
+    def ack(self, alarm_id: str, comment: str = "") -> None:
         alarms = self.factory.alarms
         if alarms is None:
             raise wire.WireError("unavailable", "alarms are not enabled on this server")
@@ -268,7 +268,7 @@ class PushServerProtocol(WebSocketServerProtocol):
         alarm = alarms.alarms.get(alarm_id)
         if alarm is None or not self.may_read(alarm.point):
             raise wire.WireError("unknown_alarm", f"no listed alarm {alarm_id}")
-        alarms.ack(alarm_id)
+        alarms.ack(alarm_id, by=self.permissions.subject or "anonymous", comment=comment)
         self.send_bytes(wire.encode_acked(alarm_id))
 
     def onCustomMessage(self, kind: str, message: dict[str, Any]) -> None:

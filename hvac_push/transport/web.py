@@ -200,8 +200,9 @@ def make_root(
     factory: PushServerFactory,
     summary: Callable[[], dict[str, Any]],
     metrics: Resource | None = None,
+    api: Resource | None = None,
 ) -> Resource:
-    """The resource tree every listener serves (C{metrics}, when given, at C{/metrics})."""
+    """The resource tree every listener serves (C{metrics} and C{api}, when given, at C{/metrics} and C{/api})."""
     root = Resource()
     # The live dashboard: / is its page, /static/ its script and style sheet.
     root.putChild(b"", StaticFiles(os.path.join(STATIC_DIR, "index.html")))
@@ -210,6 +211,8 @@ def make_root(
     root.putChild(b"healthz", HealthResource(summary))
     if metrics is not None:
         root.putChild(b"metrics", metrics)
+    if api is not None:
+        root.putChild(b"api", api)
     return root
 
 

@@ -19,6 +19,7 @@ SUBPROTOCOL = "hvac-push.v1"
 MAX_PATTERNS_PER_MESSAGE = 100
 MAX_PING_ID_LENGTH = 128
 MAX_TOKEN_LENGTH = 8192
+MAX_ACK_COMMENT = 1000
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 
@@ -101,6 +102,7 @@ def alarm_dict(alarm: Any) -> dict[str, Any]:
         "limit": alarm.limit,
         "ts": alarm.ts,
         "message": alarm.message,
+        **({"by": alarm.by, "comment": alarm.comment} if getattr(alarm, "by", None) else {}),
     }
 
 
@@ -172,6 +174,8 @@ class HistoryRequest:
 @dataclass(frozen=True, slots=True)
 class Ack:
     alarm: str
+    #: Why, in the operator's words; kept in the alarm journal.
+    comment: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -308,7 +312,10 @@ def parse_client_message(
         alarm = message.get("alarm")
         if not isinstance(alarm, str) or not 0 < len(alarm) <= 300:
             raise WireError("bad_message", "'alarm' must be an alarm id string")
-        return Ack(alarm)
+        comment = message.get("comment", "")
+        if not isinstance(comment, str) or len(comment) > MAX_ACK_COMMENT:
+            raise WireError("bad_message", f"'comment' must be a string of at most {MAX_ACK_COMMENT} characters")
+        return Ack(alarm, comment)
     if kind == "unsubscribe":
         return Unsubscribe(parse_patterns(message.get("points")))
     if kind == "ping":

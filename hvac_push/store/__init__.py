@@ -1,0 +1,1 @@
+"""Durable storage: trends with rollups, the alarm journal and the hub's last values (docs/operations.md)."""

@@ -1,0 +1,58 @@
+"""C{--store URL} and the plant file's C{store = "..."}: which database, if any."""
+
+from __future__ import annotations
+
+from hvac_push.store.interface import Store, StoreError
+
+DEFAULT_STORE = "sqlite:hvac-push.db"
+MEMORY = "memory"
+
+
+def check_store_url(text: object) -> str | None:
+    """What is wrong with C{text} as a store URL, or L{None} if its form is fine (nothing is opened)."""
+    if not isinstance(text, str) or not text:
+        return "expected 'sqlite:PATH', 'postgresql://...' or 'memory'"
+    if text == MEMORY:
+        return None
+    if text.startswith("sqlite:"):
+        path = text[len("sqlite:"):]
+        if path.startswith("//"):
+            path = path[2:]
+        return None if path and "\0" not in path else "sqlite: needs a file path, e.g. sqlite:hvac-push.db"
+    if text.startswith(("postgresql://", "postgres://")):
+        return None
+    return f"unknown store {text[:40]!r}: expected 'sqlite:PATH', 'postgresql://...' or 'memory'"
+
+
+def make_store(text: str) -> Store | None:
+    """The store C{text} names, not yet opened (L{None} for C{memory}); C{ValueError} for a bad URL."""
+    problem = check_store_url(text)
+    if problem is not None:
+        raise ValueError(problem)
+    if text == MEMORY:
+        return None
+    if text.startswith("sqlite:"):
+        from hvac_push.store.sqlite import SqliteStore
+
+        path = text[len("sqlite:"):]
+        return SqliteStore(path[2:] if path.startswith("//") else path)
+    try:
+        from hvac_push.store.postgres import PostgresStore
+    except ImportError:
+        raise ValueError("postgresql:// needs psycopg 3: pip install 'psycopg[binary]'") from None
+    return PostgresStore(text)
+
+
+def open_store(text: str) -> Store | None:
+    """Make and open the store C{text} names; C{StoreError} or C{ValueError} with a one-line reason."""
+    store = make_store(text)
+    if store is not None:
+        try:
+            store.open()
+        except StoreError:
+            store.close()
+            raise
+    return store
+
+
+__all__ = ["DEFAULT_STORE", "MEMORY", "check_store_url", "make_store", "open_store"]
