@@ -830,6 +830,7 @@ def _plant(c: _Checker, doc: dict[str, Any]) -> PlantConfig | None:
                 seen_topics[where] = ppath
             points.append(point)
     derived = _derived(c, doc["derived"], simulator, units, set(seen_ids)) if "derived" in doc else None
+    store = _store(c, doc)
     if c.errors:
         return None
     return PlantConfig(
@@ -841,7 +842,7 @@ def _plant(c: _Checker, doc: dict[str, Any]) -> PlantConfig | None:
         devices=tuple(devices),
         simulator=simulator,
         derived=derived,
-        store=_store(c, doc),
+        store=store,
     )
 
 

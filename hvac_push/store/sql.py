@@ -99,6 +99,8 @@ class SqlStore:
 
     def _conn(self) -> Any:
         conn = getattr(self._local, "conn", None)
+        if conn is not None and conn not in self._connections:
+            conn = None  # closed by close() since this thread last used it
         if conn is None:
             try:
                 conn = self.connect()
