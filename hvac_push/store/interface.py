@@ -116,14 +116,18 @@ class Store(Protocol):
 
 
 def decode_value(num: float | None, txt: str | None) -> Value | None:
-    """A value from its two columns: numbers in C{num}, strings in C{txt}, booleans in both (C{txt='b'})."""
-    if txt is None:
-        if num is None:
-            return None
-        return int(num) if float(num).is_integer() and abs(num) < 2**53 else float(num)
+    """A value from its two columns.
+
+    Strings sit in C{txt} alone; numbers in C{num}, with C{txt} marking the
+    type: L{None} for a float, C{"i"} for an integer, C{"b"} for a boolean.
+    """
     if num is None:
         return txt
-    return bool(num)
+    if txt is None:
+        return float(num)
+    if txt == "b":
+        return bool(num)
+    return int(num)
 
 
 def encode_value(value: Value | None) -> tuple[float | None, str | None]:
@@ -132,8 +136,10 @@ def encode_value(value: Value | None) -> tuple[float | None, str | None]:
         return None, None
     if isinstance(value, bool):
         return (1.0 if value else 0.0), "b"
-    if isinstance(value, (int, float)):
-        return float(value), None
+    if isinstance(value, int):
+        return float(value), "i"
+    if isinstance(value, float):
+        return value, None
     return None, value
 
 

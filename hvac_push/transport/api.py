@@ -14,6 +14,7 @@ import math
 import re
 from datetime import datetime
 from typing import Any, Sequence
+from urllib.parse import unquote_to_bytes
 
 from twisted.internet.defer import ensureDeferred
 from twisted.internet.interfaces import IReactorTime
@@ -150,6 +151,7 @@ class _StoreResource(Resource):
         try:
             try:
                 raw = request.uri.partition(b"?")[2].decode("utf-8")
+                unquote_to_bytes(raw).decode("utf-8")  # percent-escapes too: parse_query would replace bad bytes
             except UnicodeDecodeError:
                 raise HttpError(400, "the query is not UTF-8") from None
             query = parse_query(raw)
