@@ -16,6 +16,7 @@ setup(
         "hvac_push.core",
         "hvac_push.sources",
         "hvac_push.analytics",
+        "hvac_push.store",
         "hvac_push.transport",
         "hvac_push.ops",
         "twisted.plugins",
@@ -28,6 +29,7 @@ setup(
         "prometheus_client>=0.17",
         "paho-mqtt>=2",
         "pymodbus>=3.16",
+        "psycopg[binary]>=3.1",  # --store postgresql://... (SQLite, the default, is in the standard library)
     ],
     extras_require={
         "test": [

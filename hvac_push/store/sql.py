@@ -180,7 +180,17 @@ class SqlStore:
         return True
 
     def _query(self, text: str, args: Sequence[Any] = ()) -> list[Any]:
-        return self._transaction(lambda cursor: (cursor.execute(self._sql(text), tuple(args)), cursor.fetchall())[1])
+        def work(cursor: Any) -> list[Any]:
+            cursor.execute(self._sql(text), tuple(args))
+            return list(cursor.fetchall())
+
+        try:
+            return list(self._transaction(work))
+        except StoreError:
+            if getattr(self._local, "conn", None) is not None:
+                raise
+            # The connection broke (a restarted server): a read is safe to try once more on a new one.
+            return list(self._transaction(work))
 
     # -- writing ------------------------------------------------------------------
 
