@@ -402,3 +402,18 @@ def test_an_ack_may_carry_a_comment():
     for bad in ('{"type":"ack","alarm":"a","comment":5}', '{"type":"ack","alarm":"a","comment":"' + "x" * 1001 + '"}'):
         with pytest.raises(wire.WireError, match="comment"):
             wire.parse_client_message(bad)
+
+
+def test_retention_is_three_durations():
+    from hvac_push.ops.tap import Options
+    from hvac_push.store.url import parse_retention
+
+    assert parse_retention("7d, 90d, 5y") == Retention(7 * 86400, 90 * 86400, 5 * 365 * 86400)
+    for bad in ("7d,90d", "7,90d,5y", "7d,0d,5y", "7d,90d,5x"):
+        with pytest.raises(ValueError):
+            parse_retention(bad)
+    options = Options()
+    options.parseOptions(["--store-retention", "1d,30d,2y"])
+    assert options["store-retention"] == Retention(86400, 30 * 86400, 2 * 365 * 86400)
+    with pytest.raises(usage.UsageError, match="^--store-retention: bad duration '0d'"):
+        Options().parseOptions(["--store-retention", "1d,0d,2y"])

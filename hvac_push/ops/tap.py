@@ -74,6 +74,18 @@ def _cluster(service: Any, config: Any, reactor: Any) -> None:
         service.add_readiness_check(f"mqtt-publish.{index + 1}", bridge.health)
 
 
+def _retention(text: str) -> Any:
+    from hvac_push.store.url import parse_retention
+
+    try:
+        return parse_retention(text)
+    except ValueError as e:
+        raise usage.UsageError(f"--store-retention: {e}") from None
+
+
+_retention.coerceDoc = "For example 7d,90d,5y."  # type: ignore[attr-defined]
+
+
 def _select_json_logs(options: usage.Options) -> None:
     """Under twistd, make twistd's own C{--logger} the JSON observer (see L{hvac_push.ops.logs})."""
     from hvac_push.ops.logs import JSON_OBSERVER
@@ -191,7 +203,7 @@ class Options(usage.Options):
         "auth-token-file": "PATH", "auth-audience": "AUD", "auth-issuer": "ISS", "max-message-size": "BYTES",
         "client-rate": "PER_S", "client-burst": "N", "max-connections-per-ip": "N", "handshake-timeout": "SECONDS",
         "max-subscriptions": "N", "send-buffer": "BYTES", "slow-client-timeout": "SECONDS", "tls-ciphers": "CIPHERS",
-        "store": "URL",
+        "store": "URL", "store-retention": "RAW,MINUTE,HOUR",
     }
     longdesc = (
         "Push live HVAC telemetry to WebSocket clients at /ws. With no data "
@@ -228,6 +240,8 @@ class Options(usage.Options):
         ["store", None, None, "Where trends, the alarm journal and last values are kept: sqlite:PATH (default "
          "sqlite:hvac-push.db), postgresql://user@host/db, or memory (nothing kept across restarts). "
          "Overrides the plant file's 'store'."],
+        ["store-retention", None, None, "How long the store keeps raw samples, minute and hour rollups: "
+         "RAW,MINUTE,HOUR durations with s, m, h, d, w or y (default 7d,365d,5y).", _retention],
     ] + _SECURITY_PARAMETERS
 
     def __init__(self) -> None:
@@ -366,6 +380,7 @@ def makeService(config: Options, reactor: Any = None) -> IService:
         limits=config.get("limits") or DEFAULT_LIMITS,
         tls_ciphers=None if config["tls-ciphers"] == "twisted" else config["tls-ciphers"],
         store=config.get("store-backend"),
+        **({"retention": config["store-retention"]} if config.get("store-retention") else {}),
     )
     if config.get("plant") is not None:
         from hvac_push.ops.plant_sources import install_plant

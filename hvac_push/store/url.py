@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from hvac_push.store.interface import Store, StoreError
+import re
+
+from hvac_push.store.interface import Retention, Store, StoreError
 
 DEFAULT_STORE = "sqlite:hvac-push.db"
 MEMORY = "memory"
@@ -55,4 +57,22 @@ def open_store(text: str) -> Store | None:
     return store
 
 
-__all__ = ["DEFAULT_STORE", "MEMORY", "check_store_url", "make_store", "open_store"]
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhdwy])$")
+_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
+
+
+def parse_retention(text: str) -> Retention:
+    """C{RAW,MINUTE,HOUR} as three durations with a unit, e.g. C{7d,365d,5y}; C{ValueError} with the reason."""
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) != 3:
+        raise ValueError(f"expected three durations RAW,MINUTE,HOUR such as 7d,365d,5y, got {text!r}")
+    seconds = []
+    for part in parts:
+        match = _DURATION.match(part)
+        if match is None or float(match.group(1)) <= 0:
+            raise ValueError(f"bad duration {part!r}: a positive number with s, m, h, d, w or y, e.g. 90d")
+        seconds.append(float(match.group(1)) * _SECONDS[match.group(2)])
+    return Retention(*seconds)
+
+
+__all__ = ["DEFAULT_STORE", "MEMORY", "check_store_url", "make_store", "open_store", "parse_retention"]
