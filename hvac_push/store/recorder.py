@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any, Callable, TypeVar
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThreadPool
@@ -156,6 +156,9 @@ class StoreService(Service):
             self._follower.catch_up()
         self.flush()
         self.writer.close()
+        if not self._pool.started:  # never started: there is no thread to wait for
+            self.store.close()
+            return succeed(None)
         done: Deferred[Any] = deferToThreadPool(self.reactor, self._pool, self.writer.join, 10.0)
 
         def finished(result: object) -> None:
