@@ -417,3 +417,26 @@ def test_retention_is_three_durations():
     assert options["store-retention"] == Retention(86400, 30 * 86400, 2 * 365 * 86400)
     with pytest.raises(usage.UsageError, match="^--store-retention: bad duration '0d'"):
         Options().parseOptions(["--store-retention", "1d,0d,2y"])
+
+
+def test_a_batch_that_fails_for_another_reason_than_the_database_is_dropped_not_retried_forever(tmp_path):
+    class Broken(SqliteStore):
+        def write(self, samples, journal):  # type: ignore[no-untyped-def]
+            if any(p.point_id == "plant/bad/point" for p in samples):
+                raise TypeError("a bug")
+            super().write(samples, journal)
+
+    store = Broken(str(tmp_path / "b.db"))
+    store.open()
+    writer = StoreWriter(store)
+    writer.start()
+    try:
+        writer.add_samples([point("plant/bad/point", 1.0, T0)])
+        assert writer.wait_idle(10)
+        writer.add_samples([point(P, 2.0, T0)])
+        assert writer.wait_idle(10)
+        assert writer.stats.samples_dropped == 1 and store.raw(P, 0, 2e9, 10) == [(T0, 2.0)]
+    finally:
+        writer.close()
+        writer.join(10)
+        store.close()

@@ -120,6 +120,8 @@ class PushService(MultiService):
             self.store.restore_alarms(self.alarms)
             self.store.preload(self.history, reactor.seconds())
             self.store.follow(self.hub, self.alarms)
+            # The start-up connection is not carried across twistd's fork; the threads open their own.
+            self.store.store.close()
         self.factory.history = self.history
         self.factory.attach_alarms(self.alarms)
         #: Thread-safe publishing for producers and users' own threads.

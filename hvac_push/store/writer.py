@@ -19,7 +19,7 @@ from typing import Callable, Iterable
 from twisted.logger import Logger
 
 from hvac_push.core.points import Point
-from hvac_push.store.interface import JournalEntry, Store
+from hvac_push.store.interface import JournalEntry, Store, StoreError
 
 Task = Callable[[Store], object]
 
@@ -179,7 +179,7 @@ class StoreWriter:
         started = time.monotonic()
         try:
             self.store.write(samples, journal)
-        except Exception as e:
+        except StoreError as e:
             self.stats.failures += 1
             self.stats.last_error = str(e)[:300]
             if self.stats.healthy:
@@ -189,6 +189,13 @@ class StoreWriter:
                     "retrying: {error}", bound=self.max_pending, error=self.stats.last_error,
                 )
             return False
+        except Exception:
+            # A bug, not the database: retrying the same batch would fail forever and block every later write.
+            self.log.failure("store: a batch could not be written and is dropped")
+            self.stats.failures += 1
+            self.stats.samples_dropped += len(samples)
+            self.stats.journal_dropped += len(journal)
+            return True
         self.stats.last_write_seconds = time.monotonic() - started
         self.stats.transactions += 1
         self.stats.samples_written += len(samples)
