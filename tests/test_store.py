@@ -392,6 +392,9 @@ def test_the_plant_file_store_key_is_checked_and_the_option_wins(tmp_path):
     options = Options()
     options.parseOptions(["--config", str(plant), "--store", "memory"])
     assert options["store-backend"] is None
+    plant.write_text(f'store = "sqlite:{tmp_path}/no/such/folder.db"\n[simulator]\nunits = 1\n')
+    with pytest.raises(usage.UsageError, match=f"^{plant}: store: sqlite:"):
+        Options().parseOptions(["--config", str(plant)])
 
 
 def test_an_ack_may_carry_a_comment():

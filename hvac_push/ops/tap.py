@@ -324,13 +324,15 @@ def _store(options: usage.Options) -> Any:
     from hvac_push.store.url import DEFAULT_STORE, MEMORY, open_store
 
     plant = options["plant"]
-    url = options["store"] or (plant.store if plant is not None else None)
+    url, origin = options["store"], "--store"
+    if url is None and plant is not None and plant.store is not None:
+        url, origin = plant.store, f"{plant.path}: store"
     if url is None:
         url = DEFAULT_STORE if getattr(options, "parent", None) is not None else MEMORY
     try:
         return open_store(url)
     except (StoreError, ValueError) as e:
-        raise usage.UsageError(f"--store: {e}") from None
+        raise usage.UsageError(f"{origin}: {e}") from None
 
 
 def configure_simulated_points(service: Any, simulator: Any) -> None:
