@@ -159,13 +159,14 @@ class StoreService(Service):
         if not self._pool.started:  # never started: there is no thread to wait for
             self.store.close()
             return succeed(None)
-        done: Deferred[Any] = deferToThreadPool(self.reactor, self._pool, self.writer.join, 10.0)
+        done: Deferred[Any] = deferToThreadPool(self.reactor, self._pool, self._finish, 10.0)
+        return done.addBoth(lambda _: self._pool.stop())
 
-        def finished(result: object) -> None:
-            self._pool.stop()
-            self.store.close()
-
-        return done.addBoth(finished)
+    def _finish(self, timeout: float) -> None:
+        """On a reader thread: wait for the writer's last transaction, then close every connection."""
+        if not self.writer.join(timeout):
+            self.log.error("store: the writer did not finish within {timeout} s", timeout=timeout)
+        self.store.close()
 
     # -- reading ------------------------------------------------------------------
 
