@@ -18,6 +18,7 @@ setup(
         "hvac_push.analytics",
         "hvac_push.transport",
         "hvac_push.ops",
+        "hvac_push.client",
         "twisted.plugins",
     ],
     package_data={"twisted.plugins": ["hvacpush_plugin.py", "hvacpush_reuseport.py"], "hvac_push": ["py.typed", "static/*"]},
@@ -28,6 +29,7 @@ setup(
         "prometheus_client>=0.17",
         "paho-mqtt>=2",
         "pymodbus>=3.16",
+        "websockets>=13",  # hvac_push.client and the hvac-push command (asyncio, no Twisted)
     ],
     extras_require={
         "test": [
@@ -40,6 +42,8 @@ setup(
             "sphinx>=7",
             "myst-parser>=2",
             "playwright>=1.40",
+            "jsonschema>=4",  # tests/test_asyncapi.py checks real messages against docs/asyncapi.yaml
+            "pyyaml>=6",
         ],
         "docs": ["sphinx>=7", "myst-parser>=2"],
         "bench": ["websockets>=13", "psutil>=5"],
