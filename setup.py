@@ -48,6 +48,7 @@ setup(
         "docs": ["sphinx>=7", "myst-parser>=2"],
         "bench": ["websockets>=13", "psutil>=5"],
     },
+    entry_points={"console_scripts": ["hvac-push = hvac_push.ops.cli:main"]},
     classifiers=[
         "Framework :: Twisted",
         "Programming Language :: Python :: 3.11",

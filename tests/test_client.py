@@ -45,7 +45,12 @@ def test_mirror_holds_the_subscribed_points_and_follows_their_updates(sim: Serve
             assert "plant/ahu-1/supply_temp" in plant.points and "plant/ahu-1/fan_speed" not in plant.points
             seen: list[PointChange] = []
             plant.on_change(seen.append)
-            changes = plant.changes()
+            held = dict(plant.points)
+            everything = plant.changes()  # starts with the current state of every point
+            initial = [await asyncio.wait_for(everything.__anext__(), 1) for _ in held]
+            assert {c.point_id: c.point for c in initial if c.previous is None}.keys() == held.keys()
+            await everything.aclose()
+            changes = plant.changes(current=False)
             first = await asyncio.wait_for(changes.__anext__(), 10)
             assert first.point is not None and first.point_id in plant.points
             assert first.previous is not None and first.point.version > first.previous.version
@@ -98,7 +103,7 @@ def test_a_dropped_connection_resumes_without_a_gap(sim: Server):
         proxy = await CuttableProxy(sim.port).start()
         try:
             async with Mirror(proxy.url, points=["plant/#"], backoff=(0.05, 0.2)) as plant:
-                events = plant.events()
+                events = plant.events(current=False)
                 version_at_cut = plant.version or 0
                 proxy.refusing = True
                 proxy.cut()
@@ -160,7 +165,7 @@ def test_alarms_arrive_listed_and_can_be_acknowledged(tmp_path: Path):
             alarm = plant.alarms[alarm_id]
             assert alarm.kind == "high" and alarm.state == "active" and alarm.needs_ack and alarm.limit == -100.0
             assert plant.alarm_seq and plant.alarm_seq >= 1
-            transitions = plant.alarm_changes()
+            transitions = plant.alarm_changes(current=False)
             await plant.ack(alarm_id)
             change = await asyncio.wait_for(transitions.__anext__(), 10)
             assert isinstance(change, AlarmChange) and change.alarm is not None
@@ -192,6 +197,8 @@ def test_tokens_go_in_the_header_the_subprotocol_or_the_query_and_a_bad_one_is_a
         for via in ("header", "subprotocol", "query"):
             async with Mirror(server.url, points=["plant/chiller-1/#"], token=token, token_via=via) as plant:
                 assert plant.points, via
+        async with Mirror(server.url, token=token) as granted:  # no patterns: the server subscribes the grant
+            assert granted.points and all(p.startswith("plant/chiller-1/") for p in granted.points)
         async with Mirror(server.url, points=["plant/chiller-1/#"], token=lambda: token) as plant:
             with pytest.raises(ServerError) as e:
                 await plant.ack("plant/chiller-1/supply_temp:high")
@@ -208,7 +215,7 @@ def test_tokens_go_in_the_header_the_subprotocol_or_the_query_and_a_bad_one_is_a
                 pass
         assert e400.value.status == 400
 
-    with running(tmp_path, "--auth-token-file", "tokens.toml", "--sim-units", "1") as server:
+    with running(tmp_path, "--auth-token-file", "tokens.toml", "--sim-units", "2") as server:
         asyncio.run(main(server))
 
 
@@ -280,7 +287,7 @@ def test_the_handshake_url_keeps_the_plus_wildcard_and_encodes_the_hash():
 def test_changes_conflate_per_point_for_a_slow_reader():
     async def main() -> None:
         mirror = Mirror("ws://h:1/ws")
-        stream = mirror.changes()
+        stream = mirror.changes(current=False)
         state = MirrorState()
         for version in (1, 2, 3):
             mirror._dispatch(state.receive({"type": "update", "epoch": "e", "version": version, "points": {

@@ -14,7 +14,7 @@ asyncio on the C{websockets} library; no Twisted. See docs/clients.md.
 """
 
 from hvac_push.client.errors import AuthenticationError, ClientError, ConnectionLost, HandshakeError, ServerError
-from hvac_push.client.mirror import Connected, Disconnected, Event, Mirror, ServerNotice
+from hvac_push.client.mirror import Connected, Disconnected, Event, Mirror, ServerNotice, TokenSource, TokenVia
 from hvac_push.client.model import Alarm, AlarmChange, Filter, PointChange, PointState, Value, pattern_matches
 
 __all__ = [
@@ -33,6 +33,8 @@ __all__ = [
     "PointState",
     "ServerError",
     "ServerNotice",
+    "TokenSource",
+    "TokenVia",
     "Value",
     "pattern_matches",
 ]

@@ -35,6 +35,8 @@ PATTERNS_PER_MESSAGE = 100
 _OWN_QUERY_KEYS = {"points", "since", "epoch", "alarm_seq", "token"}
 
 TokenSource = Union[str, Callable[[], Union[str, Awaitable[str]]], None]
+#: Where the token goes: the C{Authorization} header, a C{bearer.<token>} subprotocol, or C{?token=}.
+TokenVia = Literal["header", "subprotocol", "query"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +136,9 @@ class Mirror:
     L{on_change}, L{on_alarm} and L{on_event}.
 
     @param url: C{ws://host:port/ws} or C{wss://...}.
-    @param points: subscription patterns (MQTT wildcards, docs/protocol.md); default everything.
+    @param points: subscription patterns (MQTT wildcards, docs/protocol.md); by
+        default, what the server gives a client that names none: everything, or
+        all that its token grants.
     @param filter: an optional change-of-value filter applied to C{points}.
     @param token: a bearer token, or a function (sync or async) returning a
         fresh one, called on every (re)connect.
@@ -147,11 +151,11 @@ class Mirror:
     def __init__(
         self,
         url: str,
-        points: Iterable[str] = ("#",),
+        points: Iterable[str] | None = None,
         *,
         filter: Filter | None = None,
         token: TokenSource = None,
-        token_via: Literal["header", "subprotocol", "query"] = "header",
+        token_via: TokenVia = "header",
         reconnect: bool = True,
         backoff: tuple[float, float] = (0.5, 30.0),
         open_timeout: float = 10.0,
@@ -165,11 +169,13 @@ class Mirror:
         if token_via not in ("header", "subprotocol", "query"):
             raise ValueError("token_via must be 'header', 'subprotocol' or 'query'")
         self.url = url
+        #: No patterns: the server's default subscription (everything, or what the token grants).
+        self._server_default = points is None
         self._filters: dict[str, Filter | None] = {}
-        for pattern in points:
+        for pattern in points or ():
             self._filters[pattern] = filter
-        if not self._filters:
-            raise ValueError("points: at least one pattern")
+        if points is not None and not self._filters:
+            raise ValueError("points: at least one pattern, or None for the server's default")
         self._token = token
         self._token_via = token_via
         self._reconnect = reconnect
@@ -208,6 +214,7 @@ class Mirror:
 
     @property
     def patterns(self) -> tuple[str, ...]:
+        """The patterns this mirror asked for (besides the server's default, when it named none)."""
         return tuple(self._filters)
 
     @property
@@ -239,17 +246,21 @@ class Mirror:
 
     # -- following changes ------------------------------------------------------
 
-    def changes(self) -> _Stream[PointChange]:
-        """Point changes from now on, conflated per point for a slow reader."""
-        return self._stream("changes")
+    def changes(self, current: bool = True) -> _Stream[PointChange]:
+        """Point changes, conflated per point for a slow reader.
 
-    def alarm_changes(self) -> _Stream[AlarmChange]:
-        """Alarm transitions from now on, every one, in order."""
-        return self._stream("alarms")
+        With C{current}, the stream starts with every point the mirror holds
+        now (C{previous} None), so a consumer can build its own copy from it.
+        """
+        return self._stream("changes", current)
 
-    def events(self) -> _Stream[Event]:
-        """Everything: point and alarm changes, connects, disconnects, server notices (not conflated)."""
-        return self._stream("events")
+    def alarm_changes(self, current: bool = True) -> _Stream[AlarmChange]:
+        """Alarm transitions, every one, in order; with C{current}, the listed alarms first."""
+        return self._stream("alarms", current)
+
+    def events(self, current: bool = True) -> _Stream[Event]:
+        """Everything, not conflated: point and alarm changes, connects, disconnects, server notices."""
+        return self._stream("events", current)
 
     def on_change(self, callback: Callable[[PointChange], object]) -> Callable[[], None]:
         """Call C{callback(change)} for every point change; returns a function that stops it."""
@@ -319,12 +330,17 @@ class Mirror:
                 self._filters[pattern] = filter
 
     async def unsubscribe(self, patterns: Iterable[str]) -> None:
-        """Remove patterns as they were subscribed; points no pattern covers leave the mirror."""
+        """Remove patterns as they were subscribed; points no pattern covers leave the mirror.
+
+        (On the server's default subscription, which the client cannot see,
+        points stay until a resync.)
+        """
         for chunk in _chunks(list(patterns)):
             await self._request({"type": "unsubscribe", "points": chunk}, lambda m: False)
             for pattern in chunk:
                 self._filters.pop(pattern, None)
-        self._dispatch(self._state.keep_only(self._filters))
+        if not self._server_default:
+            self._dispatch(self._state.keep_only(self._filters))
 
     async def ack(self, alarm_id: str) -> None:
         """Acknowledge an alarm; the transition itself arrives as an alarm change."""
@@ -430,7 +446,7 @@ class Mirror:
     async def _open(self) -> ClientConnection:
         """Connect, resuming when there is something to resume, and apply the first message."""
         resume = self._state.resume_point()
-        query: dict[str, str] = {"points": ",".join(self._filters)}
+        query: dict[str, str] = {} if self._server_default else {"points": ",".join(self._filters)}
         if resume is not None:
             query["since"] = str(resume.version)
             query["epoch"] = resume.epoch
@@ -477,14 +493,16 @@ class Mirror:
         await self._notify_applied()
         self._emit_event(Connected(self.url, resumed=self._state.resumes > resumes))
         # Filters cannot go in the URL: set them again on every connection. The
-        # patterns are already subscribed, so the answers hold no new points.
-        by_filter: dict[Filter, list[str]] = {}
+        # patterns are already subscribed, so the answers hold no new points;
+        # on the server's default subscription, patterns added later are sent
+        # here too, and their answers hold the current state of their points.
+        by_filter: dict[Filter | None, list[str]] = {}
         for pattern, rule in self._filters.items():
-            if rule is not None:
+            if rule is not None or self._server_default:
                 by_filter.setdefault(rule, []).append(pattern)
         for rule, patterns in by_filter.items():
             for chunk in _chunks(patterns):
-                await ws.send(json.dumps({"type": "subscribe", "points": chunk, **rule.to_wire()}))
+                await ws.send(json.dumps({"type": "subscribe", "points": chunk, **(rule.to_wire() if rule else {})}))
         return ws
 
     async def _current_token(self) -> str | None:
@@ -545,8 +563,14 @@ class Mirror:
 
     # -- dispatch ---------------------------------------------------------------
 
-    def _stream(self, kind: Literal["changes", "alarms", "events"]) -> _Stream[Any]:
+    def _stream(self, kind: Literal["changes", "alarms", "events"], current: bool) -> _Stream[Any]:
         stream: _Stream[Any] = _Stream(self, kind)
+        if current and kind != "alarms":
+            for point_id, point in self._state.points.items():
+                stream.push(PointChange(point_id, point))
+        if current and kind != "changes":
+            for alarm_id, alarm in self._state.alarms.items():
+                stream.push(AlarmChange(alarm_id, alarm))
         if self._closing or self.failure is not None:
             stream.end()
         else:
