@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import queue
 import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 from hvac_push.client import Mirror
 from tests.test_operations import wait_ready
@@ -164,3 +167,34 @@ class CuttableProxy:
                 sink.transport.abort()
 
         await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+
+def process_lines(argv: Sequence[str], count: int, timeout: float = 30) -> tuple[list[str], int | None]:
+    """Run a command until it printed C{count} lines, exited, or C{timeout} passed: its lines and exit code."""
+    process = subprocess.Popen(
+        list(argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"},
+    )
+    lines: queue.Queue[str | None] = queue.Queue()
+    assert process.stdout is not None
+    stdout = process.stdout
+
+    def read() -> None:
+        for line in stdout:
+            lines.put(line.rstrip("\n"))
+        lines.put(None)
+
+    threading.Thread(target=read, daemon=True).start()
+    got: list[str] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while len(got) < count:
+            line = lines.get(timeout=max(0.01, deadline - time.monotonic()))
+            if line is None:
+                break
+            got.append(line)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=10)
+    return got, process.returncode

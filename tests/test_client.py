@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,15 @@ from hvac_push.client import (
 from hvac_push.client.mirror import _with_query
 from hvac_push.client.model import pattern_matches
 from hvac_push.client.state import MirrorState
-from tests.clientserver import ALARM_PLANT, CuttableProxy, Server, matches_a_fresh_snapshot, running
+from tests.clientserver import (
+    ALARM_PLANT,
+    ROOT,
+    CuttableProxy,
+    Server,
+    matches_a_fresh_snapshot,
+    process_lines,
+    running,
+)
 from tests.wsprobe import free_port
 
 pytestmark = pytest.mark.slow
@@ -225,6 +234,17 @@ def test_nobody_listening_is_an_oserror_at_start():
             await Mirror(f"ws://127.0.0.1:{free_port()}/ws").start()
 
     asyncio.run(main())
+
+
+def test_the_readme_example_runs_as_printed(sim: Server, tmp_path: Path):
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    blocks = [part.split("```")[0] for part in readme.split("```python\n")[1:]]
+    (code,) = [block for block in blocks if "hvac_push.client" in block]
+    assert len([line for line in code.splitlines() if line.strip()]) <= 10  # "in under ten lines"
+    script = tmp_path / "readme_example.py"
+    script.write_text(code.replace("ws://localhost:8080/ws", sim.url), encoding="utf-8")
+    lines, _ = process_lines([sys.executable, str(script)], count=30)
+    assert len(lines) == 30 and all(line.startswith("plant/") and line.endswith(" ok") for line in lines), lines
 
 
 # -- without a server --------------------------------------------------------------
