@@ -12,6 +12,7 @@ from hvac_push.client import (
     AlarmChange,
     AuthenticationError,
     Connected,
+    ConnectionLost,
     Disconnected,
     Filter,
     HandshakeError,
@@ -226,6 +227,67 @@ def test_tokens_go_in_the_header_the_subprotocol_or_the_query_and_a_bad_one_is_a
 
     with running(tmp_path, "--auth-token-file", "tokens.toml", "--sim-units", "2") as server:
         asyncio.run(main(server))
+
+
+def test_a_refusal_on_reconnect_ends_the_streams_with_that_error(tmp_path: Path):
+    from hvac_push.transport.auth import hash_token
+
+    port = free_port()
+    token = "first-token-" + "q" * 30
+    for name, admitted in (("old.toml", token), ("new.toml", "another-token-" + "r" * 30)):
+        (tmp_path / name).write_text(
+            f'[[token]]\nname = "x"\nsha256 = "{hash_token(admitted)}"\npoints = ["#"]\n', encoding="utf-8"
+        )
+
+    async def main() -> None:
+        first = Server(tmp_path, "--auth-token-file", "old.toml", "--sim-units", "1", port=port).start()
+        second: Server | None = None
+        try:
+            async with Mirror(first.url, token=token, backoff=(0.05, 0.2)) as plant:
+                changes = plant.changes(current=False)
+                await asyncio.to_thread(first.stop)
+                # The token was revoked while the client was away: it must not retry forever.
+                second = await asyncio.to_thread(
+                    Server(tmp_path, "--auth-token-file", "new.toml", "--sim-units", "1", port=port).start
+                )
+                with pytest.raises(AuthenticationError):
+                    async for _ in changes:
+                        pass
+                assert isinstance(plant.failure, AuthenticationError) and not plant.connected
+                with pytest.raises(AuthenticationError):
+                    await plant.ping()
+        finally:
+            first.stop()
+            if second is not None:
+                await asyncio.to_thread(second.stop)
+
+    asyncio.run(main())
+
+
+def test_without_reconnect_a_drop_ends_the_streams_and_close_never_hangs(sim: Server):
+    async def main() -> None:
+        proxy = await CuttableProxy(sim.port).start()
+        try:
+            async with Mirror(proxy.url, points=["plant/chiller-1/#"], reconnect=False) as plant:
+                events = plant.events(current=False)
+                proxy.cut()
+                with pytest.raises(ConnectionLost):
+                    async for _ in events:
+                        pass
+            assert plant.failure is not None and not plant.connected
+            # Closing while reconnecting (nothing to reconnect to) returns at once.
+            retrying = Mirror(proxy.url, backoff=(0.05, 0.1))
+            await retrying.start()
+            proxy.refusing = True
+            proxy.cut()
+            await retrying.wait_until(lambda m: not m.connected, 10)
+            await asyncio.sleep(0.3)
+            await asyncio.wait_for(retrying.close(), 5)
+            assert retrying.failure is None
+        finally:
+            await proxy.close()
+
+    asyncio.run(main())
 
 
 def test_nobody_listening_is_an_oserror_at_start():

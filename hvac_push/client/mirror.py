@@ -273,7 +273,10 @@ class Mirror:
         return _register(self._event_callbacks, callback)
 
     async def wait_until(self, condition: Callable[[Mirror], bool], timeout: float | None = None) -> None:
-        """Wait until C{condition(self)} holds, checked after every message (TimeoutError after C{timeout})."""
+        """Wait until C{condition(self)} holds (TimeoutError after C{timeout}).
+
+        It is checked after every message, connect and disconnect.
+        """
 
         async def check() -> None:
             async with self._applied:
@@ -414,6 +417,16 @@ class Mirror:
     # -- the connection ---------------------------------------------------------------
 
     async def _run(self) -> None:
+        try:
+            await self._follow()
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # a bug must end the streams, not leave them waiting forever
+            log.exception("hvac-push: the mirror stopped")
+            self._fail(ClientError(f"the mirror stopped: {e!r}"))
+
+    async def _follow(self) -> None:
+        """Read, and on a drop reconnect with backoff, until closed or refused for good."""
         attempt = 0
         while True:
             ws = self._ws
@@ -423,6 +436,7 @@ class Mirror:
                 self._fail_pending(ConnectionLost("the connection closed before the answer"))
                 if self._closing:
                     return
+                await self._notify_applied()
                 self._emit_event(Disconnected(code, reason, self._reconnect))
                 if not self._reconnect:
                     self._fail(ConnectionLost(f"connection closed ({code} {reason})".strip()))
@@ -433,6 +447,7 @@ class Mirror:
             await asyncio.sleep(delay)
             try:
                 self._ws = await self._open()
+                await self._notify_applied()
             except HandshakeError as e:
                 if not e.retryable:
                     self._fail(e)
@@ -442,6 +457,9 @@ class Mirror:
                     await asyncio.sleep(max(0.0, e.retry_after - delay))
             except (OSError, asyncio.TimeoutError, ConnectionLost, InvalidHandshake) as e:
                 log.info("hvac-push: reconnect failed (%s), retrying", e)
+            except ClientError as e:
+                self._fail(e)
+                return
 
     async def _open(self) -> ClientConnection:
         """Connect, resuming when there is something to resume, and apply the first message."""
@@ -500,9 +518,12 @@ class Mirror:
         for pattern, rule in self._filters.items():
             if rule is not None or self._server_default:
                 by_filter.setdefault(rule, []).append(pattern)
-        for rule, patterns in by_filter.items():
-            for chunk in _chunks(patterns):
-                await ws.send(json.dumps({"type": "subscribe", "points": chunk, **(rule.to_wire() if rule else {})}))
+        try:
+            for rule, patterns in by_filter.items():
+                for chunk in _chunks(patterns):
+                    await ws.send(json.dumps({"type": "subscribe", "points": chunk, **(rule.to_wire() if rule else {})}))
+        except ConnectionClosed:
+            raise ConnectionLost("the connection closed while subscribing") from None
         return ws
 
     async def _current_token(self) -> str | None:
