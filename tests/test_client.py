@@ -194,6 +194,36 @@ def test_alarms_arrive_listed_and_can_be_acknowledged(tmp_path: Path):
         asyncio.run(main(server))
 
 
+def test_alarm_transitions_missed_while_away_are_replayed_on_resume(tmp_path: Path):
+    (tmp_path / "plant.toml").write_text(ALARM_PLANT, encoding="utf-8")
+    alarm_id = "plant/chiller-1/supply_temp:high"
+
+    async def main(server: Server) -> None:
+        proxy = await CuttableProxy(server.port).start()
+        try:
+            async with Mirror(proxy.url, points=["plant/chiller-1/#"], backoff=(0.05, 0.2)) as away:
+                await away.wait_until(lambda m: alarm_id in m.alarms, 15)
+                assert away.alarms[alarm_id].state == "active"
+                seq_before = away.alarm_seq
+                transitions = away.alarm_changes(current=False)
+                proxy.refusing = True
+                proxy.cut()
+                async with Mirror(server.url, points=["plant/chiller-1/supply_temp"]) as operator:
+                    await operator.ack(alarm_id)  # while the first client is away
+                proxy.refusing = False
+                change = await asyncio.wait_for(transitions.__anext__(), 15)
+                assert away.resumes == 1 and away.resyncs == 0
+                # A replayed transition (with its seq), not a replaced list.
+                assert change.alarm is not None and change.alarm.state == "acknowledged" and not change.resync
+                assert seq_before is not None and change.seq == seq_before + 1 == away.alarm_seq
+                assert away.alarms[alarm_id].state == "acknowledged"
+        finally:
+            await proxy.close()
+
+    with running(tmp_path, "--config", "plant.toml") as server:
+        asyncio.run(main(server))
+
+
 def test_tokens_go_in_the_header_the_subprotocol_or_the_query_and_a_bad_one_is_a_clear_error(tmp_path: Path):
     from hvac_push.transport.auth import hash_token
 
@@ -357,6 +387,18 @@ def test_a_resync_snapshot_replaces_points_and_alarms():
     assert state.epoch == "e2" and state.version == 1 and state.alarm_seq == 0 and state.resyncs == 1
     assert set(state.points) == {"plant/a/t"} and not state.alarms
     assert all(getattr(c, "resync") for c in changes) and len(changes) == 3
+
+
+def test_an_alarm_list_replaces_the_alarms_and_sets_the_seq():
+    state = MirrorState()
+    state.receive({"type": "snapshot", "epoch": "e", "version": 1, "alarm_seq": 5, "points": {},
+                   "alarms": [{"id": "p/a/t:high", "point": "p/a/t", "state": "active"},
+                              {"id": "p/a/t:stale", "point": "p/a/t", "state": "returned"}]}, opening=True)
+    changes = state.receive({"type": "alarms", "resync": True, "alarm_seq": 9, "alarms": [
+        {"id": "p/a/t:high", "point": "p/a/t", "state": "acknowledged"}]}, opening=False)
+    assert state.alarm_seq == 9 and {a.id: a.state for a in state.alarms.values()} == {"p/a/t:high": "acknowledged"}
+    assert {(c.alarm_id, c.alarm.state if c.alarm else None) for c in changes if isinstance(c, AlarmChange)} == {
+        ("p/a/t:stale", None), ("p/a/t:high", "acknowledged")}
 
 
 def test_the_handshake_url_keeps_the_plus_wildcard_and_encodes_the_hash():
