@@ -14,7 +14,16 @@ asyncio on the C{websockets} library; no Twisted. See docs/clients.md.
 """
 
 from hvac_push.client.errors import AuthenticationError, ClientError, ConnectionLost, HandshakeError, ServerError
-from hvac_push.client.mirror import Connected, Disconnected, Event, Mirror, ServerNotice, TokenSource, TokenVia
+from hvac_push.client.mirror import (
+    Connected,
+    Disconnected,
+    Event,
+    Mirror,
+    ServerNotice,
+    Stream,
+    TokenSource,
+    TokenVia,
+)
 from hvac_push.client.model import Alarm, AlarmChange, Filter, PointChange, PointState, Value, pattern_matches
 
 __all__ = [
@@ -33,6 +42,7 @@ __all__ = [
     "PointState",
     "ServerError",
     "ServerNotice",
+    "Stream",
     "TokenSource",
     "TokenVia",
     "Value",

@@ -66,10 +66,9 @@ class ServerNotice:
 
 Event = Union[PointChange, AlarmChange, Connected, Disconnected, ServerNotice]
 T = TypeVar("T")
-_END = object()
 
 
-class _Stream(Generic[T]):
+class Stream(Generic[T]):
     """An async iterator fed by the mirror; ends when the mirror closes, raises if it fails."""
 
     def __init__(self, owner: Mirror, kind: Literal["changes", "alarms", "events"]) -> None:
@@ -96,7 +95,7 @@ class _Stream(Generic[T]):
         self._ended = True
         self._wakeup.set()
 
-    def __aiter__(self) -> _Stream[T]:
+    def __aiter__(self) -> Stream[T]:
         return self
 
     async def __anext__(self) -> T:
@@ -172,7 +171,7 @@ class Mirror:
         #: No patterns: the server's default subscription (everything, or what the token grants).
         self._server_default = points is None
         self._filters: dict[str, Filter | None] = {}
-        for pattern in points or ():
+        for pattern in [points] if isinstance(points, str) else points or ():
             self._filters[pattern] = filter
         if points is not None and not self._filters:
             raise ValueError("points: at least one pattern, or None for the server's default")
@@ -191,7 +190,7 @@ class Mirror:
         self._request_lock = asyncio.Lock()
         self._pending: _Request | None = None
         self._ids = itertools.count(1)
-        self._streams: set[_Stream[Any]] = set()
+        self._streams: set[Stream[Any]] = set()
         self._change_callbacks: list[Callable[[PointChange], object]] = []
         self._alarm_callbacks: list[Callable[[AlarmChange], object]] = []
         self._event_callbacks: list[Callable[[Event], object]] = []
@@ -246,7 +245,7 @@ class Mirror:
 
     # -- following changes ------------------------------------------------------
 
-    def changes(self, current: bool = True) -> _Stream[PointChange]:
+    def changes(self, current: bool = True) -> Stream[PointChange]:
         """Point changes, conflated per point for a slow reader.
 
         With C{current}, the stream starts with every point the mirror holds
@@ -254,11 +253,11 @@ class Mirror:
         """
         return self._stream("changes", current)
 
-    def alarm_changes(self, current: bool = True) -> _Stream[AlarmChange]:
+    def alarm_changes(self, current: bool = True) -> Stream[AlarmChange]:
         """Alarm transitions, every one, in order; with C{current}, the listed alarms first."""
         return self._stream("alarms", current)
 
-    def events(self, current: bool = True) -> _Stream[Event]:
+    def events(self, current: bool = True) -> Stream[Event]:
         """Everything, not conflated: point and alarm changes, connects, disconnects, server notices."""
         return self._stream("events", current)
 
@@ -299,7 +298,11 @@ class Mirror:
         await self.close()
 
     async def start(self) -> None:
-        """Connect and apply the first snapshot; raises L{ClientError} when that fails."""
+        """Connect and apply the first snapshot.
+
+        Raises L{AuthenticationError} or L{HandshakeError} when the server refuses,
+        C{OSError} when nothing listens, C{TimeoutError} when nothing answers.
+        """
         if self._runner is not None:
             raise RuntimeError("this Mirror was already started")
         self._ws = await self._open()
@@ -584,8 +587,8 @@ class Mirror:
 
     # -- dispatch ---------------------------------------------------------------
 
-    def _stream(self, kind: Literal["changes", "alarms", "events"], current: bool) -> _Stream[Any]:
-        stream: _Stream[Any] = _Stream(self, kind)
+    def _stream(self, kind: Literal["changes", "alarms", "events"], current: bool) -> Stream[Any]:
+        stream: Stream[Any] = Stream(self, kind)
         if current and kind != "alarms":
             for point_id, point in self._state.points.items():
                 stream.push(PointChange(point_id, point))
