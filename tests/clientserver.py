@@ -8,18 +8,16 @@ import os
 import queue
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from hvac_push.client import Mirror
-from tests.test_operations import wait_ready
+from tests.test_operations import twistd, wait_ready
 from tests.wsprobe import first_messages, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
-TWISTD = str(Path(sys.executable).with_name("twistd"))
 
 #: A plant whose one configured point is always above its high limit: an alarm at once.
 ALARM_PLANT = """\
@@ -53,11 +51,7 @@ class Server:
         return f"ws://127.0.0.1:{self.port}/ws"
 
     def start(self) -> Server:
-        self.process = subprocess.Popen(
-            [TWISTD, "-n", "--pidfile=", "hvacpush", "--listen", f"tcp:{self.port}:interface=127.0.0.1", *self.args],
-            cwd=self.cwd, env={**os.environ, "PYTHONPATH": str(ROOT)},
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )
+        self.process = twistd(self.cwd, "--listen", f"tcp:{self.port}:interface=127.0.0.1", *self.args)
         try:
             wait_ready(self.port)
         except OSError:
@@ -78,7 +72,7 @@ class Server:
             self.process = None
         return self.output
 
-    def snapshot(self, points: str = "#", **headers: str) -> dict[str, Any]:
+    def snapshot(self, points: str = "#") -> dict[str, Any]:
         """A fresh opening snapshot, from a connection of its own."""
         (message,) = first_messages(self.port, path=f"/ws?points={points.replace('#', '%23')}")
         return message
