@@ -19,6 +19,7 @@ setup(
         "hvac_push.store",
         "hvac_push.transport",
         "hvac_push.ops",
+        "hvac_push.client",
         "twisted.plugins",
     ],
     package_data={"twisted.plugins": ["hvacpush_plugin.py", "hvacpush_reuseport.py"], "hvac_push": ["py.typed", "static/*"]},
@@ -30,6 +31,7 @@ setup(
         "paho-mqtt>=2",
         "pymodbus>=3.16",
         "psycopg[binary]>=3.1",  # --store postgresql://... (SQLite, the default, is in the standard library)
+        "websockets>=13",  # hvac_push.client and the hvac-push command (asyncio, no Twisted)
     ],
     extras_require={
         "test": [
@@ -42,10 +44,13 @@ setup(
             "sphinx>=7",
             "myst-parser>=2",
             "playwright>=1.40",
+            "jsonschema>=4",  # tests/test_asyncapi.py checks real messages against docs/asyncapi.yaml
+            "pyyaml>=6",
         ],
         "docs": ["sphinx>=7", "myst-parser>=2"],
         "bench": ["websockets>=13", "psutil>=5"],
     },
+    entry_points={"console_scripts": ["hvac-push = hvac_push.ops.cli:main"]},
     classifiers=[
         "Framework :: Twisted",
         "Programming Language :: Python :: 3.11",

@@ -414,3 +414,49 @@ def test_nginx_cluster_config_moves_clients_of_a_dead_edge_to_the_other(tmp_path
             _stop(process)
         broker.kill()
     assert "emerg" not in proxy_output, proxy_output
+
+
+# -- the Python client (plain asyncio: the examples run as processes against twistd) ------
+
+
+def _example_lines(name: str, *args: str, count: int, timeout: float = 30) -> tuple[list[str], int | None]:
+    """Run docs/examples/<name> until it printed C{count} lines, exited, or C{timeout} passed."""
+    from tests.clientserver import process_lines
+
+    return process_lines([sys.executable, str(EXAMPLES / name), *args], count, timeout)
+
+
+@pytest.mark.slow
+def test_mirror_example_prints_every_point_then_each_change(tmp_path):
+    from tests.clientserver import running
+
+    with running(tmp_path, "--sim-seed", "5", "--sim-units", "2", "--sim-rate", "40") as server:
+        points = set(server.snapshot()["points"])
+        lines, _ = _example_lines("mirror.py", server.url, count=len(points) + 10)
+    assert len(lines) == len(points) + 10, lines
+    first = [line.split()[0] for line in lines[: len(points)]]
+    assert set(first) == points  # the current state of every point first
+    assert all(line.split()[0] in points and line.split()[-1] in ("ok", "stale") for line in lines)
+    assert any(" °C " in line for line in lines)
+
+
+@pytest.mark.slow
+def test_alarm_panel_example_lists_acknowledges_and_shows_history(tmp_path):
+    from tests.clientserver import ALARM_PLANT, running
+
+    (tmp_path / "plant.toml").write_text(ALARM_PLANT, encoding="utf-8")
+    with running(tmp_path, "--config", "plant.toml") as server:
+        deadline = time.monotonic() + 15
+        while not server.snapshot()["alarms"]:  # the first sample raises the alarm
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        lines, code = _example_lines("alarm_panel.py", server.url, "--ack", "--seconds", "1", count=100)
+        assert code == 0, lines
+        again = server.snapshot()
+    text = "\n".join(lines)
+    assert lines[0] == "4 temperatures, 1 alarms listed"
+    assert "active       major    plant/chiller-1/supply_temp above -100" in text
+    assert "samples of plant/chiller-1/supply_temp" in text
+    assert "acknowledged major    plant/chiller-1/supply_temp above -100" in text
+    assert lines[-1].startswith("round trip ") and "Traceback" not in text
+    assert [a["state"] for a in again["alarms"]] == ["acknowledged"]

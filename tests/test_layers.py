@@ -21,7 +21,7 @@ ALLOWED = {
     "analytics": {"core", "analytics"},
     "store": {"core", "analytics", "store"},
     "transport": {"core", "analytics", "store", "transport"},
-    "ops": {"core", "sources", "analytics", "store", "transport", "ops"},
+    "ops": {"core", "sources", "analytics", "store", "transport", "ops", "client"},
     "client": {"client"},
 }
 #: Outside hvac_push, the core uses only the standard library and Twisted's logger.

@@ -32,6 +32,10 @@ def test_wheel_in_a_fresh_venv_provides_the_hvacpush_plugin_that_serves_a_snapsh
     twistd = str(venv / "bin" / "twistd")
     help_text = run(twistd, "--help", cwd=tmp_path, env=env).stdout
     assert "hvacpush" in help_text
+    # The hvac-push command and the client ship too.
+    command_help = run(str(venv / "bin" / "hvac-push"), "--help", cwd=tmp_path, env=env).stdout
+    assert "tail" in command_help and "check-config" in command_help and "hash-token" in command_help
+    run(str(venv / "bin" / "python"), "-c", "from hvac_push.client import Mirror", cwd=tmp_path, env=env)
 
     port = free_port()
     process = subprocess.Popen(
@@ -42,6 +46,8 @@ def test_wheel_in_a_fresh_venv_provides_the_hvacpush_plugin_that_serves_a_snapsh
     try:
         (snapshot,) = first_messages(port)
         assert snapshot["type"] == "snapshot" and snapshot["points"]
+        tail = run(str(venv / "bin" / "hvac-push"), "tail", f"ws://127.0.0.1:{port}/ws", "--count", "3", cwd=tmp_path, env=env)
+        assert len(tail.stdout.splitlines()) == 3
         # The dashboard's files ship in the wheel (package_data) and are served from it.
         for path in ("", "static/app.js", "static/style.css"):
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/{path}", timeout=10) as response:
