@@ -127,3 +127,16 @@ def test_the_checker_sees_a_type_only_import_from_above(tmp_path):
     )
     assert "hvac_push.ops.service" in imports_of(source, "hvac_push.core.x")
     assert layer_of("hvac_push.ops.service") not in ALLOWED["core"]
+
+
+def test_the_client_and_the_value_types_load_without_twisted_or_autobahn():
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, hvac_push, hvac_push.client; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'twisted', 'autobahn', 'txaio'}))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60,
+                         cwd=PACKAGE.parent, check=True).stdout
+    assert out.strip() == "[]"
