@@ -92,7 +92,12 @@ class AlarmLimits:
     """Limit alarm settings for one point (any limit may be absent).
 
     The alarm triggers when the value stays beyond a limit for C{delay}
-    seconds, and clears only once it is back inside by more than C{deadband}.
+    seconds, and clears only once it is back inside by more than C{deadband}
+    for C{delay_normal} seconds (ISA-18.2 on- and off-delays). Without
+    C{ack_required} a cleared alarm needs no acknowledgement; with C{latch}
+    it stays annunciated until acknowledged even after the value returns.
+    C{group} and C{notification_class} (BACnet-style) travel on the alarm
+    for routing.
     """
 
     high: float | None = None
@@ -100,6 +105,11 @@ class AlarmLimits:
     deadband: float = 0.0
     delay: float = 0.0
     severity: Severity = "major"
+    delay_normal: float = 0.0
+    ack_required: bool = True
+    latch: bool = False
+    group: str | None = None
+    notification_class: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
