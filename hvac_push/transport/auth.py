@@ -13,7 +13,9 @@ this order of precedence):
 A token is either a JWT (HS256 with a shared secret, RS256 or ES256 with a
 public key; C{exp} is required) or a static token listed, hashed, in a TOML
 file. Either way it grants L{Permissions}: the point patterns the holder may
-read (claim C{points}) and whether it may acknowledge alarms (claim C{ack}).
+read (claim C{points}), whether it may acknowledge alarms (claim C{ack}) and
+whether it may shelve alarms and take points out of service (claim C{shelve}:
+ISA-18.2 makes these a separate authorization from acknowledging).
 
 Run C{python -m hvac_push.transport.auth hash --generate --name NAME --points 'plant/#'}
 to make a static token and the file entry that admits it.
@@ -90,7 +92,8 @@ def covers(permitted: Pattern, requested: Pattern) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class Permissions:
-    """What one client may do: read points matching C{patterns}; acknowledge alarms if C{may_ack}.
+    """What one client may do: read points matching C{patterns}; acknowledge alarms if C{may_ack};
+    shelve alarms and take points out of service if C{may_shelve}.
 
     C{subject} names the holder for logs (never the token); C{expires} is the
     epoch second at which the grant ends, or L{None}.
@@ -100,6 +103,7 @@ class Permissions:
     may_ack: bool = False
     subject: str = ""
     expires: float | None = None
+    may_shelve: bool = False
     everything: bool = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -127,11 +131,11 @@ class Permissions:
 
 
 #: The grant every client holds when authentication is off.
-ALL = Permissions((Pattern.parse("#"),), may_ack=True)
+ALL = Permissions((Pattern.parse("#"),), may_ack=True, may_shelve=True)
 
 
 def permissions_from_claims(claims: Mapping[str, Any], *, subject: str = "", expires: float | None = None) -> Permissions:
-    """Read C{points} (required, a list of patterns) and C{ack} (optional bool) from a token's claims."""
+    """Read C{points} (required, a list of patterns), C{ack} and C{shelve} (optional bools) from a token's claims."""
     raw = claims.get("points")
     if isinstance(raw, str):
         raw = [raw]
@@ -148,7 +152,12 @@ def permissions_from_claims(claims: Mapping[str, Any], *, subject: str = "", exp
     ack = claims.get("ack", False)
     if not isinstance(ack, bool):
         raise AuthError("claim 'ack' must be true or false")
-    return Permissions(tuple(dict.fromkeys(patterns)), may_ack=ack, subject=subject, expires=expires)
+    shelve = claims.get("shelve", False)
+    if not isinstance(shelve, bool):
+        raise AuthError("claim 'shelve' must be true or false")
+    return Permissions(
+        tuple(dict.fromkeys(patterns)), may_ack=ack, subject=subject, expires=expires, may_shelve=shelve
+    )
 
 
 # -- where a token comes from ---------------------------------------------
@@ -289,6 +298,7 @@ class StaticTokens:
         sha256 = "<64 hex digits>"    # python -m hvac_push.transport.auth hash
         points = ["plant/#"]
         ack = true                    # optional, default false
+        shelve = true                 # optional, default false: may shelve and set out of service
         expires = 2026-06-30T00:00:00Z  # optional
 
     Tokens must be random (the helper makes 256-bit ones), so a plain hash is

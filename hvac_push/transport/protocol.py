@@ -20,6 +20,7 @@ from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 from twisted.logger import Logger
 
+from hvac_push.analytics.alarms import NotShelvable, UnknownAlarm, UnknownPoint
 from hvac_push.transport import wire
 from hvac_push.transport.auth import ALL, AuthError, Permissions
 from hvac_push.transport.cov_filter import CovFilter
@@ -247,6 +248,8 @@ class PushServerProtocol(WebSocketServerProtocol):
             self.ack(command.alarm, command.comment)
         elif isinstance(command, wire.Auth):
             self.refresh_token(command.token)
+        elif isinstance(command, (wire.Shelve, wire.Unshelve, wire.OutOfService)):
+            self.manage_alarms(command)
 
     def history(self, request: wire.HistoryRequest) -> None:
         history = self.factory.history
@@ -270,6 +273,41 @@ class PushServerProtocol(WebSocketServerProtocol):
             raise wire.WireError("unknown_alarm", f"no listed alarm {alarm_id}")
         alarms.ack(alarm_id, by=self.permissions.subject or "anonymous", comment=comment)
         self.send_bytes(wire.encode_acked(alarm_id))
+
+    def may_shelve(self) -> bool:
+        """Authorization hook: may this client shelve alarms and take points out of service? (The C{shelve} claim.)"""
+        return self.permissions.may_shelve
+
+    def manage_alarms(self, command: wire.Shelve | wire.Unshelve | wire.OutOfService) -> None:
+        """C{shelve}, C{unshelve}, C{out_of_service} (docs/alarms.md); every client sees the transition."""
+        alarms = self.factory.alarms
+        if alarms is None:
+            raise wire.WireError("unavailable", "alarms are not enabled on this server")
+        if not self.may_shelve():
+            raise wire.WireError("forbidden", "not allowed to shelve alarms or take points out of service")
+        by = self.permissions.subject or "anonymous"
+        try:
+            if isinstance(command, wire.OutOfService):
+                if not self.may_read(command.point):
+                    raise wire.WireError("forbidden", f"not allowed to read {command.point}")
+                alarms.set_out_of_service(command.point, command.on, by=by, comment=command.comment)
+                self.send_bytes(wire.encode_out_of_service(command.point, command.on))
+                return
+            alarm = alarms.alarms.get(command.alarm)
+            if alarm is None or not self.may_read(alarm.point):
+                raise wire.WireError("unknown_alarm", f"no listed alarm {command.alarm}")
+            if isinstance(command, wire.Shelve):
+                shelved = alarms.shelve(command.alarm, command.minutes, by=by, comment=command.comment)
+                self.send_bytes(wire.encode_shelved(command.alarm, shelved.shelved_until))
+            else:
+                alarms.unshelve(command.alarm, by=by, comment=command.comment)
+                self.send_bytes(wire.encode_shelved(command.alarm, None))
+        except UnknownPoint:
+            raise wire.WireError("unknown_point", f"no point {getattr(command, 'point', '')}") from None
+        except UnknownAlarm:
+            raise wire.WireError("unknown_alarm", f"no listed alarm {getattr(command, 'alarm', '')}") from None
+        except NotShelvable as e:
+            raise wire.WireError("bad_message", str(e)) from None
 
     def onCustomMessage(self, kind: str, message: dict[str, Any]) -> None:
         """Hook for the types listed in C{customMessageTypes}; raise L{wire.WireError} to reply with an error."""

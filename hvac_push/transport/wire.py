@@ -103,7 +103,25 @@ def alarm_dict(alarm: Any) -> dict[str, Any]:
         "ts": alarm.ts,
         "message": alarm.message,
         **({"by": alarm.by, "comment": alarm.comment} if getattr(alarm, "by", None) else {}),
+        **_alarm_management(alarm),
     }
+
+
+def _alarm_management(alarm: Any) -> dict[str, Any]:
+    """The ISA-18.2 members (docs/alarms.md): always priority and ack_required, the others when they apply."""
+    extra: dict[str, Any] = {
+        "priority": getattr(alarm, "priority", "medium"),
+        "ack_required": getattr(alarm, "ack_required", True),
+    }
+    if getattr(alarm, "latch", False):
+        extra["latch"] = True
+    for key in ("group", "notification_class", "shelved_until", "suppressed_by"):
+        value = getattr(alarm, key, None)
+        if value is not None:
+            extra[key] = value
+    if getattr(alarm, "points", ()):
+        extra["points"] = list(alarm.points)
+    return extra
 
 
 def encode_alarm(seq: int, alarm: Any) -> bytes:
@@ -124,6 +142,16 @@ def encode_history(point_id: str, samples: Iterable[tuple[float, Any]]) -> bytes
 
 def encode_acked(alarm_id: str) -> bytes:
     return _dumps({"type": "acked", "alarm": alarm_id}).encode("utf-8")
+
+
+def encode_shelved(alarm_id: str, until: float | None) -> bytes:
+    """C{shelved}: confirms a C{shelve} (C{until} set) or an C{unshelve} (C{until} null)."""
+    return _dumps({"type": "shelved", "alarm": alarm_id, "until": until}).encode("utf-8")
+
+
+def encode_out_of_service(point_id: str, on: bool) -> bytes:
+    """C{out_of_service}: confirms an C{out_of_service} request."""
+    return _dumps({"type": "out_of_service", "point": point_id, "on": on}).encode("utf-8")
 
 
 def encode_update(epoch: str, version: int, points: Iterable[Point]) -> bytes:
@@ -179,6 +207,30 @@ class Ack:
 
 
 @dataclass(frozen=True, slots=True)
+class Shelve:
+    """Hide an alarm from annunciation for C{minutes} (the server caps it)."""
+
+    alarm: str
+    minutes: float
+    comment: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Unshelve:
+    alarm: str
+    comment: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class OutOfService:
+    """Take a point's alarms out of service (C{on}) or put them back."""
+
+    point: str
+    on: bool
+    comment: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Unsubscribe:
     patterns: tuple[Pattern, ...]
 
@@ -203,7 +255,9 @@ class Custom:
     message: dict[str, Any]
 
 
-Command = Union[Subscribe, Unsubscribe, Ping, Resume, HistoryRequest, Ack, Auth]
+Command = Union[Subscribe, Unsubscribe, Ping, Resume, HistoryRequest, Ack, Auth, Shelve, Unshelve, OutOfService]
+#: The longest shelve a message may ask for (the server's own maximum is usually lower).
+MAX_SHELVE_MINUTES = 7 * 24 * 60
 
 
 def parse_patterns(raw: object) -> tuple[Pattern, ...]:
@@ -316,6 +370,8 @@ def parse_client_message(
         if not isinstance(comment, str) or len(comment) > MAX_ACK_COMMENT:
             raise WireError("bad_message", f"'comment' must be a string of at most {MAX_ACK_COMMENT} characters")
         return Ack(alarm, comment)
+    if kind in ("shelve", "unshelve", "out_of_service"):
+        return _parse_alarm_management(kind, message)
     if kind == "unsubscribe":
         return Unsubscribe(parse_patterns(message.get("points")))
     if kind == "ping":
@@ -335,6 +391,45 @@ def parse_client_message(
             raise WireError("bad_message", f"'token' must be a string of 1 to {MAX_TOKEN_LENGTH} characters")
         return Auth(token)
     raise WireError("unknown_type", f"unknown message type {kind[:40]!r}")
+
+
+_MANAGEMENT_FIELDS = {
+    "shelve": ({"alarm", "minutes"}, {"comment"}),
+    "unshelve": ({"alarm"}, {"comment"}),
+    "out_of_service": ({"point", "on"}, {"comment"}),
+}
+
+
+def _parse_alarm_management(kind: str, message: dict[str, Any]) -> Shelve | Unshelve | OutOfService:
+    """C{shelve}, C{unshelve} and C{out_of_service}: every member checked, unknown ones refused."""
+    required, optional = _MANAGEMENT_FIELDS[kind]
+    unknown = sorted(set(message) - required - optional - {"type"})
+    if unknown:
+        raise WireError("bad_message", f"{kind}: unknown member {unknown[0][:40]!r}")
+    missing = sorted(required - set(message))
+    if missing:
+        raise WireError("bad_message", f"{kind}: '{missing[0]}' is required")
+    comment = message.get("comment", "")
+    if not isinstance(comment, str) or len(comment) > MAX_ACK_COMMENT:
+        raise WireError("bad_message", f"'comment' must be a string of at most {MAX_ACK_COMMENT} characters")
+    if kind == "out_of_service":
+        point = message["point"]
+        try:
+            point_id = check_point_id(point if isinstance(point, str) else "")
+        except InvalidPoint as e:
+            raise WireError("bad_message", f"'point' must be a point id: {e}") from None
+        if not isinstance(message["on"], bool):
+            raise WireError("bad_message", "'on' must be true or false")
+        return OutOfService(point_id, message["on"], comment)
+    alarm = message["alarm"]
+    if not isinstance(alarm, str) or not 0 < len(alarm) <= 300:
+        raise WireError("bad_message", "'alarm' must be an alarm id string")
+    if kind == "unshelve":
+        return Unshelve(alarm, comment)
+    minutes = message["minutes"]
+    if isinstance(minutes, bool) or not isinstance(minutes, (int, float)) or not 0 < minutes <= MAX_SHELVE_MINUTES:
+        raise WireError("bad_message", f"'minutes' must be a number above 0 and at most {MAX_SHELVE_MINUTES}")
+    return Shelve(alarm, float(minutes), comment)
 
 
 # -- the handshake query ------------------------------------------------------
