@@ -535,7 +535,7 @@ class AlarmEngine:
         return alarm
 
     def unshelve(self, alarm_id: str, by: str | None = None, comment: str | None = None) -> Alarm | None:
-        """End a shelve now; the alarm takes the state its condition calls for (L{None}: normal)."""
+        """End a shelve now; the alarm takes the state its condition calls for (the transition is returned)."""
         track = self._listed_track(alarm_id)
         if track.shelved_until is None:
             raise NotShelvable(f"{alarm_id} is not shelved")

@@ -28,6 +28,7 @@ import tomllib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence, TypeVar
 
+from hvac_push.analytics.alarms import PRIORITIES
 from hvac_push.analytics.derived import Schedule, Zone
 from hvac_push.core.points import SEVERITIES, AlarmLimits, PointMeta
 
@@ -348,7 +349,10 @@ class _Checker:
 _TOP_KEYS = ("sites", "units", "mqtt", "modbus", "simulator", "derived", "store")
 _SITE_KEYS = ("name",)
 _UNIT_KEYS = ("site", "id", "name", "source", "points")
-_ALARM_KEYS = ("high", "low", "deadband", "delay", "severity")
+_ALARM_KEYS = (
+    "high", "low", "deadband", "delay", "severity", "priority", "delay_normal", "ack_required", "latch",
+    "group", "notification_class",
+)
 _MQTT_POINT_KEYS = ("topic",)
 _MODBUS_POINT_KEYS = ("register", "table", "type", "word_order", "scale", "offset")
 _COMMON_POINT_KEYS = ("name", "unit", "interval", "alarm", "source")
@@ -517,12 +521,29 @@ def _alarm(c: _Checker, raw: object, path: str) -> AlarmLimits | None:
     low = c.number(t, "low", path, None)
     if high is not None and low is not None and low >= high:
         c.error(_join(path, "low"), f"must be below high ({high:g}), got {low:g}")
+    # ISA-18.2 priority or the older severity: one name for the same setting (docs/alarms.md).
+    severity = c.choice(t, "severity", path, "major", SEVERITIES)
+    if "priority" in t:
+        priority = c.choice(t, "priority", path, "high", tuple(PRIORITIES))
+        if "severity" in t and PRIORITIES[priority] != severity:
+            c.error(_join(path, "priority"), f"priority {priority} is severity {PRIORITIES[priority]}, "
+                    f"not {severity}: give one of the two")
+        severity = PRIORITIES[priority]
+    group = c.string(t, "group", path, None, max_len=64, allow_empty=False)
+    if group is not None:
+        c.name(group, _join(path, "group"))
     return AlarmLimits(
         high=high,
         low=low,
         deadband=c.number(t, "deadband", path, 0.0, 0.0) or 0.0,
         delay=c.number(t, "delay", path, 0.0, 0.0, 86400) or 0.0,
-        severity=c.choice(t, "severity", path, "major", SEVERITIES),
+        severity=severity,
+        delay_normal=c.number(t, "delay_normal", path, 0.0, 0.0, 86400) or 0.0,
+        ack_required=c.boolean(t, "ack_required", path, True),
+        latch=c.boolean(t, "latch", path, False),
+        group=group,
+        # BACnet notification classes are 0 to 4194303 (22 bits).
+        notification_class=c.integer(t, "notification_class", path, None, 0, 4194303),
     )
 
 
