@@ -16,6 +16,7 @@ from hvac_push.transport.auth import AuthError, Authenticator, Permissions
 from tests.brokers import Mosquitto, mosquitto  # noqa: F401 (fixture)
 from tests.conftest import start_server, stop_server
 from tests.helpers import eventually, within
+from tests.test_metrics_health import http_get, samples
 
 T = "plant/chiller-1/supply_temp"
 HIGH = f"{T}:high"
@@ -152,6 +153,12 @@ async def test_a_crashing_producer_raises_one_source_alarm_not_one_per_point():
     try:
         alarm = await next_alarm(client, "plant/boiler-1/*:source_down", "active")
         assert alarm["points"] == sorted(ids) and alarm["kind"] == "source_down"
+        # /metrics counts one annunciation for the whole outage, and what it stood for.
+        code, _, body = await http_get(server.port, "/metrics")
+        metrics = samples(body)
+        assert code == 200 and metrics[("hvacpush_alarm_rate_10m", ())] == 1.0
+        assert metrics[("hvacpush_alarms_annunciated_total", (("priority", "high"),))] == 1.0
+        assert metrics[("hvacpush_alarms_suppressed_total", ())] == len(ids)
         await next_alarm(client, "plant/boiler-1/*:source_down", "returned")  # the restart publishes again
         assert not [a for a in server.service.alarms.alarms if a.endswith(":fault")]
         assert all(not seq_alarm.id.endswith(":fault") for _, seq_alarm in server.service.alarms.ring)

@@ -17,6 +17,7 @@ from twisted.web.server import Request
 
 from hvac_push.core.version import __version__
 from hvac_push.core.hub import Hub
+from hvac_push.analytics.alarms import LISTED, AlarmEngine
 from hvac_push.core.points import STATUSES, Point
 from hvac_push.ops.health import Readiness
 from hvac_push.sources.supervisor import ProducerService
@@ -153,6 +154,34 @@ class PushCollector:
             restarts.add_metric([current.name], current.restarts)
         yield state
         yield restarts
+        yield from _alarm_families(factory.alarms)
+
+
+def _alarm_families(alarms: AlarmEngine | None) -> Iterator[Any]:
+    """Alarm load against ISA-18.2's benchmark of about one alarm per 10 minutes per operator."""
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+    if alarms is None:
+        return
+    yield GaugeMetricFamily(
+        "hvacpush_alarm_rate_10m", "Alarms annunciated (entered active) in the last 10 minutes", value=alarms.rate()
+    )
+    raised = CounterMetricFamily(
+        "hvacpush_alarms_annunciated", "Alarms annunciated (entered active), by ISA-18.2 priority", labels=["priority"]
+    )
+    for priority, count in alarms.counts.annunciated.items():
+        raised.add_metric([priority], count)
+    yield raised
+    yield CounterMetricFamily("hvacpush_alarms_suppressed", "Per-point alarms a source alarm stood for (floods)",
+                              value=alarms.counts.suppressed)
+    yield CounterMetricFamily("hvacpush_alarms_shelved", "Shelve requests", value=alarms.counts.shelved)
+    listed = GaugeMetricFamily("hvacpush_alarms_listed", "Listed alarms, by state", labels=["state"])
+    by_state = dict.fromkeys(LISTED, 0)
+    for alarm in alarms.alarms.values():
+        by_state[alarm.state] = by_state.get(alarm.state, 0) + 1
+    for state, count in by_state.items():
+        listed.add_metric([state], count)
+    yield listed
 
 
 def _count_statuses(points: Iterable[Point]) -> dict[str, int]:
