@@ -203,7 +203,7 @@ class Options(usage.Options):
         "auth-token-file": "PATH", "auth-audience": "AUD", "auth-issuer": "ISS", "max-message-size": "BYTES",
         "client-rate": "PER_S", "client-burst": "N", "max-connections-per-ip": "N", "handshake-timeout": "SECONDS",
         "max-subscriptions": "N", "send-buffer": "BYTES", "slow-client-timeout": "SECONDS", "tls-ciphers": "CIPHERS",
-        "store": "URL", "store-retention": "RAW,MINUTE,HOUR",
+        "store": "URL", "store-retention": "RAW,MINUTE,HOUR", "sim-faults": "WHEN",
     }
     longdesc = (
         "Push live HVAC telemetry to WebSocket clients at /ws. With no data "
@@ -223,6 +223,9 @@ class Options(usage.Options):
         ["sim-rate", None, 50.0, "Simulated point updates per second, across the plant.",
          _number(float, "sim-rate", 0.01, 1_000_000)],
         ["sim-seed", None, None, "Seed for a repeatable simulation.", _number(int, "sim-seed", 0, 2**32)],
+        ["sim-faults", None, "auto", "Demo faults: the first chiller loses capacity for 3 minutes every 10, from "
+         "30 s after start (docs/alarms.md). auto: on unless --sim-seed is given.",
+         _choice("sim-faults", ("auto", "on", "off"))],
         ["max-connections", None, 10_000, "WebSocket clients beyond this are refused with HTTP 503.",
          _number(int, "max-connections", 1, 1_000_000)],
         ["drain-timeout", None, 5.0, "Seconds to wait for clients to close on shutdown.",
@@ -392,7 +395,11 @@ def makeService(config: Options, reactor: Any = None) -> IService:
     elif config.get("subscribe"):
         pass  # an edge node: its points come from the broker (see _cluster)
     else:
-        simulator = SimulatorProducer(units=config["sim-units"], rate=config["sim-rate"], seed=config["sim-seed"])
+        faults = config.get("sim-faults", "auto")
+        simulator = SimulatorProducer(
+            units=config["sim-units"], rate=config["sim-rate"], seed=config["sim-seed"],
+            faults=faults == "on" or (faults == "auto" and config["sim-seed"] is None),
+        )
         configure_simulated_points(service, simulator)
         if config.get("derived"):
             from hvac_push.analytics.derived import DerivedPoints, simulator_settings

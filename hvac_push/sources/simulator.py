@@ -62,6 +62,14 @@ WALK_LIMIT = 0.15
 MAX_SUBSTEP_S = 1.0
 MAX_SUBSTEPS = 200
 
+#: Demo faults (L{PlantModel} with C{faults=True}): the first chiller loses most of its
+#: capacity for FAULT_DURATION_S every FAULT_PERIOD_S of plant time, first at FAULT_FIRST_S,
+#: so its supply temperature drifts above the demo's 9 °C high limit for a few minutes.
+FAULT_FIRST_S = 30.0
+FAULT_PERIOD_S = 600.0
+FAULT_DURATION_S = 180.0
+FAULT_CAPACITY = 0.1
+
 MAX_UNITS = 1000
 MAX_RATE = 1_000_000.0
 #: The producer never sleeps less than this per slot; more rate means bigger batches.
@@ -141,6 +149,7 @@ class _Unit:
         "compressor",
         "power",
         "load",
+        "derate",
     )
 
     def __init__(self, kind: _Kind, name: str, rng: random.Random):
@@ -163,6 +172,8 @@ class _Unit:
         self.fan_speed = 0.0
         self.return_temp = 0.0
         self.power = 0.0
+        #: Fraction of its capacity the unit can deliver (below 1 during a demo fault).
+        self.derate = 1.0
 
     def _delta_t(self) -> float:
         """Return minus supply: heat carried per unit of flow (Q = m * cp * dT)."""
@@ -221,7 +232,7 @@ class _Unit:
 
         # Supply settles where the heat imbalance puts it: above setpoint when the
         # load wins (compressor off), below it when the compressor out-cools the load.
-        cooling = self.capacity if self.compressor else 0.0
+        cooling = self.capacity * self.derate if self.compressor else 0.0
         target = self.setpoint + SUPPLY_GAIN_C * (self.load - cooling) / self.capacity
         self.supply_temp += (target - self.supply_temp) * _approach(h, TAU_SUPPLY_S)
 
@@ -246,12 +257,14 @@ class PlantModel:
     owner, normally L{SimulatorProducer}'s thread).
     """
 
-    def __init__(self, units: int = 6, seed: int | None = None, site: str = "plant"):
+    def __init__(self, units: int = 6, seed: int | None = None, site: str = "plant", faults: bool = False):
         if isinstance(units, bool) or not isinstance(units, int) or not 1 <= units <= MAX_UNITS:
             raise ValueError(f"units must be an integer from 1 to {MAX_UNITS}, not {units!r}")
         check_point_id(f"{site}/unit/point")  # InvalidPoint is a ValueError
         self.site = site
         self.time = 0.0
+        #: Whether the scheduled demo fault (see L{FAULT_PERIOD_S}) runs.
+        self.faults = faults
         self._demand = 1.0
         self._rng = random.Random(seed)
         self._units: list[_Unit] = []
@@ -297,8 +310,16 @@ class PlantModel:
         h = dt / count
         for _ in range(count):
             self.time += h
+            self._units[0].derate = FAULT_CAPACITY if self.fault_active else 1.0
             for unit in self._units:
                 unit.advance(h, self.time, self._demand, self._rng)
+
+    @property
+    def fault_active(self) -> bool:
+        """Whether the demo fault holds the first unit now (only with C{faults})."""
+        if not self.faults or self.time < FAULT_FIRST_S:
+            return False
+        return (self.time - FAULT_FIRST_S) % FAULT_PERIOD_S < FAULT_DURATION_S
 
     def point_ids(self) -> list[str]:
         """Every point id, unit by unit in plant order, points in L{POINTS} order."""
@@ -345,6 +366,7 @@ class SimulatorProducer:
         seed: int | None = None,
         site: str = "plant",
         clock: Callable[[], float] = time.time,
+        faults: bool = False,
     ):
         if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate <= MAX_RATE:
             raise ValueError(
@@ -352,7 +374,7 @@ class SimulatorProducer:
             )
         self.rate = float(rate)
         self.clock = clock
-        self.model = PlantModel(units=units, seed=seed, site=site)
+        self.model = PlantModel(units=units, seed=seed, site=site, faults=faults)
         self._cursor = 0
 
     def run(self, publish: Callable[[Sequence[Sample]], None], stop: threading.Event) -> None:
