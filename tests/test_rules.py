@@ -123,3 +123,64 @@ def test_bad_rule_settings_are_refused():
 def test_the_rules_stay_silent_on_an_hour_of_normal_simulator_operation():
     engine, heard, rules = run_plant(3600, faults=False, rules=True)
     assert heard == [] and rules is not None and rules._held  # evaluated, never on
+
+
+PLANT = """
+[mqtt.main]
+host = "127.0.0.1"
+
+[units.ahu-1]
+source = "mqtt.main"
+
+[units.ahu-1.points.sat]
+[units.ahu-1.points.sat_sp]
+[units.ahu-1.points.clg]
+[units.ahu-1.points.oat]
+
+[rules.ahu-1]
+kind = "ahu"
+points = { supply = "sat", setpoint = "sat_sp", cooling_valve = "clg" }
+ranges = { oat = [-40, 55] }
+stuck = ["sat"]
+sustain = 60
+"""
+
+
+def test_rules_come_from_the_plant_file_per_unit_and_run_in_the_server():
+    from twisted.internet.testing import MemoryReactorClock
+
+    from hvac_push.ops.plant_file import parse_config
+    from hvac_push.ops.plant_sources import install_plant
+    from hvac_push.ops.service import PushService
+
+    plant = parse_config(PLANT)
+    (rules,) = plant.rules
+    assert (rules.unit, rules.kind, rules.thresholds.sustain, rules.ranges, rules.stuck) == (
+        "plant/ahu-1", "ahu", 60.0, {"oat": (-40.0, 55.0)}, ("sat",))
+    reactor = MemoryReactorClock()
+    push = PushService(reactor)
+    reloader = install_plant(push, plant)
+    assert reloader.rules is not None
+    for second in range(0, 80, 10):
+        push.hub.publish_many([Sample(f"plant/ahu-1/{n}", v, "", 1000.0 + second)
+                               for n, v in (("sat", 17.0), ("sat_sp", 13.0), ("clg", 100.0))])
+    assert push.alarms.alarms["plant/ahu-1/sat:supply_not_at_setpoint"].state == "active"
+    reloader.rules.close()
+
+
+@pytest.mark.parametrize("table, error", [
+    ('[rules.ahu-9]\nkind = "ahu"\n', "rules.ahu-9: unknown unit"),
+    ('[rules.ahu-1]\nkind = "boiler"\n', "expected one of ahu, chiller, any"),
+    ('[rules.ahu-1]\npoints = { supply = "nope" }\n', "rules.ahu-1.points.supply: expected the name of a point"),
+    ('[rules.ahu-1]\npoints = { suply = "sat" }\n', "unknown role"),
+    ('[rules.ahu-1]\nranges = { oat = [5, 1] }\n', "expected [low, high]"),
+    ('[rules.ahu-1]\nsustain = -1\n', "rules.ahu-1.sustain: must be between"),
+    ('[rules.ahu-1]\nsustian = 5\n', "did you mean 'sustain'"),
+])
+def test_bad_rules_tables_are_reported_by_path(table, error):
+    from hvac_push.ops.plant_file import ConfigError, parse_config
+
+    text = PLANT.split("[rules.ahu-1]")[0] + table
+    with pytest.raises(ConfigError) as e:
+        parse_config(text)
+    assert error in str(e.value)

@@ -29,6 +29,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence, TypeVar
 
 from hvac_push.analytics.alarms import PRIORITIES
+from hvac_push.analytics.rules import KINDS as RULE_UNIT_KINDS
+from hvac_push.analytics.rules import ROLES as RULE_ROLES
+from hvac_push.analytics.rules import Thresholds, UnitRules
 from hvac_push.analytics.derived import Schedule, Zone
 from hvac_push.core.points import SEVERITIES, AlarmLimits, PointMeta
 
@@ -197,6 +200,8 @@ class PlantConfig:
     derived: DerivedConfig | None = None
     #: C{store = "..."}: where trends and the alarm journal are kept (as C{--store}); None: not set.
     store: str | None = None
+    #: The C{[rules.UNIT]} tables: fault detection rules per unit (docs/alarms.md).
+    rules: tuple[UnitRules, ...] = ()
 
     def points_of(self, source: str) -> tuple[PointConfig, ...]:
         """The points fed by one source key, in file order."""
@@ -346,7 +351,7 @@ class _Checker:
 
 # -- the schema ---------------------------------------------------------------
 
-_TOP_KEYS = ("sites", "units", "mqtt", "modbus", "simulator", "derived", "store")
+_TOP_KEYS = ("sites", "units", "mqtt", "modbus", "simulator", "derived", "store", "rules")
 _SITE_KEYS = ("name",)
 _UNIT_KEYS = ("site", "id", "name", "source", "points")
 _ALARM_KEYS = (
@@ -851,6 +856,7 @@ def _plant(c: _Checker, doc: dict[str, Any]) -> PlantConfig | None:
                 seen_topics[where] = ppath
             points.append(point)
     derived = _derived(c, doc["derived"], simulator, units, set(seen_ids)) if "derived" in doc else None
+    rules = _rules(c, doc["rules"], simulator, units, set(seen_ids)) if "rules" in doc else ()
     store = _store(c, doc)
     if c.errors:
         return None
@@ -864,7 +870,80 @@ def _plant(c: _Checker, doc: dict[str, Any]) -> PlantConfig | None:
         simulator=simulator,
         derived=derived,
         store=store,
+        rules=rules,
     )
+
+
+_THRESHOLD_KEYS = tuple(Thresholds.__dataclass_fields__)
+
+
+def _rules(
+    c: _Checker, raw: object, simulator: SimulatorConfig | None, units: Sequence[UnitConfig], point_ids: set[str],
+) -> tuple[UnitRules, ...]:
+    """The C{[rules.UNIT]} tables (docs/alarms.md): UNIT is a C{[units.KEY]} key, a simulated unit or C{site/unit}."""
+    t = c.table(raw, "rules")
+    if t is None:
+        return ()
+    unit_ids = {u.key: f"{u.site}/{u.id}" for u in units} | {f"{u.site}/{u.id}": f"{u.site}/{u.id}" for u in units}
+    simulated_units, simulated_points = _simulated(simulator)
+    unit_ids |= {unit_id.split("/", 1)[1]: unit_id for unit_id in simulated_units}
+    unit_ids |= {unit_id: unit_id for unit_id in simulated_units}
+    known_points = point_ids | simulated_points
+    found: list[UnitRules] = []
+    for key, body in t.items():
+        path = _join("rules", key)
+        r = c.table(body, path)
+        if r is None:
+            continue
+        unit = unit_ids.get(key)
+        if unit is None:
+            c.error(path, "unknown unit: use a [units.KEY] key, a simulated unit's name or site/unit")
+            continue
+        c.keys(r, path, ("kind", "points", "ranges", "stuck") + _THRESHOLD_KEYS)
+        errors_before = len(c.errors)
+
+        def point_name(value: object, where: str) -> str | None:
+            if not isinstance(value, str) or f"{unit}/{value}" not in known_points:
+                c.error(where, f"expected the name of a point of {unit}, got {value!r}")
+                return None
+            return value
+
+        roles: dict[str, str] = {}
+        table = c.table(r["points"], _join(path, "points")) if "points" in r else {}
+        for role, name in (table or {}).items():
+            where = _join(_join(path, "points"), role)
+            if role not in RULE_ROLES:
+                c.error(where, f"unknown role (roles: {', '.join(RULE_ROLES)})")
+            elif point_name(name, where) is not None:
+                roles[role] = name
+        ranges: dict[str, tuple[float, float]] = {}
+        table = c.table(r["ranges"], _join(path, "ranges")) if "ranges" in r else {}
+        for name, bounds in (table or {}).items():
+            where = _join(_join(path, "ranges"), name)
+            if point_name(name, where) is None:
+                continue
+            if (not isinstance(bounds, list) or len(bounds) != 2
+                    or not all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in bounds)
+                    or not bounds[0] < bounds[1]):
+                c.error(where, "expected [low, high] with low below high")
+                continue
+            ranges[name] = (float(bounds[0]), float(bounds[1]))
+        stuck: list[str] = []
+        listed = r.get("stuck", [])
+        if not isinstance(listed, list):
+            c.error(_join(path, "stuck"), "expected an array of point names")
+            listed = []
+        for index, name in enumerate(listed):
+            if point_name(name, f"{_join(path, 'stuck')}[{index}]") is not None:
+                stuck.append(name)
+        defaults = Thresholds()
+        thresholds = Thresholds(**{
+            name: _or(c.number(r, name, path, None, 0.0, 1e6), getattr(defaults, name)) for name in _THRESHOLD_KEYS
+        })
+        kind = c.choice(r, "kind", path, "any", RULE_UNIT_KINDS)
+        if len(c.errors) == errors_before:
+            found.append(UnitRules(unit, kind, roles, thresholds, ranges, tuple(stuck)))
+    return tuple(found)
 
 
 def _store(c: _Checker, doc: dict[str, Any]) -> str | None:

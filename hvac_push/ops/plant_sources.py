@@ -35,6 +35,7 @@ from hvac_push.core.publisher import Producer
 from hvac_push.sources.supervisor import ProducerService
 
 from hvac_push.analytics.derived import DerivedPoints, DerivedSettings, simulator_schedules
+from hvac_push.analytics.rules import FaultRules
 from hvac_push.ops.service import PushService
 from hvac_push.sources.simulator import PlantModel, SimulatorProducer
 
@@ -186,11 +187,14 @@ class ConfigReloader(Service):
         self.last_error: str | None = None
         #: The derived points of the config's C{[derived]} table, while it has one (docs/derived.md).
         self.derived: DerivedPoints | None = None
+        #: The fault detection rules of the config's C{[rules]} tables (docs/alarms.md).
+        self.rules: FaultRules | None = None
         self.setName("config-reloader")
         for key, spec in producer_specs(config).items():
             self._start(key, spec)
         self._configure(config, removed=())  # after _start: the config's metadata wins
         self._apply_derived(config)
+        self._apply_rules(config)
         self.setServiceParent(push)
 
     # -- applying --------------------------------------------------------------
@@ -233,6 +237,14 @@ class ConfigReloader(Service):
             if gone:
                 self.push.hub.set_status(sorted(gone), "stale")
 
+    def _apply_rules(self, config: PlantConfig) -> None:
+        """Replace the fault rules when their tables changed; the old ones clear what they raised."""
+        if self.rules is not None and list(self.rules.rules.values()) == list(config.rules):
+            return
+        if self.rules is not None:
+            self.rules.close()
+        self.rules = FaultRules(self.push.hub, self.push.alarms, list(config.rules)) if config.rules else None
+
     def _start(self, key: str, spec: Spec) -> None:
         producer = self._factory(spec)
         if isinstance(producer, SimulatorProducer) and self._on_simulator is not None:
@@ -269,6 +281,7 @@ class ConfigReloader(Service):
             # No source feeds them any more: keep the last value, flagged as not live.
             self.push.hub.set_status(removed, "stale")
         self._apply_derived(config)  # after _configure: new alarm limits are in place
+        self._apply_rules(config)
         self.config = config
         return {
             "stopped": sorted(set(changed) - set(new_specs)),
