@@ -258,3 +258,58 @@ def test_configured_limits_on_hub_meta_carry_their_settings():
     engine = AlarmEngine(hub, clock)
     temp(hub, clock, 2)
     assert engine.alarms[HIGH].ack_required is False
+
+
+def test_a_shelved_returned_alarm_whose_condition_comes_back_is_active_after_the_shelve():
+    clock, hub, engine, heard = make(high=25.0)
+    temp(hub, clock, 26)
+    engine.ack(HIGH)
+    temp(hub, clock, 27)
+    engine.shelve(HIGH, 5)  # shelved while acknowledged
+    temp(hub, clock, 20)
+    engine.ack(HIGH)  # an ack under a shelve changes nothing visible
+    assert states(heard) == ["active", "acknowledged", "shelved"]
+    temp(hub, clock, 26)
+    clock.advance(300)
+    assert states(heard) == ["active", "acknowledged", "shelved", "active"]
+
+
+def test_a_latched_alarm_can_be_shelved_and_comes_back_normal_once_the_value_returned():
+    clock, hub, engine, heard = make(high=25.0, latch=True)
+    temp(hub, clock, 26)
+    temp(hub, clock, 20)
+    engine.shelve(HIGH, 1)
+    clock.advance(60)
+    assert states(heard) == ["active", "latched", "shelved", "normal"]
+
+
+def test_out_of_service_then_back_with_the_condition_still_on_is_active_unacknowledged():
+    clock, hub, engine, heard = make(high=25.0)
+    temp(hub, clock, 26)
+    engine.ack(HIGH)
+    engine.set_out_of_service(P, True)
+    engine.set_out_of_service(P, False)
+    assert states(heard) == ["active", "acknowledged", "out_of_service", "active"]
+    assert engine.set_out_of_service(P, False) is None  # already in service: nothing
+
+
+def test_a_restored_source_alarm_returns_with_the_first_sample_of_its_source():
+    clock, hub, engine, heard = make()
+    ids = [f"s/vav/p{i}" for i in range(3)]
+    hub.publish_many(Sample(i, 1.0, "", clock.seconds()) for i in ids)
+    hub.set_status(ids, "fault")
+    listed = list(engine.alarms.values())
+    clock2 = Clock()
+    hub2 = Hub(epoch="E2", clock=clock2.seconds)
+    engine2 = AlarmEngine(hub2, clock2)
+    engine2.restore(listed, engine.seq)
+    hub2.publish(Sample(ids[0], 1.0, "", 5.0))
+    assert engine2.alarms["s/vav/*:source_down"].state == "returned"
+
+
+def test_predict_refuses_the_engine_s_own_kinds():
+    clock, hub, engine, heard = make()
+    temp(hub, clock, 1)
+    for kind in ("high", "source_down", "out_of_service", "down"):
+        with pytest.raises(ValueError):
+            engine.predict(P, True, kind=kind)

@@ -271,6 +271,8 @@ class AlarmEngine:
             for point in batch:
                 source = self.source_of(point.point_id)
                 down = self._down.setdefault(source, set())
+                if source in self._flooded:
+                    touched.add(source)  # a source alarm restored without its points ends here
                 if point.status in SOURCE_DOWN_STATUSES:
                     if point.point_id not in down:
                         down.add(point.point_id)
@@ -605,6 +607,10 @@ class AlarmEngine:
             )
             if alarm.kind == OUT_OF_SERVICE_KIND:
                 self.out_of_service[alarm.point] = (alarm.by, alarm.comment)
+            elif alarm.kind == SOURCE_KIND and track.condition:
+                source = alarm.point.removesuffix("/*")
+                self._flooded.add(source)
+                self._down.setdefault(source, set()).update(alarm.points)
             elif alarm.state == "shelved":
                 track.shelved_until = alarm.shelved_until or alarm.ts
                 track.shelve_call = self.clock.callLater(0, self._shelve_over, alarm.id)
