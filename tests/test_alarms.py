@@ -172,7 +172,7 @@ def test_a_source_going_down_raises_one_alarm_that_lists_its_points():
     hub.publish(Sample("s/other/x", 1.0, "", clock.seconds()))
     hub.set_status(["s/other/x"], "fault")  # one point alone: its own alarm
     hub.set_status(ids, "fault")
-    source = "s/boiler/*:source_down"
+    source = "s/boiler/_source:source_down"
     assert [h for h in heard] == [("s/other/x:fault", "active"), (source, "active")]
     assert engine.alarms[source].points == tuple(sorted(ids))
     assert engine.counts.suppressed == 20
@@ -188,10 +188,10 @@ def test_alarms_already_listed_are_suppressed_while_the_source_alarm_stands():
     hub.set_status(ids[:1], "fault")
     hub.set_status(ids[1:], "fault")
     assert engine.alarms[f"{ids[0]}:fault"].state == "suppressed"
-    assert engine.alarms[f"{ids[0]}:fault"].suppressed_by == "s/ahu/*:source_down"
+    assert engine.alarms[f"{ids[0]}:fault"].suppressed_by == "s/ahu/_source:source_down"
     hub.publish_many(Sample(i, 2.0, "", clock.seconds()) for i in ids)
     assert f"{ids[0]}:fault" not in engine.alarms  # released with its condition gone: normal
-    assert engine.alarms["s/ahu/*:source_down"].state == "returned"
+    assert engine.alarms["s/ahu/_source:source_down"].state == "returned"
 
 
 # -- rates, restore, configuration ------------------------------------------------
@@ -304,7 +304,7 @@ def test_a_restored_source_alarm_returns_with_the_first_sample_of_its_source():
     engine2 = AlarmEngine(hub2, clock2)
     engine2.restore(listed, engine.seq)
     hub2.publish(Sample(ids[0], 1.0, "", 5.0))
-    assert engine2.alarms["s/vav/*:source_down"].state == "returned"
+    assert engine2.alarms["s/vav/_source:source_down"].state == "returned"
 
 
 def test_predict_refuses_the_engine_s_own_kinds():

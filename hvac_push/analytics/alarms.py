@@ -48,6 +48,8 @@ STATUS_SEVERITY: Severity = "major"
 #: Point statuses that mean the source is gone; many at once make one source alarm.
 SOURCE_DOWN_STATUSES = ("fault", "down")
 SOURCE_KIND = "source_down"
+#: The last level of a source alarm's point: a valid point id that no source publishes.
+SOURCE_POINT = "_source"
 OUT_OF_SERVICE_KIND = "out_of_service"
 #: Kinds this engine evaluates itself (L{AlarmEngine.predict} refuses them).
 ENGINE_KINDS = ("high", "low", "stale", "fault", "down", SOURCE_KIND, OUT_OF_SERVICE_KIND)
@@ -395,7 +397,7 @@ class AlarmEngine:
         message = f"{source}: {len(points)} points lost their source"
         track = self._tracks.get(alarm_id)
         if track is None:
-            track = self._tracks[alarm_id] = _Track(alarm_id, f"{source}/*", SOURCE_KIND, _Settings(severity),
+            track = self._tracks[alarm_id] = _Track(alarm_id, f"{source}/{SOURCE_POINT}", SOURCE_KIND, _Settings(severity),
                                                      None, message, None, ts)
         changed = track.points != points
         track.points, track.message, track.ts = points, message, ts
@@ -608,7 +610,7 @@ class AlarmEngine:
             if alarm.kind == OUT_OF_SERVICE_KIND:
                 self.out_of_service[alarm.point] = (alarm.by, alarm.comment)
             elif alarm.kind == SOURCE_KIND and track.condition:
-                source = alarm.point.removesuffix("/*")
+                source = alarm.point.removesuffix(f"/{SOURCE_POINT}")
                 self._flooded.add(source)
                 self._down.setdefault(source, set()).update(alarm.points)
             elif alarm.state == "shelved":
@@ -662,7 +664,7 @@ class AlarmEngine:
 
 
 def _source_id(source: str) -> str:
-    return f"{source}/*:{SOURCE_KIND}"
+    return f"{source}/{SOURCE_POINT}:{SOURCE_KIND}"
 
 
 _SEVERITY_ORDER: tuple[str, ...] = tuple(PRIORITIES.values())
