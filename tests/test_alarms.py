@@ -313,3 +313,53 @@ def test_predict_refuses_the_engine_s_own_kinds():
     for kind in ("high", "source_down", "out_of_service", "down"):
         with pytest.raises(ValueError):
             engine.predict(P, True, kind=kind)
+
+
+# -- the wire -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("message, parsed", [
+    ({"type": "shelve", "alarm": HIGH, "minutes": 30}, "Shelve(alarm='p/u/t:high', minutes=30.0, comment='')"),
+    ({"type": "shelve", "alarm": HIGH, "minutes": 0.5, "comment": "why"},
+     "Shelve(alarm='p/u/t:high', minutes=0.5, comment='why')"),
+    ({"type": "unshelve", "alarm": HIGH}, "Unshelve(alarm='p/u/t:high', comment='')"),
+    ({"type": "out_of_service", "point": P, "on": False, "comment": "back"},
+     "OutOfService(point='p/u/t', on=False, comment='back')"),
+])
+def test_the_new_client_messages_parse(message, parsed):
+    import json
+
+    from hvac_push.transport import wire
+
+    assert repr(wire.parse_client_message(json.dumps(message))) == parsed
+
+
+@pytest.mark.parametrize("message, detail", [
+    ({"type": "shelve", "alarm": HIGH}, "'minutes' is required"),
+    ({"type": "shelve", "alarm": HIGH, "minutes": 0}, "'minutes' must be a number above 0"),
+    ({"type": "shelve", "alarm": HIGH, "minutes": True}, "'minutes' must be a number above 0"),
+    ({"type": "shelve", "alarm": HIGH, "minutes": 10**9}, "at most 10080"),
+    ({"type": "shelve", "alarm": "", "minutes": 5}, "'alarm' must be an alarm id"),
+    ({"type": "shelve", "alarm": HIGH, "minutes": 5, "until": 3}, "unknown member 'until'"),
+    ({"type": "unshelve", "alarm": HIGH, "comment": 5}, "'comment' must be a string"),
+    ({"type": "out_of_service", "point": "nope", "on": True}, "'point' must be a point id"),
+    ({"type": "out_of_service", "point": P, "on": "yes"}, "'on' must be true or false"),
+    ({"type": "out_of_service", "point": P}, "'on' is required"),
+])
+def test_bad_new_client_messages_are_refused_with_a_reason(message, detail):
+    import json
+
+    from hvac_push.transport import wire
+
+    with pytest.raises(wire.WireError) as e:
+        wire.parse_client_message(json.dumps(message))
+    assert e.value.code == "bad_message" and detail in e.value.detail
+
+
+def test_the_shelve_claim_is_read_from_tokens():
+    from hvac_push.transport.auth import AuthError, permissions_from_claims
+
+    assert permissions_from_claims({"points": ["#"], "shelve": True}).may_shelve
+    assert not permissions_from_claims({"points": ["#"], "ack": True}).may_shelve
+    with pytest.raises(AuthError, match="'shelve' must be true or false"):
+        permissions_from_claims({"points": ["#"], "shelve": "yes"})
