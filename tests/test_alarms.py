@@ -363,3 +363,13 @@ def test_the_shelve_claim_is_read_from_tokens():
     assert not permissions_from_claims({"points": ["#"], "ack": True}).may_shelve
     with pytest.raises(AuthError, match="'shelve' must be true or false"):
         permissions_from_claims({"points": ["#"], "shelve": "yes"})
+
+
+def test_the_token_helper_can_grant_the_shelve_claim(capsys, tmp_path):
+    from hvac_push.transport.auth import StaticTokens, main
+
+    assert main(["hash", "--generate", "--name", "sup", "--ack", "--shelve"]) == 0
+    out = capsys.readouterr()
+    (tmp_path / "tokens.toml").write_text(out.out)
+    token = out.err.rsplit(" ", 1)[1].strip()
+    assert StaticTokens.load(str(tmp_path / "tokens.toml")).verify(token).may_shelve

@@ -446,13 +446,14 @@ def _expiry(value: object) -> float | None:
     raise ValueError("'expires' must be a date-time or epoch seconds")
 
 
-def _toml_entry(name: str, digest: str, points: Sequence[str], ack: bool) -> str:
+def _toml_entry(name: str, digest: str, points: Sequence[str], ack: bool, shelve: bool = False) -> str:
     return (
         "[[token]]\n"
         f"name = {json.dumps(name)}\n"
         f'sha256 = "{digest}"\n'
         f"points = [{', '.join(json.dumps(p) for p in points)}]\n"
         f"ack = {'true' if ack else 'false'}\n"
+        + ("shelve = true\n" if shelve else "")
     )
 
 
@@ -471,6 +472,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--points", action="append", default=[], help="a pattern the holder may read (repeatable; default '#')"
     )
     hashing.add_argument("--ack", action="store_true", help="the holder may acknowledge alarms")
+    hashing.add_argument(
+        "--shelve", action="store_true", help="the holder may shelve alarms and take points out of service"
+    )
     hashing.add_argument("--generate", action="store_true", help="make a new random token; it goes to stderr")
     args = parser.parse_args(argv)
     points = args.points or ["#"]
@@ -487,7 +491,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error("no token on standard input")
         if len(token) < 20:
             print("warning: short tokens can be guessed; prefer --generate", file=sys.stderr)
-    sys.stdout.write(_toml_entry(args.name, hash_token(token), points, args.ack))
+    sys.stdout.write(_toml_entry(args.name, hash_token(token), points, args.ack, args.shelve))
     return 0
 
 
