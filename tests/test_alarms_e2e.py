@@ -94,6 +94,10 @@ async def test_shelve_unshelve_out_of_service_and_ack_need_their_claims_and_reac
         sup.send_json({"type": "unshelve", "alarm": HIGH})
         assert (await answer(sup)) == {"type": "shelved", "alarm": HIGH, "until": None}
         await next_alarm(op, HIGH, "active")
+        sup.send_json({"type": "unshelve", "alarm": HIGH})
+        assert (await answer(sup))["error"] == "wrong_state"
+        sup.send_json({"type": "shelve", "alarm": "plant/chiller-1/nothing:high", "minutes": 5})
+        assert (await answer(sup))["error"] == "unknown_alarm"
 
         op.send_json({"type": "ack", "alarm": HIGH, "comment": "valve checked"})
         assert (await answer(op))["type"] == "acked"

@@ -307,7 +307,7 @@ class PushServerProtocol(WebSocketServerProtocol):
         except UnknownAlarm:
             raise wire.WireError("unknown_alarm", f"no listed alarm {getattr(command, 'alarm', '')}") from None
         except NotShelvable as e:
-            raise wire.WireError("bad_message", str(e)) from None
+            raise wire.WireError("wrong_state", str(e)) from None
 
     def onCustomMessage(self, kind: str, message: dict[str, Any]) -> None:
         """Hook for the types listed in C{customMessageTypes}; raise L{wire.WireError} to reply with an error."""
