@@ -489,6 +489,7 @@ class AlarmEngine:
         priority = PRIORITY_OF.get(severity, "medium")
         self.counts.annunciated[priority] = self.counts.annunciated.get(priority, 0) + 1
         self._recent.append(self.clock.seconds())
+        self.rate()  # prunes, so the window stays bounded without scrapes
 
     def _transition(self, alarm: Alarm) -> None:
         self.seq += 1
