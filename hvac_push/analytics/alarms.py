@@ -210,6 +210,9 @@ class AlarmEngine:
         self._down: dict[str, set[str]] = {}
         self._flooded: set[str] = set()
         self._batch: list[Point] = []
+        #: Points that may have a track or a pending delay of a kind L{evaluate} decides.
+        self._live: set[str] = set()
+        self._settings_cache: dict[AlarmLimits | None, tuple[_Settings, _Settings]] = {}
         self._follower = HubFollower(hub, self._batch.append)
         hub.add_listener(self._batch_done)  # after the follower: the batch is collected
 
@@ -292,10 +295,19 @@ class AlarmEngine:
                 self._flood_over(source, batch[-1].ts)
 
     def evaluate(self, point: Point) -> None:
-        limits = self.limits_for(point.point_id)
-        # Status alarms take the point's priority and routing, never its delays or latch.
-        status = _Settings(self._severity_of(point.point_id), group=limits.group if limits else None,
-                           notification_class=limits.notification_class if limits else None)
+        point_id = point.point_id
+        limits = self.limits_for(point_id)
+        if point_id not in self._live and point.status == "ok" and not _beyond(point.value, limits):
+            return  # the common case: nothing on, pending or listed, and nothing to start
+        self._evaluate(point, limits)
+        held = (self._tracks, self._pending_on, self._pending_off)
+        if any(f"{point_id}:{kind}" in found for kind in _EVALUATED for found in held):
+            self._live.add(point_id)
+        else:
+            self._live.discard(point_id)
+
+    def _evaluate(self, point: Point, limits: AlarmLimits | None) -> None:
+        status, settings = self._settings_of(limits)
         self._condition(point, "stale", point.status == "stale", status, None,
                         f"{point.point_id} stopped reporting")
         self._condition(point, "fault", point.status == "fault", status, None,
@@ -310,13 +322,24 @@ class AlarmEngine:
             for kind in ("high", "low"):
                 self._condition(point, kind, False, _Settings(), None, "")
             return
-        settings = _settings(limits)
         if limits.high is not None:
             on = value > (limits.high - limits.deadband if self._is_on(point.point_id, "high") else limits.high)
             self._condition(point, "high", on, settings, limits.high, f"{point.point_id} above {limits.high:g}")
         if limits.low is not None:
             on = value < (limits.low + limits.deadband if self._is_on(point.point_id, "low") else limits.low)
             self._condition(point, "low", on, settings, limits.low, f"{point.point_id} below {limits.low:g}")
+
+    def _settings_of(self, limits: AlarmLimits | None) -> tuple[_Settings, _Settings]:
+        """The settings of a point's status alarms and of its limit alarms, made once per limits."""
+        found = self._settings_cache.get(limits)
+        if found is None:
+            if len(self._settings_cache) > 10_000:
+                self._settings_cache.clear()
+            limit = _settings(limits)
+            # Status alarms take the point's priority and routing, never its delays or latch.
+            status = _Settings(limit.severity, group=limit.group, notification_class=limit.notification_class)
+            found = self._settings_cache[limits] = (status, limit)
+        return found
 
     def _is_on(self, point_id: str, kind: str) -> bool:
         track = self._tracks.get(f"{point_id}:{kind}")
@@ -601,6 +624,7 @@ class AlarmEngine:
             if alarm.state not in LISTED:
                 continue
             self.alarms[alarm.id] = alarm
+            self._live.add(alarm.point)
             settings = _Settings(alarm.severity, alarm.ack_required, alarm.latch or alarm.state == "latched",
                                  alarm.group, alarm.notification_class)
             track = self._tracks[alarm.id] = _Track(
@@ -662,6 +686,17 @@ class AlarmEngine:
             _cancel(track.shelve_call)
         self._pending_on.clear()
         self._pending_off.clear()
+
+
+#: The kinds L{AlarmEngine.evaluate} decides from a point's own samples.
+_EVALUATED = ("stale", "fault", "down", "high", "low")
+
+
+def _beyond(value: Value, limits: AlarmLimits | None) -> bool:
+    """Whether a numeric value is past one of its limits (no deadband: nothing is on)."""
+    if limits is None or isinstance(value, (bool, str)):
+        return False
+    return (limits.high is not None and value > limits.high) or (limits.low is not None and value < limits.low)
 
 
 def _source_id(source: str) -> str:
