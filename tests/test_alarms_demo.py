@@ -67,3 +67,15 @@ def test_faults_default_on_for_a_plain_run_and_off_with_a_seed():
         service = makeService(options, MemoryReactorClock())
         simulator = service.producers[0].producer  # type: ignore[attr-defined]
         assert simulator.model.faults is expected, argv
+
+
+def test_the_longest_shelve_is_an_option():
+    from hvac_push.ops.tap import makeService
+    from twisted.internet.testing import MemoryReactorClock
+
+    options = Options()
+    options.parseOptions(["--max-shelve", "30"])
+    assert makeService(options, MemoryReactorClock()).alarms.max_shelve == 1800.0  # type: ignore[attr-defined]
+    options = Options()
+    options.parseOptions([])
+    assert makeService(options, MemoryReactorClock()).alarms.max_shelve == 8 * 3600.0  # type: ignore[attr-defined]

@@ -203,7 +203,7 @@ class Options(usage.Options):
         "auth-token-file": "PATH", "auth-audience": "AUD", "auth-issuer": "ISS", "max-message-size": "BYTES",
         "client-rate": "PER_S", "client-burst": "N", "max-connections-per-ip": "N", "handshake-timeout": "SECONDS",
         "max-subscriptions": "N", "send-buffer": "BYTES", "slow-client-timeout": "SECONDS", "tls-ciphers": "CIPHERS",
-        "store": "URL", "store-retention": "RAW,MINUTE,HOUR", "sim-faults": "WHEN",
+        "store": "URL", "store-retention": "RAW,MINUTE,HOUR", "sim-faults": "WHEN", "max-shelve": "MINUTES",
     }
     longdesc = (
         "Push live HVAC telemetry to WebSocket clients at /ws. With no data "
@@ -223,6 +223,8 @@ class Options(usage.Options):
         ["sim-rate", None, 50.0, "Simulated point updates per second, across the plant.",
          _number(float, "sim-rate", 0.01, 1_000_000)],
         ["sim-seed", None, None, "Seed for a repeatable simulation.", _number(int, "sim-seed", 0, 2**32)],
+        ["max-shelve", None, 480.0, "Longest an operator may shelve an alarm, in minutes (ISA-18.2: shelving is "
+         "always time-limited; docs/alarms.md).", _number(float, "max-shelve", 1, 7 * 24 * 60)],
         ["sim-faults", None, "auto", "Demo faults: the first chiller loses capacity for 3 minutes every 10, from "
          "30 s after start (docs/alarms.md). auto: on unless --sim-seed is given.",
          _choice("sim-faults", ("auto", "on", "off"))],
@@ -387,6 +389,7 @@ def makeService(config: Options, reactor: Any = None) -> IService:
         store=config.get("store-backend"),
         **({"retention": config["store-retention"]} if config.get("store-retention") else {}),
     )
+    service.alarms.max_shelve = config.get("max-shelve", 480.0) * 60.0
     if config.get("plant") is not None:
         from hvac_push.ops.plant_sources import install_plant
 
