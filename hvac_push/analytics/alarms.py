@@ -108,6 +108,8 @@ class NotShelvable(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class _Settings:
+    """How one alarm behaves: what a point's limits say, or the defaults of status and predicted alarms."""
+
     severity: str = STATUS_SEVERITY
     ack_required: bool = True
     latch: bool = False
@@ -117,11 +119,11 @@ class _Settings:
     delay_normal: float = 0.0
 
 
-def _settings(limits: AlarmLimits | None, severity: str | None = None) -> _Settings:
+def _settings(limits: AlarmLimits | None) -> _Settings:
     if limits is None:
-        return _Settings(severity or STATUS_SEVERITY)
+        return _Settings()
     return _Settings(
-        severity or limits.severity, limits.ack_required, limits.latch, limits.group,
+        limits.severity, limits.ack_required, limits.latch, limits.group,
         limits.notification_class, limits.delay, limits.delay_normal,
     )
 
