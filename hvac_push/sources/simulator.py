@@ -12,6 +12,8 @@ believable:
   they cycle like real kit instead of chattering;
 * fans track load with a lag and a slew limit; electrical power follows the
   compressor state (capacity / COP) and the fan affinity (cube) law.
+* with C{faults=True} (the twistd demo's default), the first chiller loses
+  most of its capacity on a schedule (L{FAULT_PERIOD_S}), so alarms can be seen.
 
 L{PlantModel} is pure and deterministic for a given seed and sequence of
 C{dt}; L{SimulatorProducer} is the thread-side driver that paces it in real
