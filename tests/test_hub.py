@@ -106,3 +106,11 @@ def test_a_listener_that_publishes_is_applied_after_every_listener_saw_the_chang
     assert seen == [("deriving", 1, 1), ("watching", 1, 1), ("deriving", 2, 2), ("watching", 2, 2)]
     derived = hub.get("s/u/derived")
     assert derived is not None and derived.version == 2
+
+
+def test_the_same_reading_with_another_status_is_a_change_and_the_exact_same_one_is_not():
+    hub = Hub(epoch="E")
+    hub.publish(Sample("s/u/p", 1.0, "°C", 5.0))
+    assert hub.publish(Sample("s/u/p", 1.0, "°C", 5.0)) is None  # a replay changes nothing
+    marked = hub.publish(Sample("s/u/p", 1.0, "°C", 5.0, "stale"))
+    assert marked is not None and marked.status == "stale" and hub.version == 2
