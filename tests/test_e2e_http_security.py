@@ -182,3 +182,41 @@ def test_tls_ciphers_option_defaults_to_the_policy_and_refuses_what_openssl_cann
     assert makeService(twisted_defaults, reactor=MemoryReactorClock()).tls_ciphers is None  # type: ignore[attr-defined]
     with pytest.raises(usage.UsageError, match=r"^--tls-ciphers: OpenSSL selects no cipher from 'NOPE'$"):
         Options().parseOptions(["--tls-ciphers", "NOPE"])
+
+
+@pytest_twisted.ensureDeferred
+async def test_private_status_keeps_metrics_and_health_details_for_token_holders():
+    import json
+    import time
+
+    import jwt
+
+    from hvac_push.transport.auth import Authenticator, JWTVerifier
+    from tests.conftest import start_server, stop_server
+
+    secret = b"m" * 48
+    running = await start_server(authenticator=Authenticator([JWTVerifier(secret, "HS256")]), private_status=True)
+    try:
+        good = jwt.encode({"points": ["#"], "exp": int(time.time() + 60)}, secret, algorithm="HS256")
+        bad = jwt.encode({"points": ["#"], "exp": int(time.time() + 60)}, b"x" * 48, algorithm="HS256")
+        status, headers, body = await fetch(running.port, "/metrics")
+        assert status == 401 and headers["www-authenticate"].startswith("Bearer")
+        assert (await fetch(running.port, "/metrics", {"Authorization": f"Bearer {bad}"}))[0] == 401
+        status, _, body = await fetch(running.port, "/metrics", {"Authorization": f"Bearer {good}"})
+        assert status == 200 and b"hvacpush_clients" in body
+        # A load balancer still gets readiness, and nothing else.
+        status, _, body = await fetch(running.port, "/healthz")
+        assert status == 200 and json.loads(body) == {"ready": True}
+        status, _, body = await fetch(running.port, "/healthz", {"Authorization": f"Bearer {good}"})
+        assert status == 200 and "epoch" in json.loads(body) and "producers" in json.loads(body)
+    finally:
+        await stop_server(running)
+
+
+def test_private_status_without_any_token_option_is_a_one_line_error():
+    from twisted.python import usage
+
+    from hvac_push.ops.tap import Options
+
+    with pytest.raises(usage.UsageError, match=r"^--private-status: needs a token option"):
+        Options().parseOptions(["--private-status"])

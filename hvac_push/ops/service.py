@@ -86,6 +86,7 @@ class PushService(MultiService):
         authenticator: Authenticator | None = None,
         limits: Limits = DEFAULT_LIMITS,
         tls_ciphers: str | None = MODERN_CIPHERS,
+        private_status: bool = False,
         store: Store | None = None,
         retention: Retention = Retention(),
     ):
@@ -93,6 +94,10 @@ class PushService(MultiService):
         self.reactor = reactor
         #: OpenSSL cipher string for TLS 1.2 on C{ssl:} listeners; L{None}: Twisted's defaults.
         self.tls_ciphers = tls_ciphers
+        #: Serve C{/metrics} and C{/healthz} details only with a token the authenticator accepts.
+        if private_status and authenticator is None:
+            raise ValueError("private_status needs an authenticator")
+        self.private_status = private_status
         self.hub = Hub(epoch, clock=reactor.seconds)
         #: Durable trends, alarm journal and last values (docs/operations.md); L{None}: memory only.
         self.store: StoreService | None = None
@@ -155,7 +160,10 @@ class PushService(MultiService):
 
     def root(self) -> Resource:
         """The full resource tree (C{/ws}, C{/healthz}, C{/metrics}, C{/})."""
-        return make_root(self.factory, self.health, metrics=self.metrics_resource(), api=self.api_resource())
+        operators = self.factory.authenticator if self.private_status else None
+        return make_root(
+            self.factory, self.health, metrics=self.metrics_resource(), api=self.api_resource(), operators=operators
+        )
 
     def api_resource(self) -> Resource | None:
         """C{/api} (history and the alarm journal, docs/api.md) when there is a store; else L{None}."""

@@ -213,6 +213,8 @@ class Options(usage.Options):
     optFlags = [
         ["derived", None, "With the simulator, also publish derived points: temperature forecasts, energy and "
          "cost, delta-T, COP, compressor short-cycling, schedules (docs/derived.md)."],
+        ["private-status", None, "Serve /metrics and the details of /healthz only to requests with a valid token "
+         "(the same auth as /ws); /healthz still answers 200/503 with {\"ready\": ...} to anyone."],
     ]
 
     optParameters = [
@@ -315,6 +317,9 @@ class Options(usage.Options):
         except ValueError as e:
             raise usage.UsageError(str(e)) from None
         self["authenticator"], self["limits"] = _security(self)
+        if self["private-status"] and self["authenticator"] is None:
+            raise usage.UsageError("--private-status: needs a token option (--auth-jwt-secret-file, "
+                                   "--auth-jwt-public-key-file or --auth-token-file)")
         self["store-backend"] = _store(self)
 
 
@@ -386,6 +391,7 @@ def makeService(config: Options, reactor: Any = None) -> IService:
         authenticator=config.get("authenticator"),
         limits=config.get("limits") or DEFAULT_LIMITS,
         tls_ciphers=None if config["tls-ciphers"] == "twisted" else config["tls-ciphers"],
+        private_status=bool(config.get("private-status")),
         store=config.get("store-backend"),
         **({"retention": config["store-retention"]} if config.get("store-retention") else {}),
     )

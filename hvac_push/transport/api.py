@@ -54,6 +54,19 @@ class HttpError(Exception):
 # -- parameters ---------------------------------------------------------------
 
 
+def request_permissions(authenticator: Authenticator, request: Request, raw_query: str = "") -> Permissions:
+    """The grant of the bearer token an HTTP request carries (as the WebSocket handshake takes it), or raise L{AuthError}."""
+    headers = {}
+    for name, values in request.requestHeaders.getAllRawHeaders():
+        headers[name.decode("latin-1").lower()] = values[0].decode("latin-1")
+    return authenticator.authenticate(headers, (), raw_query)
+
+
+def challenge(error: AuthError) -> bytes:
+    """The C{WWW-Authenticate} value of a 401 (RFC 6750)."""
+    return b'Bearer realm="hvac-push"' + (b', error="invalid_token"' if error.token_presented else b"")
+
+
 def parse_time(name: str, text: str, now: float) -> float:
     """Epoch seconds, ISO 8601 with a zone (C{2026-11-30T10:00:00Z}), C{now} or C{now-24h}."""
     relative = _RELATIVE.match(text)
@@ -176,14 +189,10 @@ class _StoreResource(Resource):
     def _permissions(self, request: Request, raw_query: str) -> Permissions:
         if self.authenticator is None:
             return ALL
-        headers = {}
-        for name, values in request.requestHeaders.getAllRawHeaders():
-            headers[name.decode("latin-1").lower()] = values[0].decode("latin-1")
         try:
-            return self.authenticator.authenticate(headers, (), raw_query)
+            return request_permissions(self.authenticator, request, raw_query)
         except AuthError as e:
-            challenge = b'Bearer realm="hvac-push"' + (b', error="invalid_token"' if e.token_presented else b"")
-            raise HttpError(401, e.reason, ((b"www-authenticate", challenge),)) from None
+            raise HttpError(401, e.reason, ((b"www-authenticate", challenge(e)),)) from None
 
     def _fail(self, request: Request, code: int, reason: str, headers: Sequence[tuple[bytes, bytes]]) -> None:
         if request.finished or request.startedWriting or getattr(request, "_disconnected", False):

@@ -20,6 +20,8 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
     from twisted.web.static import File
 
+from hvac_push.transport.api import challenge, request_permissions
+from hvac_push.transport.auth import AuthError, Authenticator
 from hvac_push.transport.fanout import PushServerFactory
 from hvac_push.transport.stats import GuardStats
 
@@ -38,22 +40,59 @@ class PushResource(WebSocketResource):
 
 
 class HealthResource(Resource):
-    """JSON health: 200 when ready, 503 when not, with a summary either way."""
+    """JSON health: 200 when ready, 503 when not, with a summary either way.
+
+    With C{operators} set (C{--private-status}), the summary's details go only
+    to requests with a valid token; anyone else (a load balancer) gets the
+    same status code and C{{"ready": ...}} alone.
+    """
 
     isLeaf = True
 
-    def __init__(self, summary: Callable[[], dict[str, Any]]):
+    def __init__(self, summary: Callable[[], dict[str, Any]], operators: Authenticator | None = None):
         super().__init__()
         self._summary = summary
+        self._operators = operators
 
     def render_GET(self, request: Request) -> bytes:
         summary = self._summary()
         request.setResponseCode(200 if summary.get("ready") else 503)
         request.setHeader(b"content-type", b"application/json")
         request.setHeader(b"cache-control", b"no-store")
+        if self._operators is not None and not _has_valid_token(self._operators, request):
+            summary = {"ready": bool(summary.get("ready"))}
         return json.dumps(summary, sort_keys=True).encode("utf-8") + b"\n"
 
     render_HEAD = render_GET
+
+
+class OperatorsOnly(Resource):
+    """A leaf resource (C{/metrics}) served only to requests with a valid bearer token; 401 otherwise."""
+
+    isLeaf = True
+
+    def __init__(self, inner: Resource, operators: Authenticator):
+        super().__init__()
+        self._inner = inner
+        self._operators = operators
+
+    def render(self, request: Request) -> Any:
+        try:
+            request_permissions(self._operators, request)
+        except AuthError as e:
+            request.setResponseCode(401)
+            request.setHeader(b"www-authenticate", challenge(e))
+            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+            return f"{e.reason}\n".encode("utf-8")
+        return self._inner.render(request)
+
+
+def _has_valid_token(operators: Authenticator, request: Request) -> bool:
+    try:
+        request_permissions(operators, request)
+    except AuthError:
+        return False
+    return True
 
 
 #: The dashboard's files, shipped inside the package (no CDN, no internet needed).
@@ -201,16 +240,20 @@ def make_root(
     summary: Callable[[], dict[str, Any]],
     metrics: Resource | None = None,
     api: Resource | None = None,
+    operators: Authenticator | None = None,
 ) -> Resource:
-    """The resource tree every listener serves (C{metrics} and C{api}, when given, at C{/metrics} and C{/api})."""
+    """The resource tree every listener serves (C{metrics} and C{api}, when given, at C{/metrics} and C{/api}).
+
+    With C{operators}, C{/metrics} and the details of C{/healthz} need a token it accepts.
+    """
     root = Resource()
     # The live dashboard: / is its page, /static/ its script and style sheet.
     root.putChild(b"", StaticFiles(os.path.join(STATIC_DIR, "index.html")))
     root.putChild(b"static", StaticFiles(STATIC_DIR))
     root.putChild(b"ws", PushResource(factory))
-    root.putChild(b"healthz", HealthResource(summary))
+    root.putChild(b"healthz", HealthResource(summary, operators))
     if metrics is not None:
-        root.putChild(b"metrics", metrics)
+        root.putChild(b"metrics", metrics if operators is None else OperatorsOnly(metrics, operators))
     if api is not None:
         root.putChild(b"api", api)
     return root
