@@ -136,8 +136,7 @@ class SimulatorConfig:
 class DerivedConfig:
     """The C{[derived]} table: what L{hvac_push.ops.plant_sources.derived_settings} turns into C{DerivedSettings}.
 
-    Defaults are C{DerivedSettings}' own (docs/derived.md), except
-    C{max_starts_per_hour}: 90 when the file has a C{[simulator]} table.
+    Defaults are C{DerivedSettings}' own (docs/derived.md).
     """
 
     enabled: bool = True
@@ -747,7 +746,7 @@ def _derived(
             heating_threshold=heating_threshold or 0.0, cooling_threshold=cooling_threshold or 0.0,
         ))
 
-    starts_default = 90.0 if simulator is not None else defaults.max_starts_per_hour
+    starts_default = defaults.max_starts_per_hour
     max_starts = c.number(t, "max_starts_per_hour", path, starts_default, 0, 3600)
     return DerivedConfig(
         enabled=c.boolean(t, "enabled", path, True),

@@ -1,0 +1,172 @@
+"""Units of measure and equipment kinds: derived values right whatever the site's units (issue 19)."""
+
+from __future__ import annotations
+
+import pytest
+from twisted.logger import globalLogPublisher
+
+from hvac_push.analytics import equipment
+from hvac_push.analytics.derived import DerivedSettings, split_trapezoid
+from hvac_push.analytics.units import UnitError, check, conversion
+from tests.test_derived import POWER, RETURN, SUPPLY, put, setup, value
+
+LOAD = "plant/chiller-1/load"
+
+
+# -- the unit module ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("unit", "quantity", "given", "canonical"),
+    [
+        ("W", "power", 100_000.0, 100.0),
+        ("kW", "power", 3.5, 3.5),
+        ("MW", "power", 1.2, 1200.0),
+        ("tons", "power", 100.0, 351.685),
+        ("TR", "power", 1.0, 3.51685),
+        ("ton_of_refrigeration", "power", 2.0, 7.0337),
+        ("Btu/h", "power", 12_000.0, 3.51685),
+        ("°C", "temperature", 7.0, 7.0),
+        ("degF", "temperature", 44.6, 7.0),
+        ("°F", "temperature", 212.0, 100.0),
+        ("K", "temperature", 280.15, 7.0),
+        ("", "power", 42.0, 42.0),  # no unit: already canonical
+    ],
+)
+def test_conversions_to_the_canonical_units(unit, quantity, given, canonical):
+    assert conversion(unit, quantity)(given) == pytest.approx(canonical, rel=1e-4)
+
+
+def test_a_unit_is_parsed_once_and_wrong_ones_are_refused_with_a_reason():
+    assert conversion("kW", "power") is conversion("kW", "power")  # cached per unit string
+    assert check("°C", "power") == "'°C' is not a unit of power (expected e.g. kW)"
+    assert check("%", "temperature") == "'%' is not a unit of temperature (expected e.g. °C)"
+    assert check("bananas", "power") == "unknown unit 'bananas'"
+    assert check("kW", "power") is None
+    with pytest.raises(UnitError):
+        conversion("W", "temperature")
+
+
+def test_kinds_come_from_the_declaration_else_from_the_name():
+    assert equipment.kind_of("plant", "chiller-2", {}) == "chiller"
+    assert equipment.kind_of("plant", "crac-1", {}) == "crac"
+    assert equipment.kind_of("plant", "ahu-12", {}) == "ahu"
+    assert equipment.kind_of("plant", "boiler-1", {}) == "boiler"
+    assert equipment.kind_of("plant", "heat_pump-3", {}) == "heat_pump"
+    assert equipment.kind_of("plant", "hw-1", {}) == equipment.UNKNOWN
+    assert equipment.kind_of("plant", "hw-1", {"hw-1": "boiler"}) == "boiler"
+    assert equipment.kind_of("plant", "hw-1", {"plant/hw-1": "boiler", "hw-1": "meter"}) == "boiler"
+
+
+# -- derived values in the site's units -----------------------------------------------
+
+
+def test_power_in_watts_integrates_to_kwh():
+    clock, hub, derived, _ = setup(DerivedSettings(energy_max_gap=3600.0))
+    put(hub, POWER, 100_000.0, 0, "W")
+    put(hub, POWER, 100_000.0, 3600, "W")  # 100 kW for an hour
+    assert value(hub, "plant/chiller-1/energy_kwh") == pytest.approx(100.0)
+    assert hub.get("plant/chiller-1/energy_kwh").unit == "kWh"
+
+
+def _feed_cop(hub, load_value, load_unit, power_value, power_unit, until=900):
+    for at in range(0, until + 1, 60):
+        put(hub, LOAD, load_value, at, load_unit)
+        put(hub, POWER, power_value, at, power_unit)
+
+
+def test_load_in_tons_and_power_in_kw_give_the_true_cop_and_kw_per_ton():
+    clock, hub, derived, _ = setup()
+    _feed_cop(hub, 500.0, "tons", 350.0, "kW", until=840)
+    assert value(hub, "plant/chiller-1/cop") is None  # 840 s: the 900 s window is not full yet
+    _feed_cop(hub, 500.0, "tons", 350.0, "kW", until=900)
+    # 500 tons = 1758.43 kW of cooling for 350 kW: COP 5.02, 0.70 kW/ton (not 1.43 and 2.46).
+    assert value(hub, "plant/chiller-1/cop") == pytest.approx(500 * 3.5168533 / 350.0, abs=1e-3)
+    assert value(hub, "plant/chiller-1/kw_per_ton") == pytest.approx(0.70, abs=1e-3)
+
+
+def test_watts_and_kilowatts_mixed_give_the_same_cop():
+    clock, hub, derived, _ = setup()
+    _feed_cop(hub, 700.0, "kW", 140_000.0, "W")
+    assert value(hub, "plant/chiller-1/cop") == pytest.approx(5.0)
+
+
+def test_fahrenheit_and_mixed_temperatures_give_delta_t_in_kelvin():
+    clock, hub, derived, _ = setup()
+    put(hub, SUPPLY, 44.0, 0, "°F")
+    put(hub, RETURN, 64.0, 1, "degF")
+    assert value(hub, "plant/chiller-1/delta_t") == pytest.approx(20 * 5 / 9, abs=1e-3)  # 11.111 K, not 20
+    assert hub.get("plant/chiller-1/delta_t").unit == "K"
+    put(hub, SUPPLY, 7.0, 2, "°C")  # the site changed one sensor: 7 °C against 64 °F (17.78 °C)
+    assert value(hub, "plant/chiller-1/delta_t") == pytest.approx(10.778, abs=1e-3)  # not 57 "K"
+    put(hub, RETURN, 54.5, 3, "°F")  # 12.5 °C
+    assert value(hub, "plant/chiller-1/delta_t") == pytest.approx(5.5, abs=1e-3)
+
+
+def test_a_heating_unit_gets_a_positive_delta_t():
+    clock, hub, derived, _ = setup(DerivedSettings(kinds={"plant/hw-1": "boiler"}))
+    for unit in ("boiler-1", "hw-1"):
+        put(hub, f"plant/{unit}/supply_temp", 70.0, 0, "°C")
+        put(hub, f"plant/{unit}/return_temp", 50.0, 1, "°C")
+        assert value(hub, f"plant/{unit}/delta_t") == pytest.approx(20.0), unit
+    # A heat pump follows its mode point: heating is supply - return, cooling return - supply.
+    put(hub, "plant/heat_pump-1/mode", "heating", 0)
+    put(hub, "plant/heat_pump-1/supply_temp", 45.0, 0, "°C")
+    put(hub, "plant/heat_pump-1/return_temp", 40.0, 1, "°C")
+    assert value(hub, "plant/heat_pump-1/delta_t") == pytest.approx(5.0)
+    put(hub, "plant/heat_pump-1/mode", "cooling", 2)
+    put(hub, "plant/heat_pump-1/supply_temp", 7.0, 3, "°C")
+    put(hub, "plant/heat_pump-1/return_temp", 12.0, 4, "°C")
+    assert value(hub, "plant/heat_pump-1/delta_t") == pytest.approx(5.0)
+
+
+def test_split_trapezoid_cuts_at_zero():
+    assert split_trapezoid(100.0, 200.0, 3600.0) == (150.0, 0.0)
+    assert split_trapezoid(-100.0, -200.0, 3600.0) == (0.0, 150.0)
+    drawn, exported = split_trapezoid(100.0, -100.0, 3600.0)  # crosses zero half-way
+    assert (drawn, exported) == (pytest.approx(25.0), pytest.approx(25.0))
+    drawn, exported = split_trapezoid(-30.0, 90.0, 3600.0)  # zero at a quarter of the hour
+    assert (drawn, exported) == (pytest.approx(33.75), pytest.approx(3.75))
+
+
+def test_negative_power_never_decreases_energy_and_is_counted_as_export():
+    clock, hub, derived, _ = setup(DerivedSettings(energy_max_gap=3600.0, tariff=0.2))
+    put(hub, POWER, 100.0, 0, "kW")
+    put(hub, POWER, 100.0, 3600, "kW")  # 100 kWh drawn
+    assert hub.get("plant/chiller-1/energy_export_kwh") is None  # nothing exported, no point
+    seen = []
+    for at, kw in ((5400, -100.0), (7200, -100.0), (9000, 100.0)):
+        put(hub, POWER, kw, at, "kW")
+        seen.append(value(hub, "plant/chiller-1/energy_kwh"))
+    assert seen == sorted(seen)  # never goes down
+    # 100 -> -100 over half an hour crosses zero at 15 min: 12.5 kWh each way; then 50 kWh
+    # exported; then -100 -> 100 again 12.5 each way.
+    assert value(hub, "plant/chiller-1/energy_kwh") == pytest.approx(125.0)
+    assert value(hub, "plant/chiller-1/energy_export_kwh") == pytest.approx(75.0)
+    assert value(hub, "plant/chiller-1/energy_cost") == pytest.approx(25.0)  # drawn energy only
+    assert value(hub, "plant/site/energy_kwh") == pytest.approx(125.0)
+
+
+def test_an_incompatible_unit_is_refused_and_logged_once_per_point():
+    events = []
+
+    def observer(event):
+        if "refused as an input" in event.get("log_format", ""):
+            events.append(event)
+
+    globalLogPublisher.addObserver(observer)
+    try:
+        clock, hub, derived, _ = setup(DerivedSettings(energy_max_gap=3600.0))
+        for at in range(5):
+            put(hub, POWER, 12.0, at, "°C")
+            put(hub, SUPPLY, 7.0, at, "kW")
+            put(hub, RETURN, 12.0, at, "°C")
+    finally:
+        globalLogPublisher.removeObserver(observer)
+    assert hub.get("plant/chiller-1/energy_kwh") is None
+    assert hub.get("plant/chiller-1/delta_t") is None
+    assert hub.get(f"{SUPPLY}.forecast_5m") is None
+    assert hub.get(f"{RETURN}.forecast_5m") is not None  # the good input still counts
+    assert sorted(e["point"] for e in events) == [POWER, SUPPLY]
+    assert events[0]["why"] == "'°C' is not a unit of power (expected e.g. kW)"
+    assert derived.refused == 10
