@@ -170,3 +170,66 @@ def test_an_incompatible_unit_is_refused_and_logged_once_per_point():
     assert sorted(e["point"] for e in events) == [POWER, SUPPLY]
     assert events[0]["why"] == "'°C' is not a unit of power (expected e.g. kW)"
     assert derived.refused == 10
+
+
+# -- the plant file: kind, and units the derivations can read ------------------------
+
+PLANT = """
+[mqtt.main]
+host = "127.0.0.1"
+port = 18830
+
+[units.hw-1]
+source = "mqtt.main"
+kind = "boiler"
+
+[units.hw-1.points.supply_temp]
+unit = "degF"
+
+[units.hw-1.points.power]
+unit = "{power_unit}"
+
+[units.chiller-1.points.load]
+source = "mqtt.main"
+unit = "tons"
+"""
+
+
+def _plant(power_unit: str = "W", derived: str = "\n[derived]\n"):
+    from hvac_push.ops.plant_file import parse_config
+
+    return parse_config(PLANT.replace("{power_unit}", power_unit) + derived, "plant.toml")
+
+
+def test_a_unit_declares_its_kind_and_the_derivations_get_it():
+    from hvac_push.ops.plant_sources import derived_settings
+
+    plant = _plant()
+    assert [(u.key, u.kind) for u in plant.units] == [("hw-1", "boiler"), ("chiller-1", None)]
+    settings = derived_settings(plant)
+    assert settings is not None and dict(settings.kinds) == {"plant/hw-1": "boiler"}
+
+
+def test_an_unknown_kind_is_a_config_error():
+    from hvac_push.ops.plant_file import ConfigError
+
+    from hvac_push.ops.plant_file import parse_config
+
+    with pytest.raises(ConfigError) as caught:
+        parse_config(PLANT.replace('kind = "boiler"', 'kind = "toaster"').replace("{power_unit}", "W"), "plant.toml")
+    assert caught.value.errors == [
+        "plant.toml: units.hw-1.kind: expected one of chiller, crac, ahu, boiler, heat_pump, vav, meter, got 'toaster'"
+    ]
+
+
+def test_an_incompatible_unit_on_a_derivation_input_is_a_config_error_naming_the_point():
+    from hvac_push.ops.plant_file import ConfigError
+
+    with pytest.raises(ConfigError) as caught:
+        _plant("°C")
+    assert caught.value.errors == [
+        "plant.toml: units.hw-1.points.power.unit: '°C' is not a unit of power (expected e.g. kW): "
+        "plant/hw-1/power is an input of [derived]"
+    ]
+    _plant("°C", derived="")  # nothing derives from it: any unit goes
+    _plant("°C", derived="\n[derived]\nenabled = false\n")
