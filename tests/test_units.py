@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import pytest
+import pytest_twisted
 from twisted.logger import globalLogPublisher
 
 from hvac_push.analytics import equipment
 from hvac_push.analytics.derived import DerivedSettings, split_trapezoid
 from hvac_push.analytics.units import UnitError, check, conversion
+from tests.brokers import mosquitto  # noqa: F401 (fixture)
 from tests.test_derived import POWER, RETURN, SUPPLY, put, setup, value
 
 LOAD = "plant/chiller-1/load"
@@ -233,3 +235,55 @@ def test_an_incompatible_unit_on_a_derivation_input_is_a_config_error_naming_the
     ]
     _plant("°C", derived="")  # nothing derives from it: any unit goes
     _plant("°C", derived="\n[derived]\nenabled = false\n")
+
+
+# -- end to end: a power point in W over a real MQTT broker, energy in kWh on a WebSocket ------
+
+
+@pytest_twisted.ensureDeferred
+async def test_power_in_watts_over_mqtt_reaches_a_client_as_kwh(tmp_path, mosquitto):
+    import json
+
+    from twisted.internet import reactor
+    from twisted.internet.threads import deferToThread
+
+    from hvac_push.ops.plant_file import load_config
+    from hvac_push.ops.plant_sources import ConfigReloader
+    from hvac_push.testing import connect
+    from tests.conftest import start_server, stop_server
+    from tests.helpers import eventually, until_state, within
+
+    path = tmp_path / "plant.toml"
+    path.write_text(f"""
+[mqtt.main]
+host = "127.0.0.1"
+port = {mosquitto.port}
+reconnect_min = 0.05
+
+[units.chiller-1]
+source = "mqtt.main"
+kind = "chiller"
+
+[units.chiller-1.points.power]
+unit = "W"
+
+[derived]
+energy_max_gap = 60
+""")
+    running = await start_server()
+    reloader = ConfigReloader(running.service, load_config(str(path)))
+    try:
+        client = await within(5, connect(reactor, running.port, "/ws?points=plant/chiller-1/%23"))
+        await eventually(lambda: reloader.sources["mqtt.main"].producer.connected, timeout=5)
+        now = reactor.seconds()
+        for at in (0.0, 10.0):  # 360,000 W for 10 s = 1 kWh (not 1,000)
+            payload = json.dumps({"value": 360_000, "ts": now + at})
+            await deferToThread(mosquitto.publish, "hvac/plant/chiller-1/power", payload)
+        state = await until_state(client, lambda s: s.get("plant/chiller-1/energy_kwh", {}).get("value", 0) > 0)
+        assert state["plant/chiller-1/power"]["unit"] == "W"
+        assert state["plant/chiller-1/energy_kwh"]["value"] == pytest.approx(1.0)
+        assert state["plant/chiller-1/energy_kwh"]["unit"] == "kWh"
+        client.sendClose()
+        await client.closed
+    finally:
+        await stop_server(running)
