@@ -15,7 +15,10 @@ there is no feedback loop. Only samples with status C{ok} and a C{ts} newer
 than the last one taken in for that input count: replays, status changes and
 out-of-order samples are dropped.
 
-Formulas, gap handling and settings: docs/derived.md.
+Inputs are converted to kW and °C first (L{hvac_push.analytics.units}), and a
+unit's kind (L{hvac_push.analytics.equipment}) decides the sign of delta-T and
+which efficiency figures apply. Formulas, units, gap handling and settings:
+docs/derived.md.
 """
 
 from __future__ import annotations
