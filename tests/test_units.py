@@ -10,7 +10,7 @@ from hvac_push.analytics import equipment
 from hvac_push.analytics.derived import DerivedSettings, split_trapezoid
 from hvac_push.analytics.units import UnitError, check, conversion
 from tests.brokers import mosquitto  # noqa: F401 (fixture)
-from tests.test_derived import POWER, RETURN, SUPPLY, put, setup, value
+from tests.test_derived import POWER, RETURN, SUPPLY, T0, put, setup, value
 
 LOAD = "plant/chiller-1/load"
 
@@ -287,3 +287,59 @@ energy_max_gap = 60
         await client.closed
     finally:
         await stop_server(running)
+
+
+# -- forecasts that earn their place (issue 19, part 6) ------------------------------------
+
+
+def test_skill_gate_needs_enough_checks_and_must_beat_every_baseline():
+    from hvac_push.analytics.forecast_skill import SkillGate
+
+    perfect, flat, wrong = (SkillGate((300.0,), cycle=None, every=30.0, min_checks=5) for _ in range(3))
+    for step in range(0, 200):
+        t = 10.0 * step
+        perfect.update(t, 0.01 * t, [0.01 * (t + 300.0)])  # a ramp, forecast exactly
+        flat.update(t, 5.0, [5.0])  # nothing to forecast: ties "no change", so it does not earn
+        wrong.update(t, 0.01 * t, [0.01 * t + 10.0])  # worse than the last value
+        if step == 30:  # 300 s in: the first prediction is only now due
+            assert not perfect.earns(0)
+    assert perfect.earns(0) and not flat.earns(0) and not wrong.earns(0)
+    errors = perfect.errors(0)
+    assert errors["forecast"] == pytest.approx(0.0, abs=1e-9)
+    assert errors["last"] == pytest.approx(3.0)  # 0.01 K/s x 300 s
+    assert "cycle" not in errors  # no cycle configured: that baseline is not scored
+
+
+def test_skill_gate_cycle_baseline_is_the_same_time_one_cycle_earlier():
+    import math as m
+
+    from hvac_push.analytics.forecast_skill import SkillGate
+
+    gate = SkillGate((60.0,), cycle=600.0, every=10.0, min_checks=5)
+    for step in range(0, 400):
+        t = 5.0 * step
+        value = m.sin(2 * m.pi * t / 600.0)
+        gate.update(t, value, [value])  # a "no change" forecast on a periodic signal
+    errors = gate.errors(0)
+    assert errors["cycle"] < 0.05 < errors["last"]  # one period back is nearly exact here
+    assert not gate.earns(0)  # the forecast loses to the cycle baseline
+
+
+def test_gated_forecasts_appear_once_they_beat_the_baselines_and_go_stale_when_they_stop():
+    settings = DerivedSettings(forecast_gate=True, forecast_minutes=(5,), forecast_cycle=86400.0)
+    clock, hub, derived, _ = setup(settings)
+    forecast = f"{SUPPLY}.forecast_5m"
+    seen_at = None
+    for step in range(0, 400):  # a slow ramp: the trend forecast beats "no change" and averages
+        at = 10 * step
+        put(hub, SUPPLY, 7.0 + 0.001 * at, at, "°C")
+        if seen_at is None and hub.get(forecast) is not None:
+            seen_at = at
+    assert seen_at is not None and seen_at >= 300 + 20 * 30  # first due at 5 min, then 20 checks
+    assert hub.get(forecast).status == "ok"
+    gate = derived._gates[SUPPLY]
+    gate.min_checks = 10**9  # the skill can no longer be shown: the point goes stale, once
+    put(hub, SUPPLY, 11.0, 4000, "°C")
+    assert hub.get(forecast).status == "stale"
+    put(hub, SUPPLY, 11.0, 4010, "°C")
+    assert hub.get(forecast).ts == T0 + 4000

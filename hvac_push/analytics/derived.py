@@ -38,6 +38,7 @@ from hvac_push.analytics import equipment
 from hvac_push.analytics.alarms import AlarmEngine
 from hvac_push.core.follow import HubFollower
 from hvac_push.analytics.forecast import DampedHolt, Forecaster, HoltParams
+from hvac_push.analytics.forecast_skill import SkillGate
 from hvac_push.core.hub import Hub
 from hvac_push.core.points import AlarmLimits, Point, Sample, Value
 from hvac_push.analytics.units import INPUT_QUANTITIES, Conversion, UnitError, conversion
@@ -145,6 +146,10 @@ class DerivedSettings:
     severity: str = "warning"
     #: Equipment kinds (L{equipment.KINDS}) by C{"site/unit"} or C{"unit"}; others are read from the unit's name.
     kinds: Mapping[str, str] = field(default_factory=dict)
+    #: Publish a forecast only while its rolling measured skill beats the baselines (L{SkillGate}).
+    forecast_gate: bool = False
+    #: The period of the C{cycle} baseline (same time of the previous cycle), in seconds.
+    forecast_cycle: float = 86400.0
 
     def __post_init__(self) -> None:
         if not self.forecast_minutes or any(
@@ -316,6 +321,9 @@ class DerivedPoints:
         self._tz: tzinfo | None = ZoneInfo(settings.timezone) if settings.timezone else None
         self._horizons = tuple(60.0 * m for m in settings.forecast_minutes)
         self._forecasters: dict[str, Forecaster] = {}
+        self._gates: dict[str, SkillGate] = {}
+        #: Gated forecast ids currently published as earning their place.
+        self._earning: set[str] = set()
         self._trackers: dict[str, DampedHolt] = {}
         self._predicted: dict[str, bool] = {}
         self._energy: dict[str, _Energy] = {}
@@ -461,8 +469,11 @@ class DerivedPoints:
         if not forecaster.update(point.ts, value):
             self.dropped += 1
             return
-        for minutes, horizon in zip(self.settings.forecast_minutes, self._horizons):
-            self._emit(f"{point_id}.forecast_{minutes}m", round(forecaster.forecast(horizon), 3), point.unit, point.ts)
+        if self.settings.forecast_gate:
+            self._gated_forecasts(point, value, forecaster)
+        else:
+            for minutes, horizon in zip(self.settings.forecast_minutes, self._horizons):
+                self._emit(f"{point_id}.forecast_{minutes}m", round(forecaster.forecast(horizon), 3), point.unit, point.ts)
         tracker = self._trackers.get(point_id)
         if tracker is None:
             tracker = self._trackers[point_id] = DampedHolt(self.settings.limit_trend)
@@ -486,6 +497,28 @@ class DerivedPoints:
             if equipment.heating(state.kind, state.heat_mode):
                 rise = -rise
             self._emit(f"{site}/{unit}/delta_t", round(rise, 3), "K", ts)
+
+    def _gated_forecasts(self, point: Point, value: float, forecaster: Forecaster) -> None:
+        """Publish each horizon's forecast only while its measured skill beats every baseline (L{SkillGate}).
+
+        A forecast that stops earning its place is published once more with status C{stale}.
+        """
+        point_id = point.point_id
+        gate = self._gates.get(point_id)
+        if gate is None:
+            gate = self._gates[point_id] = SkillGate(
+                self._horizons, cycle=self.settings.forecast_cycle, every=self.settings.forecast_learn_every
+            )
+        forecasts = [forecaster.forecast(horizon) for horizon in self._horizons]
+        gate.update(point.ts, value, forecasts)
+        for index, minutes in enumerate(self.settings.forecast_minutes):
+            forecast_id = f"{point_id}.forecast_{minutes}m"
+            if gate.earns(index):
+                self._earning.add(forecast_id)
+                self._emit(forecast_id, round(forecasts[index], 3), point.unit, point.ts)
+            elif forecast_id in self._earning:
+                self._earning.discard(forecast_id)
+                self._out.append(Sample(forecast_id, round(forecasts[index], 3), point.unit, point.ts, "stale"))
 
     def _limit(self, point: Point, value: float, holt: DampedHolt) -> None:
         limits = self._limits(point.point_id)
