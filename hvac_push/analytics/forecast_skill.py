@@ -6,7 +6,8 @@ to three baseline forecasts of the same instant:
 * C{last}: the last value (no change);
 * C{average}: a moving average (time-weighted exponential, time constant = the horizon);
 * C{cycle}: the value one C{cycle} earlier than the target instant (same time of the
-  previous day, or of the simulator's ten-minute "day"), when that much history exists.
+  previous day, or of the simulator's ten-minute "day"; whole cycles earlier for a
+  horizon longer than a cycle), when that much history exists.
 
 When the target instant comes, each absolute error is added to a running mean
 with exponential forgetting (memory C{memory} seconds). The forecast earns its
@@ -83,7 +84,7 @@ class SkillGate:
                 state.average += (value - state.average) * (1.0 - math.exp(-(ts - previous) / state.horizon))
             if ts - state.last_issue >= self.every:
                 state.last_issue = ts
-                pending.append((ts + state.horizon, forecast, (value, state.average, self._cycle_value(ts + state.horizon))))
+                pending.append((ts + state.horizon, forecast, (value, state.average, self._cycle_value(ts, state.horizon))))
         if self.cycle is not None and (not self._times or ts - self._times[-1] >= self.every):
             self._times.append(ts)
             self._values.append(value)
@@ -95,15 +96,21 @@ class SkillGate:
         state.errors[index] = self.forget * state.errors[index] + abs(predicted - actual)
         state.weight[index] = self.forget * state.weight[index] + 1.0
 
-    def _cycle_value(self, target: float) -> float | None:
-        """The value kept nearest before C{target - cycle}, if the history reaches back that far."""
+    def _cycle_value(self, now: float, horizon: float) -> float | None:
+        """The kept values interpolated at C{now + horizon} minus whole cycles (as few as reach back
+        to C{now} or before: nothing from the future), if the history reaches back that far."""
         if self.cycle is None or not self._times:
             return None
-        at = target - self.cycle
-        if at < self._times[0]:
+        at = now + horizon - self.cycle * max(1, math.ceil(horizon / self.cycle))
+        times = self._times
+        if at < times[0]:
             return None
-        index = bisect.bisect_right(self._times, at) - 1
-        return self._values[index]
+        index = bisect.bisect_right(times, at) - 1
+        if index + 1 >= len(times):
+            return self._values[index]
+        t0, t1 = times[index], times[index + 1]
+        v0, v1 = self._values[index], self._values[index + 1]
+        return v0 + (v1 - v0) * (at - t0) / (t1 - t0)
 
     def errors(self, index: int) -> dict[str, float]:
         """Mean absolute errors at horizon number C{index}: C{"forecast"} and each baseline that has been scored."""
