@@ -343,3 +343,18 @@ def test_gated_forecasts_appear_once_they_beat_the_baselines_and_go_stale_when_t
     assert hub.get(forecast).status == "stale"
     put(hub, SUPPLY, 11.0, 4010, "°C")
     assert hub.get(forecast).ts == T0 + 4000
+
+
+def test_a_restart_continues_the_export_total_too():
+    from hvac_push.analytics.derived import DerivedPoints
+
+    settings = DerivedSettings(energy_max_gap=3600.0)
+    clock, hub, first, _ = setup(settings)
+    put(hub, POWER, -40.0, 0, "kW")
+    put(hub, POWER, -40.0, 3600, "kW")  # 40 kWh exported
+    first.close()
+    second = DerivedPoints(hub, clock, settings)
+    put(hub, POWER, -40.0, 5400, "kW")  # 20 kWh more, from the last integrated sample
+    assert value(hub, "plant/chiller-1/energy_export_kwh") == pytest.approx(60.0)
+    assert value(hub, "plant/chiller-1/energy_kwh") == pytest.approx(0.0)
+    second.close()
