@@ -32,6 +32,7 @@ setup(
         "pymodbus>=3.16",
         "psycopg[binary]>=3.1",  # --store postgresql://... (SQLite, the default, is in the standard library)
         "websockets>=13",  # hvac_push.client and the hvac-push command (asyncio, no Twisted)
+        "pint>=0.23",  # units of measure of derived-point inputs (hvac_push.analytics.units)
     ],
     extras_require={
         "test": [

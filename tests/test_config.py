@@ -340,7 +340,8 @@ def test_derived_with_a_simulator_uses_the_simulator_defaults():
     plant = parse('[simulator]\nunits = 3\nsite = "sim"\n\n[derived]\nschedules = { chiller-1 = "mon-fri 07:00-19:00" }\n')
     settings = derived_settings(plant)
     expected = simulator_settings(["chiller-1", "crac-1", "ahu-1"])
-    assert settings is not None and settings.max_starts_per_hour == expected.max_starts_per_hour == 90.0
+    # The usual 6 starts per hour: the simulator's compressors no longer short-cycle (issue 19).
+    assert settings is not None and settings.max_starts_per_hour == expected.max_starts_per_hour == 6.0
     assert dict(settings.schedules) == {
         "sim/chiller-1": Schedule.parse("mon-fri 07:00-19:00"),  # the file's own wins
         "sim/crac-1": expected.schedules["crac-1"],

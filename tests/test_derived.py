@@ -190,9 +190,13 @@ def test_delta_t_cop_and_kw_per_ton():
     assert hub.get("plant/chiller-1/delta_t").ts == T0 + 1
     put(hub, "plant/chiller-1/load", 700.0, 2, "kW")
     put(hub, POWER, 140.0, 3, "kW")
+    assert value(hub, "plant/chiller-1/cop") is None  # not before a full cop_window (issue 19)
+    for at in (150, 300, 450, 600, 750, 903):  # no gap beyond energy_max_gap; 900 s of both: the window is full
+        put(hub, "plant/chiller-1/load", 700.0, at, "kW")
+        put(hub, POWER, 140.0, at, "kW")
     assert value(hub, "plant/chiller-1/cop") == pytest.approx(5.0)
     assert value(hub, "plant/chiller-1/kw_per_ton") == pytest.approx(3.51685 / 5.0, abs=1e-3)
-    put(hub, POWER, 0.1, 4, "kW")  # averaged over the window: still mostly 140 kW
+    put(hub, POWER, 0.1, 904, "kW")  # averaged over the window: still mostly 140 kW
     assert value(hub, "plant/chiller-1/cop") == pytest.approx(700.0 / (140.0 + (0.1 - 140.0) * (1 - math.exp(-1 / 900))), rel=1e-3)
 
 
@@ -245,7 +249,7 @@ def test_running_outside_the_schedule():
 def test_simulator_settings_schedule_every_unit():
     settings = simulator_settings(["chiller-1", "crac-1", "ahu-1"])
     assert set(settings.schedules) == {"chiller-1", "crac-1", "ahu-1"}
-    assert settings.max_starts_per_hour == 90.0
+    assert settings.max_starts_per_hour == 6.0  # the usual limit: the simulator no longer short-cycles (issue 19)
     with pytest.raises(ValueError):
         DerivedSettings(forecast_minutes=())
 

@@ -167,17 +167,62 @@ def test_values_stay_plausible_under_extreme_demand() -> None:
         _assert_plausible(run_model(model, 5.0, 1800.0))
 
 
-def test_compressor_cycles_but_never_faster_than_its_minimum_on_off_times(two_hours: Run) -> None:
-    model, history = two_hours
+@pytest.fixture(scope="module")
+def light_load() -> Run:
+    """Two simulated hours at a light load (below the units' minimum capacity), where they cycle."""
+    model = PlantModel(units=6, seed=1234)
+    model.set_demand(0.35)
+    return model, run_model(model, 1.0, 7200.0)
+
+
+def _starts(model: PlantModel, history: list[dict[str, float]], unit: str) -> list[int]:
+    pid = f"{model.site}/{unit}/compressor"
+    return [t for t in range(1, len(history)) if history[t][pid] and not history[t - 1][pid]]
+
+
+def test_compressor_cycles_but_never_faster_than_its_minimum_on_off_times(light_load: Run) -> None:
+    # Issue 19: this used two hours at normal load and asked for at least 20 toggles per unit,
+    # which encoded on/off compressors cycling ~60 times an hour. Units now modulate and run
+    # through normal load, so the cycling is checked where real kit cycles: below its minimum
+    # capacity. The minimum on/off time assertion is unchanged.
+    model, history = light_load
     for unit in model.unit_names:
         pid = f"{model.site}/{unit}/compressor"
         states = [row[pid] for row in history]
         toggles = [(t, states[t]) for t in range(1, len(states)) if states[t] != states[t - 1]]
-        assert len(toggles) >= 20, f"{unit} did not cycle under varying load"
+        assert len(toggles) >= 8, f"{unit} did not cycle at light load"
         for (t0, state), (t1, _) in zip(toggles, toggles[1:]):
             held = t1 - t0  # seconds, dt = 1
             minimum = simulator.MIN_ON_S if state else simulator.MIN_OFF_S
             assert held >= minimum, f"{unit} toggled after {held}s in state {state}"
+
+
+@pytest.mark.parametrize("demand", [0.35, 1.0])
+def test_no_unit_starts_more_than_six_times_in_any_hour(demand: float, light_load: Run, two_hours: Run) -> None:
+    model, history = light_load if demand == 0.35 else two_hours
+    for unit in model.unit_names:
+        starts = _starts(model, history, unit)
+        for first in starts:
+            in_hour = [t for t in starts if first <= t < first + 3600]
+            assert len(in_hour) <= 6, (unit, in_hour)
+    if demand == 1.0:  # a healthy plant at normal load modulates and does not cycle at all
+        assert all(not _starts(model, history, unit) for unit in model.unit_names)
+
+
+def test_a_chiller_with_the_demo_fault_still_starts_at_most_six_times_an_hour() -> None:
+    model = PlantModel(units=1, seed=3, faults=True)
+    history = run_model(model, 1.0, 3600.0)
+    assert len(_starts(model, history, "chiller-1")) <= 6
+    assert max(row["plant/chiller-1/supply_temp"] for row in history) > 9.0  # the fault still shows
+
+
+def test_capacity_follows_load_so_power_does_too() -> None:
+    model = PlantModel(units=1, seed=2)
+    history = run_model(model, 1.0, 1800.0)[600:]
+    ratios = [row["plant/chiller-1/power"] / row["plant/chiller-1/load"] for row in history]
+    # A modulating chiller's power tracks its load (COP ~5-6 plus fans), instead of jumping
+    # between full power and fans only.
+    assert all(0.1 < r < 0.3 for r in ratios), (min(ratios), max(ratios))
 
 
 def test_compressor_runs_continuously_at_high_load_and_idles_at_light_load() -> None:
@@ -225,8 +270,9 @@ def test_average_power_rises_with_load() -> None:
         assert averages[0][unit] < averages[1][unit] < averages[2][unit], unit
 
 
-def test_power_is_mostly_compressor_when_on_and_only_fan_when_off(two_hours: Run) -> None:
-    model, history = two_hours
+def test_power_is_mostly_compressor_when_on_and_only_fan_when_off(light_load: Run) -> None:
+    # Moved to the light-load run (issue 19): at normal load the units never turn off now.
+    model, history = light_load
     for unit in model.unit_names:
         on = [r[f"plant/{unit}/power"] for r in history if r[f"plant/{unit}/compressor"]]
         off = [r[f"plant/{unit}/power"] for r in history if not r[f"plant/{unit}/compressor"]]

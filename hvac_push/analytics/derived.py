@@ -15,7 +15,10 @@ there is no feedback loop. Only samples with status C{ok} and a C{ts} newer
 than the last one taken in for that input count: replays, status changes and
 out-of-order samples are dropped.
 
-Formulas, gap handling and settings: docs/derived.md.
+Inputs are converted to kW and °C first (L{hvac_push.analytics.units}), and a
+unit's kind (L{hvac_push.analytics.equipment}) decides the sign of delta-T and
+which efficiency figures apply. Formulas, units, gap handling and settings:
+docs/derived.md.
 """
 
 from __future__ import annotations
@@ -29,12 +32,18 @@ from typing import Callable, Mapping, Sequence
 from zoneinfo import ZoneInfo
 
 from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
 
+from hvac_push.analytics import equipment
 from hvac_push.analytics.alarms import AlarmEngine
 from hvac_push.core.follow import HubFollower
 from hvac_push.analytics.forecast import DampedHolt, Forecaster, HoltParams
+from hvac_push.analytics.forecast_skill import SkillGate
 from hvac_push.core.hub import Hub
 from hvac_push.core.points import AlarmLimits, Point, Sample, Value
+from hvac_push.analytics.units import INPUT_QUANTITIES, Conversion, UnitError, conversion
+
+_log = Logger()
 
 #: kW of heat removed by one ton of refrigeration.
 KW_PER_TON = 3.51685
@@ -135,6 +144,12 @@ class DerivedSettings:
     zones: tuple[Zone, ...] = ()
     #: Severity of C{predicted} and C{short_cycling} alarms.
     severity: str = "warning"
+    #: Equipment kinds (L{equipment.KINDS}) by C{"site/unit"} or C{"unit"}; others are read from the unit's name.
+    kinds: Mapping[str, str] = field(default_factory=dict)
+    #: Publish a forecast only while its rolling measured skill beats the baselines (L{SkillGate}).
+    forecast_gate: bool = False
+    #: The period of the C{cycle} baseline (same time of the previous cycle), in seconds.
+    forecast_cycle: float = 86400.0
 
     def __post_init__(self) -> None:
         if not self.forecast_minutes or any(
@@ -153,21 +168,14 @@ class DerivedSettings:
 def simulator_settings(unit_names: list[str] | None = None, **overrides: object) -> DerivedSettings:
     """Defaults for the built-in simulator (see docs/derived.md).
 
-    The simulator compresses a day into ten minutes and its compressors cycle
-    every minute or two, so real-kit limits would keep every alarm on: its
-    short-cycling limit is 90 starts per hour. Chillers and CRAC units run
+    Its compressors modulate and keep real anti-recycle timers, so the usual
+    short-cycling limit (6 starts per hour) applies. Chillers and CRAC units run
     around the clock; air handlers are scheduled for office hours, so
     C{outside_schedule} has something to show at night and at weekends.
     """
-    values: dict[str, object] = {
-        "max_starts_per_hour": SIMULATOR_MAX_STARTS_PER_HOUR, "schedules": simulator_schedules(unit_names or []),
-    }
+    values: dict[str, object] = {"schedules": simulator_schedules(unit_names or [])}
     values.update(overrides)
     return DerivedSettings(**values)  # type: ignore[arg-type]
-
-
-#: The simulator's short-cycling limit (its compressors cycle about 60 times an hour).
-SIMULATOR_MAX_STARTS_PER_HOUR = 90.0
 
 
 def simulator_schedules(unit_names: list[str], site: str | None = None) -> dict[str, Schedule]:
@@ -193,10 +201,27 @@ def _active(value: Value, threshold: float) -> bool | None:
     return None if number is None else number > threshold
 
 
-class _Energy:
-    """Trapezoid integration of one kW series, with its running total and cost."""
+def split_trapezoid(kw0: float, kw1: float, seconds: float) -> tuple[float, float]:
+    """The kWh drawn and the kWh exported over a straight line from C{kw0} to C{kw1}.
 
-    __slots__ = ("kwh", "cost", "ts", "kw")
+    Power above zero is drawn, below zero exported; a segment that crosses zero
+    is cut where it crosses, so each total gets only its own area and neither
+    ever goes down.
+    """
+    hours = seconds / 3600.0
+    if kw0 >= 0.0 and kw1 >= 0.0:
+        return (kw0 + kw1) / 2.0 * hours, 0.0
+    if kw0 <= 0.0 and kw1 <= 0.0:
+        return 0.0, -(kw0 + kw1) / 2.0 * hours
+    crossing = kw0 / (kw0 - kw1)  # fraction of the segment before power crosses zero
+    first, second = kw0 / 2.0 * crossing * hours, kw1 / 2.0 * (1.0 - crossing) * hours
+    return (first, -second) if kw0 > 0.0 else (second, -first)
+
+
+class _Energy:
+    """Trapezoid integration of one kW series: its running totals (drawn and exported) and cost."""
+
+    __slots__ = ("kwh", "cost", "ts", "kw", "export_kwh")
 
     def __init__(self, kwh: float = 0.0, cost: float = 0.0, ts: float | None = None, kw: float | None = None):
         self.kwh = kwh
@@ -204,22 +229,31 @@ class _Energy:
         #: The last sample integrated (or, after a restart, the ts the total was stored at).
         self.ts = ts
         self.kw = kw
+        #: Energy exported (power below zero); None until the first export is seen.
+        self.export_kwh: float | None = None
 
 
 class _Ewma:
     """Time-weighted exponential average of an irregularly sampled series."""
 
-    __slots__ = ("value", "ts")
+    __slots__ = ("value", "ts", "since")
 
     def __init__(self) -> None:
         self.value: float | None = None
         self.ts: float | None = None
+        #: When the current unbroken run of samples began (a gap starts a new one).
+        self.since: float | None = None
+
+    def covers(self, seconds: float) -> bool:
+        """Whether the average rests on at least C{seconds} of unbroken data."""
+        return self.since is not None and self.ts is not None and self.ts - self.since >= seconds
 
     def update(self, ts: float, x: float, tau: float, max_gap: float) -> bool:
         if self.ts is not None and ts <= self.ts:
             return False
         if self.value is None or self.ts is None or ts - self.ts > max_gap:
             self.value = x
+            self.since = ts
         else:
             self.value += (x - self.value) * (1.0 - math.exp(-(ts - self.ts) / tau))
         self.ts = ts
@@ -231,10 +265,10 @@ class _Unit:
 
     __slots__ = (
         "supply", "return_", "load", "power", "compressor", "compressor_ts", "starts",
-        "power_kw", "running_ts", "published", "starts_total",
+        "power_kw", "running_ts", "published", "starts_total", "kind", "heat_mode",
     )
 
-    def __init__(self) -> None:
+    def __init__(self, kind: str = equipment.UNKNOWN) -> None:
         self.supply: tuple[float, float] | None = None  # (ts, °C)
         self.return_: tuple[float, float] | None = None
         self.load = _Ewma()
@@ -248,6 +282,9 @@ class _Unit:
         self.published: dict[str, Value] = {}
         #: Compressor starts ever counted: a running total, continued across restarts from the hub.
         self.starts_total = 0
+        #: What the unit is (L{equipment.KINDS}), and a heat pump's mode when it publishes one.
+        self.kind = kind
+        self.heat_mode: bool | None = None
 
 
 class DerivedPoints:
@@ -277,9 +314,16 @@ class DerivedPoints:
         self.own: set[str] = set()
         #: Input samples dropped as not newer than the last one taken in.
         self.dropped = 0
+        #: Input samples refused because their unit is not one of the input's quantity.
+        self.refused = 0
+        #: Per input point: the unit string last seen and its conversion (None: refused).
+        self._conversions: dict[str, tuple[str, Conversion | None]] = {}
         self._tz: tzinfo | None = ZoneInfo(settings.timezone) if settings.timezone else None
         self._horizons = tuple(60.0 * m for m in settings.forecast_minutes)
         self._forecasters: dict[str, Forecaster] = {}
+        self._gates: dict[str, SkillGate] = {}
+        #: Gated forecast ids currently published as earning their place.
+        self._earning: set[str] = set()
         self._trackers: dict[str, DampedHolt] = {}
         self._predicted: dict[str, bool] = {}
         self._energy: dict[str, _Energy] = {}
@@ -357,13 +401,40 @@ class DerivedPoints:
             self._load(point, site, unit)
         elif name == "compressor":
             self._compressor(point, site, unit)
+        elif name == "mode":
+            self._unit(site, unit).heat_mode = equipment.heating_mode(point.value)
 
     def _unit(self, site: str, unit: str) -> _Unit:
         key = f"{site}/{unit}"
         state = self._units.get(key)
         if state is None:
-            state = self._units[key] = _Unit()
+            state = self._units[key] = _Unit(equipment.kind_of(site, unit, self.settings.kinds))
         return state
+
+    def _canonical(self, point: Point, name: str) -> float | None:
+        """The sample's value in the canonical unit of its input (kW, °C); None if it has none.
+
+        The unit string is parsed once per point (again only if it changes); a unit of
+        the wrong kind is logged once per point and its samples are refused.
+        """
+        value = _number(point.value)
+        if value is None:
+            return None
+        cached = self._conversions.get(point.point_id)
+        if cached is None or cached[0] != point.unit:
+            converter: Conversion | None
+            try:
+                converter = conversion(point.unit, INPUT_QUANTITIES[name])
+            except UnitError as error:
+                converter = None
+                _log.warn(
+                    "derived points: {point} refused as an input: {why}", point=point.point_id, why=str(error)
+                )
+            cached = self._conversions[point.point_id] = (point.unit, converter)
+        if cached[1] is None:
+            self.refused += 1
+            return None
+        return cached[1](value)
 
     def _changed(self, state: _Unit, point_id: str, value: Value, unit: str, ts: float) -> None:
         """Publish a boolean or count only when it differs from what was last published."""
@@ -384,6 +455,11 @@ class DerivedPoints:
         value = _number(point.value)
         if value is None:
             return
+        celsius: float | None = None
+        if name in INPUT_QUANTITIES:
+            celsius = self._canonical(point, name)
+            if celsius is None:
+                return
         point_id = point.point_id
         forecaster = self._forecasters.get(point_id)
         if forecaster is None:
@@ -393,22 +469,56 @@ class DerivedPoints:
         if not forecaster.update(point.ts, value):
             self.dropped += 1
             return
-        for minutes, horizon in zip(self.settings.forecast_minutes, self._horizons):
-            self._emit(f"{point_id}.forecast_{minutes}m", round(forecaster.forecast(horizon), 3), point.unit, point.ts)
+        if self.settings.forecast_gate:
+            self._gated_forecasts(point, value, forecaster)
+        else:
+            for minutes, horizon in zip(self.settings.forecast_minutes, self._horizons):
+                self._emit(f"{point_id}.forecast_{minutes}m", round(forecaster.forecast(horizon), 3), point.unit, point.ts)
         tracker = self._trackers.get(point_id)
         if tracker is None:
             tracker = self._trackers[point_id] = DampedHolt(self.settings.limit_trend)
         tracker.update(point.ts, value)
         self._limit(point, value, tracker)
-        if name in ("supply_temp", "return_temp"):
-            state = self._unit(site, unit)
-            if name == "supply_temp":
-                state.supply = (point.ts, value)
-            else:
-                state.return_ = (point.ts, value)
-            if state.supply is not None and state.return_ is not None:
-                ts = max(state.supply[0], state.return_[0])
-                self._emit(f"{site}/{unit}/delta_t", round(state.return_[1] - state.supply[1], 3), "K", ts)
+        if celsius is not None:
+            self._delta_t(point, site, unit, name, celsius)
+
+    def _delta_t(self, point: Point, site: str, unit: str, name: str, celsius: float) -> None:
+        """Return minus supply for cooling kinds, supply minus return for heating; both in °C first, so in K."""
+        state = self._unit(site, unit)
+        if not equipment.applies(state.kind, "delta_t"):
+            return
+        if name == "supply_temp":
+            state.supply = (point.ts, celsius)
+        else:
+            state.return_ = (point.ts, celsius)
+        if state.supply is not None and state.return_ is not None:
+            ts = max(state.supply[0], state.return_[0])
+            rise = state.return_[1] - state.supply[1]
+            if equipment.heating(state.kind, state.heat_mode):
+                rise = -rise
+            self._emit(f"{site}/{unit}/delta_t", round(rise, 3), "K", ts)
+
+    def _gated_forecasts(self, point: Point, value: float, forecaster: Forecaster) -> None:
+        """Publish each horizon's forecast only while its measured skill beats every baseline (L{SkillGate}).
+
+        A forecast that stops earning its place is published once more with status C{stale}.
+        """
+        point_id = point.point_id
+        gate = self._gates.get(point_id)
+        if gate is None:
+            gate = self._gates[point_id] = SkillGate(
+                self._horizons, cycle=self.settings.forecast_cycle, every=self.settings.forecast_learn_every
+            )
+        forecasts = [forecaster.forecast(horizon) for horizon in self._horizons]
+        gate.update(point.ts, value, forecasts)
+        for index, minutes in enumerate(self.settings.forecast_minutes):
+            forecast_id = f"{point_id}.forecast_{minutes}m"
+            if gate.earns(index):
+                self._earning.add(forecast_id)
+                self._emit(forecast_id, round(forecasts[index], 3), point.unit, point.ts)
+            elif forecast_id in self._earning:
+                self._earning.discard(forecast_id)
+                self._out.append(Sample(forecast_id, round(forecasts[index], 3), point.unit, point.ts, "stale"))
 
     def _limit(self, point: Point, value: float, holt: DampedHolt) -> None:
         limits = self._limits(point.point_id)
@@ -460,13 +570,15 @@ class DerivedPoints:
             if unit == SITE_UNIT:
                 self._site_energy[site] = state
                 continue
+            export = self.hub.get(f"{site}/{unit}/energy_export_kwh")
+            state.export_kwh = _number(export.value) if export is not None else None
             power = self.hub.get(f"{site}/{unit}/power")
             if power is not None and power.ts == point.ts:
-                state.kw = _number(power.value)
+                state.kw = self._canonical(power, "power")
             self._energy[f"{site}/{unit}"] = state
 
     def _power(self, point: Point, site: str, unit: str) -> None:
-        kw = _number(point.value)
+        kw = self._canonical(point, "power")
         if kw is None:
             return
         key = f"{site}/{unit}"
@@ -476,14 +588,17 @@ class DerivedPoints:
         if energy.ts is not None and point.ts <= energy.ts:
             self.dropped += 1
             return
-        added = 0.0
+        added = exported = 0.0
         if energy.ts is not None and energy.kw is not None and point.ts - energy.ts <= self.settings.energy_max_gap:
-            added = (energy.kw + kw) / 2.0 * (point.ts - energy.ts) / 3600.0
+            added, exported = split_trapezoid(energy.kw, kw, point.ts - energy.ts)
         energy.ts, energy.kw = point.ts, kw
         energy.kwh += added
         energy.cost += added * self.settings.tariff
         self._emit(f"{key}/energy_kwh", round(energy.kwh, 6), "kWh", point.ts)
         self._emit(f"{key}/energy_cost", round(energy.cost, 6), self.settings.currency, point.ts)
+        if kw < 0.0 or energy.export_kwh is not None:
+            energy.export_kwh = (energy.export_kwh or 0.0) + exported
+            self._emit(f"{key}/energy_export_kwh", round(energy.export_kwh, 6), "kWh", point.ts)
         site_energy = self._site_energy.get(site)
         if site_energy is None:
             site_energy = self._site_energy[site] = _Energy()
@@ -502,7 +617,7 @@ class DerivedPoints:
     # -- efficiency ---------------------------------------------------------------
 
     def _load(self, point: Point, site: str, unit: str) -> None:
-        kw = _number(point.value)
+        kw = self._canonical(point, "load")
         if kw is None:
             return
         state = self._unit(site, unit)
@@ -512,12 +627,19 @@ class DerivedPoints:
         self._cop(state, site, unit, point.ts)
 
     def _cop(self, state: _Unit, site: str, unit: str, ts: float) -> None:
+        """COP and kW/ton, once both averages rest on a full C{cop_window} of unbroken data."""
         load, power = state.load.value, state.power.value
         if load is None or power is None or power < self.settings.cop_min_power or load <= 0:
             return
+        window = self.settings.cop_window
+        if not (state.load.covers(window) and state.power.covers(window)):
+            return
+        if not equipment.applies(state.kind, "cop"):
+            return
         cop = load / power
         self._emit(f"{site}/{unit}/cop", round(cop, 3), "", ts)
-        self._emit(f"{site}/{unit}/kw_per_ton", round(KW_PER_TON / cop, 3), "kW/ton", ts)
+        if equipment.applies(state.kind, "kw_per_ton") and not equipment.heating(state.kind, state.heat_mode):
+            self._emit(f"{site}/{unit}/kw_per_ton", round(KW_PER_TON / cop, 3), "kW/ton", ts)
 
     # -- equipment health ---------------------------------------------------------
 

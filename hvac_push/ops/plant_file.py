@@ -29,7 +29,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence, TypeVar
 
 from hvac_push.analytics.alarms import PRIORITIES
+from hvac_push.analytics.equipment import KINDS as EQUIPMENT_KINDS
 from hvac_push.analytics.rules import KINDS as RULE_UNIT_KINDS
+from hvac_push.analytics.units import INPUT_QUANTITIES, check as check_unit
 from hvac_push.analytics.rules import ROLES as RULE_ROLES
 from hvac_push.analytics.rules import Thresholds, UnitRules
 from hvac_push.analytics.derived import Schedule, Zone
@@ -136,8 +138,7 @@ class SimulatorConfig:
 class DerivedConfig:
     """The C{[derived]} table: what L{hvac_push.ops.plant_sources.derived_settings} turns into C{DerivedSettings}.
 
-    Defaults are C{DerivedSettings}' own (docs/derived.md), except
-    C{max_starts_per_hour}: 90 when the file has a C{[simulator]} table.
+    Defaults are C{DerivedSettings}' own (docs/derived.md).
     """
 
     enabled: bool = True
@@ -171,6 +172,8 @@ class UnitConfig:
     #: The unit level of the point ids (defaults to C{key}).
     id: str
     name: str = ""
+    #: What the unit is (C{hvac_push.analytics.equipment.KINDS}); None: read from its name.
+    kind: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -353,7 +356,7 @@ class _Checker:
 
 _TOP_KEYS = ("sites", "units", "mqtt", "modbus", "simulator", "derived", "store", "rules")
 _SITE_KEYS = ("name",)
-_UNIT_KEYS = ("site", "id", "name", "source", "points")
+_UNIT_KEYS = ("site", "id", "name", "source", "points", "kind")
 _ALARM_KEYS = (
     "high", "low", "deadband", "delay", "severity", "priority", "delay_normal", "ack_required", "latch",
     "group", "notification_class",
@@ -747,7 +750,7 @@ def _derived(
             heating_threshold=heating_threshold or 0.0, cooling_threshold=cooling_threshold or 0.0,
         ))
 
-    starts_default = 90.0 if simulator is not None else defaults.max_starts_per_hour
+    starts_default = defaults.max_starts_per_hour
     max_starts = c.number(t, "max_starts_per_hour", path, starts_default, 0, 3600)
     return DerivedConfig(
         enabled=c.boolean(t, "enabled", path, True),
@@ -770,6 +773,17 @@ def _derived(
         schedules=tuple(schedules.items()),
         zones=tuple(zones),
     )
+
+
+def _check_input_unit(c: _Checker, point: PointConfig, path: str) -> None:
+    """A point the derivations read (C{power}, C{load}, C{supply_temp}, C{return_temp}) must declare a unit of its quantity."""
+    name = point.point_id.rsplit("/", 1)[1]
+    quantity = INPUT_QUANTITIES.get(name)
+    if quantity is None or not point.unit:
+        return
+    problem = check_unit(point.unit, quantity)
+    if problem is not None:
+        c.error(_join(path, "unit"), f"{problem}: {point.point_id} is an input of [derived]")
 
 
 def _or(value: float | None, default: float) -> float:
@@ -796,6 +810,8 @@ def _plant(c: _Checker, doc: dict[str, Any]) -> PlantConfig | None:
         sites.append(SiteConfig(site_id, c.string(t, "name", path, "") or ""))
     site_ids = [s.id for s in sites]
 
+    raw_derived = doc.get("derived")
+    derives = raw_derived is not None and not (isinstance(raw_derived, dict) and raw_derived.get("enabled") is False)
     units: list[UnitConfig] = []
     points: list[PointConfig] = []
     seen_ids: dict[str, str] = {}
@@ -832,7 +848,8 @@ def _plant(c: _Checker, doc: dict[str, Any]) -> PlantConfig | None:
             unit_source = None
         # When the unit's own source is wrong, its points need not say so again.
         unit_source_failed = "source" in u and len(c.errors) > errors_before
-        units.append(UnitConfig(unit_key, site, unit_id, c.string(u, "name", upath, "") or ""))
+        kind = c.choice(u, "kind", upath, EQUIPMENT_KINDS[0], EQUIPMENT_KINDS) if "kind" in u else None
+        units.append(UnitConfig(unit_key, site, unit_id, c.string(u, "name", upath, "") or "", kind))
         raw_points = c.table(u["points"], _join(upath, "points")) if "points" in u else None
         for point_key, praw in (raw_points or {}).items():
             ppath = _join(_join(upath, "points"), point_key)
@@ -846,6 +863,8 @@ def _plant(c: _Checker, doc: dict[str, Any]) -> PlantConfig | None:
                 c.error(ppath, f"point id {point.point_id} is also declared at {seen_ids[point.point_id]}")
                 continue
             seen_ids[point.point_id] = ppath
+            if derives:
+                _check_input_unit(c, point, ppath)
             if point.topic is None and templates.get(point.source) == "":
                 c.error(_join(ppath, "topic"), f"required: {point.source} has no topic_template")
                 continue

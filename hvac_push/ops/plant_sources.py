@@ -144,6 +144,7 @@ def derived_settings(config: PlantConfig) -> DerivedSettings | None:
         zones=derived.zones,
         predict_within_min=derived.predict_within_min,
         severity=derived.severity,
+        kinds={f"{unit.site}/{unit.id}": unit.kind for unit in config.units if unit.kind},
     )
 
 

@@ -8,10 +8,13 @@ believable:
   slow, bounded random walk per unit);
 * supply and return temperatures follow first-order thermal lags driven by the
   balance of that load against the cooling the unit delivers;
-* compressors are on/off with a hysteresis band and minimum on/off times, so
-  they cycle like real kit instead of chattering;
+* compressors modulate their capacity (slide valve, digital scroll or VSD) from
+  L{MIN_CAPACITY} to full under a PI loop on supply temperature, like real
+  kit; they stop only when even minimum capacity over-cools, and they keep
+  minimum on/off times and an anti-recycle timer (L{MIN_START_INTERVAL_S}), so
+  no unit starts more than 6 times an hour;
 * fans track load with a lag and a slew limit; electrical power follows the
-  compressor state (capacity / COP) and the fan affinity (cube) law.
+  compressor's capacity (capacity / COP) and the fan affinity (cube) law.
 * with C{faults=True} (the twistd demo's default), the first chiller loses
   most of its capacity on a schedule (L{FAULT_PERIOD_S}), so alarms can be seen.
 
@@ -44,9 +47,18 @@ FAN_MIN_PCT = 20.0
 FAN_MAX_PCT = 100.0
 #: Load fraction at which the fan reaches 100 %.
 FAN_FULL_LOAD = 0.85
-#: Compressor anti-short-cycle timers: no toggle sooner than this after the last one.
-MIN_ON_S = 20.0
-MIN_OFF_S = 15.0
+#: Compressor anti-short-cycle timers: no toggle sooner than this after the last one...
+MIN_ON_S = 180.0
+MIN_OFF_S = 120.0
+#: ...and no start sooner than this after the previous start (anti-recycle): 6 starts per hour at most.
+MIN_START_INTERVAL_S = 600.0
+#: Capacity control: a running compressor delivers from this fraction of its capacity to all of it.
+MIN_CAPACITY = 0.3
+#: The PI loop from supply temperature error (°C) to capacity fraction: proportional, and per second.
+CAPACITY_KP = 0.2
+CAPACITY_KI = 0.005
+#: A unit at minimum capacity stops once its supply is this far below setpoint (it cannot turn down further).
+STOP_BELOW_C = 0.5
 #: Supply temperature swing (°C) per unit of normalised heat imbalance (load - cooling) / capacity.
 SUPPLY_GAIN_C = 6.0
 #: Compressed "day": the plant-wide load sinusoid period, short enough to watch live.
@@ -143,6 +155,9 @@ class _Unit:
         "walk",
         "walk_smooth",
         "since_toggle",
+        "since_start",
+        "capacity_fraction",
+        "capacity_integral",
         "load_fraction",
         "supply_temp",
         "return_temp",
@@ -168,6 +183,10 @@ class _Unit:
         # plant had been running for a while.
         self.compressor = rng.random() < BASE_LOAD_FRACTION
         self.since_toggle = max(MIN_ON_S, MIN_OFF_S)
+        self.since_start = MIN_START_INTERVAL_S
+        #: The share of capacity the compressor runs at (its PI output), and the PI's integral.
+        self.capacity_fraction = MIN_CAPACITY
+        self.capacity_integral = MIN_CAPACITY
         self.supply_temp = self.setpoint + rng.uniform(-kind.band, kind.band)
         self.load_fraction = BASE_LOAD_FRACTION
         self.load = 0.0
@@ -188,19 +207,23 @@ class _Unit:
         return _clamp(100.0 * self.load_fraction / FAN_FULL_LOAD, FAN_MIN_PCT, FAN_MAX_PCT)
 
     def _update_power(self) -> None:
-        # A fixed-speed compressor draws capacity / COP while running, so averaged
-        # over its duty cycle (~ load / capacity) that is ~ load / COP. COP falls a
-        # little as load (and with it the lift) rises.
+        # The compressor draws the capacity it runs at over its COP (a derated unit in a
+        # demo fault still draws it: its COP falls). COP falls a little as load (and with
+        # it the lift) rises.
         fan_kw = self.kind.fan_kw * (self.fan_speed / 100.0) ** 3
         compressor_kw = 0.0
         if self.compressor:
             cop = self.kind.cop * (1.15 - 0.3 * self.load_fraction)
-            compressor_kw = self.capacity / cop
+            compressor_kw = self.capacity * self.capacity_fraction / cop
         self.power = fan_kw + compressor_kw
 
     def settle(self, plant_time: float, demand: float) -> None:
         """Put the derived quantities at their steady values for the initial state."""
         self._update_load(plant_time, demand)
+        # A modulating unit runs whenever its load needs at least its minimum capacity.
+        self.compressor = self.compressor or self.load_fraction >= MIN_CAPACITY
+        self.capacity_integral = _clamp(self.load_fraction, MIN_CAPACITY, 1.0)
+        self.capacity_fraction = self.capacity_integral
         self.fan_speed = self._fan_target()
         self.return_temp = self.supply_temp + self._delta_t()
         self._update_power()
@@ -221,20 +244,25 @@ class _Unit:
         self.walk_smooth += (self.walk - self.walk_smooth) * _approach(h, WALK_SMOOTH_TAU_S)
         self._update_load(plant_time, demand)
 
-        # Thermostat with hysteresis and anti-short-cycle timers.
+        # Capacity control: a PI loop on supply temperature while running; start and
+        # stop only at the ends of its range, behind the anti-short-cycle timers.
         self.since_toggle += h
-        band = self.kind.band
+        self.since_start += h
+        error = self.supply_temp - self.setpoint
         if self.compressor:
-            if self.supply_temp < self.setpoint - band and self.since_toggle >= MIN_ON_S:
+            self.capacity_integral = _clamp(self.capacity_integral + CAPACITY_KI * error * h, MIN_CAPACITY, 1.0)
+            self.capacity_fraction = _clamp(self.capacity_integral + CAPACITY_KP * error, MIN_CAPACITY, 1.0)
+            if self.capacity_integral <= MIN_CAPACITY and error < -STOP_BELOW_C and self.since_toggle >= MIN_ON_S:
                 self.compressor = False
                 self.since_toggle = 0.0
-        elif self.supply_temp > self.setpoint + band and self.since_toggle >= MIN_OFF_S:
+        elif error > self.kind.band and self.since_toggle >= MIN_OFF_S and self.since_start >= MIN_START_INTERVAL_S:
             self.compressor = True
-            self.since_toggle = 0.0
+            self.since_toggle = self.since_start = 0.0
+            self.capacity_integral = self.capacity_fraction = MIN_CAPACITY  # loads up from its minimum
 
         # Supply settles where the heat imbalance puts it: above setpoint when the
-        # load wins (compressor off), below it when the compressor out-cools the load.
-        cooling = self.capacity * self.derate if self.compressor else 0.0
+        # load wins, below it when the compressor out-cools the load.
+        cooling = self.capacity * self.capacity_fraction * self.derate if self.compressor else 0.0
         target = self.setpoint + SUPPLY_GAIN_C * (self.load - cooling) / self.capacity
         self.supply_temp += (target - self.supply_temp) * _approach(h, TAU_SUPPLY_S)
 
