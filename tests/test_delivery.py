@@ -3,19 +3,14 @@ delivery driven by a fake clock over StringTransport, no sockets, no real time."
 
 from __future__ import annotations
 
-import json
-from typing import Any, ClassVar, Unpack
+from typing import Unpack
 
 import pytest
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
-from twisted.internet.task import Clock
-from twisted.internet.testing import MemoryReactorClock
 
-from hvac_push.core.points import AlarmLimits, Sample
-from hvac_push.ops.service import PushService
-from hvac_push.testing import BINARY, CLOSE, QUIET_WS_OPTIONS, TEXT, FactoryOptions, MemoryServer
+from hvac_push.core.points import Sample
+from hvac_push.testing import BINARY, TEXT, FactoryOptions, MemoryServer
 from hvac_push.transport.protocol import PushServerProtocol
-from hvac_push.transport.wire import WireError
 from tests.logwatch import watch_log
 
 
@@ -182,68 +177,3 @@ def test_close_all_sends_going_away(closing):
     s.factory.close_all()
     frame = c.transport.value()
     assert frame[0] == 0x88 and int.from_bytes(frame[2:4], "big") == 1001
-
-
-# -- the harness itself: a protocol subclass with a message of its own -----------------------
-
-
-class Thermostat(PushServerProtocol):
-    """A subclass as a user would write one: a custom message, answered with a custom reply."""
-
-    customMessageTypes: ClassVar[frozenset[str]] = frozenset({"setpoint"})
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.setpoints: dict[str, float] = {}
-
-    def acceptHandshake(self, request: ConnectionRequest) -> None:
-        if request.headers.get("x-site") != "north":
-            raise ConnectionDeny(403, "wrong site")
-
-    def onCustomMessage(self, kind: str, message: dict[str, Any]) -> None:
-        point, value = message.get("point"), message.get("value")
-        if not isinstance(point, str) or not isinstance(value, (int, float)) or not self.may_read(point):
-            raise WireError("bad_message", "setpoint needs a readable point and a number")
-        self.setpoints[point] = float(value)
-        self.send_bytes(json.dumps({"type": "setpoint_ok", "point": point, "value": value}).encode())
-
-
-def test_a_protocol_subclass_with_its_own_message_type_is_testable_in_memory():
-    s = MemoryServer(Thermostat, interval=1.0)
-    s.publish(Sample("p/u/sp", 20.0, ts=1.0), Sample("q/u/sp", 5.0, ts=1.0))
-    assert s.connect("/ws?points=p/%23").status == 403
-    c = s.connect("/ws?points=p/%23", headers={"X-Site": "north"})
-    assert c.status == 101
-    assert set(c.messages()[0]["points"]) == {"p/u/sp"}
-    c.send({"type": "setpoint", "point": "p/u/sp", "value": 21.5})
-    assert c.messages()[-1] == {"type": "setpoint_ok", "point": "p/u/sp", "value": 21.5}
-    assert c.protocol.setpoints == {"p/u/sp": 21.5}  # typed as a Thermostat
-    c.send({"type": "setpoint", "point": "p/u/sp"})
-    assert c.messages()[-1]["error"] == "bad_message"
-    s.publish(Sample("p/u/sp", 21.5, ts=2.0))
-    s.advance(0)
-    assert c.messages()[-1]["points"]["p/u/sp"]["value"] == 21.5
-    c.send_frame(CLOSE, (1000).to_bytes(2, "big"))
-    closing = c.frames()[-1]
-    assert closing.opcode == CLOSE and closing.close_code == 1000
-    c.disconnect()
-    assert c.protocol not in s.factory.connections
-
-
-def test_a_whole_push_service_runs_in_memory_alarms_included():
-    push = PushService(MemoryReactorClock(), ws_options=QUIET_WS_OPTIONS)
-    s = MemoryServer(Thermostat, service=push)
-    push.set_limits("p/u/t", AlarmLimits(high=30.0))
-    c = s.connect(headers={"X-Site": "north"})
-    s.publish(Sample("p/u/t", 35.0))
-    s.advance(0)
-    kinds = [m["type"] for m in c.messages()]
-    assert kinds[0] == "snapshot" and "alarm" in kinds and "update" in kinds
-    assert isinstance(c.protocol, Thermostat) and push.running
-
-
-def test_the_harness_refuses_a_service_whose_autobahn_timers_would_use_the_real_reactor():
-    with pytest.raises(ValueError, match="QUIET_WS_OPTIONS"):
-        MemoryServer(PushServerProtocol, service=PushService(MemoryReactorClock()))
-    with pytest.raises(TypeError, match="MemoryReactorClock"):
-        MemoryServer(PushServerProtocol, service=PushService(Clock()))
