@@ -20,7 +20,7 @@ import os
 import threading
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Callable, Generic, Iterable, Mapping, NamedTuple, Sequence, TypedDict, TypeVar, Unpack
+from typing import Any, Callable, Generic, Iterable, Mapping, NamedTuple, Sequence, TypedDict, TypeVar, Unpack, overload
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from twisted.internet import protocol
@@ -28,6 +28,7 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, DeferredQueue
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IReactorTCP
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 
@@ -115,22 +116,57 @@ class PushClient(WebSocketClientProtocol):
                 return message
 
 
+C = TypeVar("C", bound=PushClient)
+
+
+@overload
 def connect(
-    reactor: Any,
+    reactor: IReactorTCP,
     port: int,
     path: str = "/ws",
     *,
     host: str = "127.0.0.1",
     headers: dict[str, str] | None = None,
     origin: str | None = None,
-    client: type[PushClient] = PushClient,
+    client: None = None,
     protocols: Sequence[str] = (),
-    tls: Any = None,
-) -> Deferred[PushClient]:
+    tls: IOpenSSLClientConnectionCreator | None = None,
+) -> Deferred[PushClient]: ...
+
+
+@overload
+def connect(
+    reactor: IReactorTCP,
+    port: int,
+    path: str = "/ws",
+    *,
+    host: str = "127.0.0.1",
+    headers: dict[str, str] | None = None,
+    origin: str | None = None,
+    client: type[C],
+    protocols: Sequence[str] = (),
+    tls: IOpenSSLClientConnectionCreator | None = None,
+) -> Deferred[C]: ...
+
+
+def connect(
+    reactor: IReactorTCP,
+    port: int,
+    path: str = "/ws",
+    *,
+    host: str = "127.0.0.1",
+    headers: dict[str, str] | None = None,
+    origin: str | None = None,
+    client: type[PushClient] | None = None,
+    protocols: Sequence[str] = (),
+    tls: IOpenSSLClientConnectionCreator | None = None,
+) -> Deferred[Any]:
     """Open a real WebSocket connection; fires with the client once it is open.
 
-    C{protocols} are the subprotocols offered. With C{tls} (a client TLS
-    context, e.g. C{optionsForClientTLS(...)}) it connects with C{wss://}.
+    C{client} is the protocol class, L{PushClient} or a subclass of it (the
+    Deferred's result is typed as that class). C{protocols} are the
+    subprotocols offered. With C{tls} (a client TLS context, e.g.
+    C{optionsForClientTLS(...)}) it connects with C{wss://}.
     """
     scheme = "ws" if tls is None else "wss"
     factory = WebSocketClientFactory(
@@ -140,7 +176,7 @@ def connect(
         protocols=list(protocols) or None,
         reactor=reactor,
     )
-    factory.protocol = client
+    factory.protocol = client or PushClient
     endpoint: Any = TCP4ClientEndpoint(reactor, host, port, timeout=5)
     if tls is not None:
         from twisted.internet.endpoints import wrapClientTLS

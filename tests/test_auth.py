@@ -192,7 +192,7 @@ def test_hs256_tokens():
         (make_jwt({"points": ["#"]}, key=b"x" * 40), "invalid token"),
         (make_jwt({"points": ["#"]}, exp=int(time.time()) - 5), "token expired"),
         (jwt.encode({"points": ["#"]}, SECRET, algorithm="HS256"), "invalid token"),  # no exp
-        (jwt.encode({"points": ["#"], "exp": int(time.time()) + 60}, None, algorithm="none"), "invalid token"),
+        (jwt.encode({"points": ["#"], "exp": int(time.time()) + 60}, "", algorithm="none"), "invalid token"),
         ("not-a-jwt", "invalid token"),
         (make_jwt({"points": ["#"]})[:-3] + "abc", "invalid token"),
         (make_jwt({}), "grants no points"),
