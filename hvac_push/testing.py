@@ -436,7 +436,10 @@ class MemoryConnection(NamedTuple, Generic[P]):
     @property
     def status(self) -> int:
         """The HTTP status of the handshake response (101 when the client was admitted)."""
-        return int(self.transport.value().split(b" ", 2)[1])
+        head = self.transport.value()
+        if not head.startswith(b"HTTP/"):
+            raise ValueError("the transport holds no HTTP response (cleared, or no handshake)")
+        return int(head.split(b" ", 2)[1])
 
     def frames(self) -> list[Frame]:
         """Every complete frame the server has sent this client."""
@@ -473,7 +476,7 @@ class MemoryServer(Generic[P]):
     built on a C{MemoryReactorClock} (with C{ws_options=QUIET_WS_OPTIONS}),
     alarms and history included. Then L{connect} clients, L{publish}, and
     L{advance} the clock: an update goes out on the next reactor turn,
-    C{advance(0)}.
+    C{advance(0)}. C{hub} replaces the default hub (one on the memory clock).
     """
 
     def __init__(
@@ -513,11 +516,14 @@ class MemoryServer(Generic[P]):
         else:
             service.startService()
 
-    def connect(self, path: str = "/ws", headers: dict[str, str] | None = None, *, peer: str = "127.0.0.1") -> MemoryConnection[P]:
-        """A new client from C{peer} whose upgrade request (C{path} with its query string, and C{headers}) has been handled.
+    def connect(
+        self, path: str = "/ws", headers: dict[str, str] | None = None, *, peer: str = "127.0.0.1"
+    ) -> MemoryConnection[P]:
+        """A new client from C{peer}, its upgrade request (C{path} with its query string, C{headers}) handled.
 
-        Check C{status} before streaming: a refused handshake leaves only the
-        HTTP response in the transport.
+        Each connection gets its own source port. Check C{status} when
+        admission is in question: a refused handshake leaves only the HTTP
+        response in the transport.
         """
         self._next_port += 1
         address = IPv4Address("TCP", peer, self._next_port)

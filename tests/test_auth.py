@@ -1,4 +1,5 @@
-"""Tokens, grants and pattern coverage, without sockets (the handshake is in test_e2e_auth.py)."""
+"""hvac_push.transport.auth: tokens, grants and pattern coverage, without sockets (the handshake is in
+test_e2e_auth.py)."""
 
 from __future__ import annotations
 

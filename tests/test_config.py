@@ -1,4 +1,5 @@
-"""The plant config file: the example loads, bad files give one exact line each."""
+"""hvac_push.ops.plant_file (and how hvac_push.ops.plant_sources and the tap use it): the example loads, bad
+files give one exact line each."""
 
 from __future__ import annotations
 

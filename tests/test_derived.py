@@ -1,4 +1,5 @@
-"""Derived points against hand-computed values, on a fake clock; one end-to-end check."""
+"""hvac_push.analytics.derived and hvac_push.analytics.forecast: derived points against hand-computed values,
+on a fake clock; one end-to-end check."""
 
 from __future__ import annotations
 

@@ -1,3 +1,5 @@
+"""hvac_push.core.hub: versions, changed_since, ordering, validation, listeners and status changes."""
+
 from hvac_push.core.hub import Hub
 from hvac_push.core.points import Pattern, Sample, Subscription
 

@@ -1,4 +1,5 @@
-"""/metrics and /healthz over a real listener, and the cheap counters behind them."""
+"""hvac_push.ops.metrics and hvac_push.ops.health: /metrics and /healthz over a real listener, and the cheap
+counters behind them."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The security and limit options: validated into one-line usage errors, and working under twistd."""
+"""hvac_push.ops.tap's security and limit options (hvac_push.transport.auth, .limits, .web): validated into
+one-line usage errors, and working under twistd."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""hvac_push.testing: the WebSocket frame codec, and the in-memory server as a user who subclasses the protocol sees it."""
+"""hvac_push.testing: the WebSocket frame codec, and the in-memory server as someone who subclasses the
+protocol uses it."""
 
 from __future__ import annotations
 
