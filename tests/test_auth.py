@@ -260,7 +260,7 @@ def test_bad_key_files(tmp_path):
 # -- static tokens --------------------------------------------------------------
 
 
-def token_file(tmp_path, body: str) -> str:
+def token_file(tmp_path: Path, body: str) -> str:
     path = tmp_path / "tokens.toml"
     path.write_text(body)
     return str(path)

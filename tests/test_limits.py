@@ -9,6 +9,7 @@ import time
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from twisted.internet.testing import StringTransport
 
 from hvac_push.transport.auth import AuthError, Authenticator, Permissions
 from hvac_push.transport.guard import ConnectionGuard
@@ -25,7 +26,7 @@ def frames(data: bytes) -> list[tuple[int, bytes]]:
     return [(frame.opcode, frame.payload) for frame in server_frames(data)]
 
 
-def close_frames(transport) -> list[tuple[int, bytes]]:
+def close_frames(transport: StringTransport) -> list[tuple[int, bytes]]:
     return [(struct.unpack("!H", p[:2])[0], p[2:]) for op, p in frames(transport.value()) if op == CLOSE]
 
 
