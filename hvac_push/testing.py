@@ -449,7 +449,7 @@ class MemoryConnection(NamedTuple, Generic[P]):
         """Every JSON message the server has sent this client, decoded, oldest first."""
         return server_messages(self.transport.value())
 
-    def send(self, message: object) -> None:
+    def send_json(self, message: object) -> None:
         """Send a client message: C{message} as JSON in one masked text frame."""
         self.send_frame(TEXT, json.dumps(message).encode("utf-8"))
 

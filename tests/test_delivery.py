@@ -105,15 +105,15 @@ def test_subscribe_answers_with_a_snapshot_of_newly_matched_points_only():
     s = Setup()
     s.publish(Sample("p/a/t", 1, ts=1.0), Sample("p/b/t", 2, ts=1.0), Sample("p/a/x", 3, ts=1.0))
     c = s.connect("/ws?points=p/a/t")
-    c.send({"type": "subscribe", "points": ["p/+/t"]})
+    c.send_json({"type": "subscribe", "points": ["p/+/t"]})
     reply = c.messages()[-1]
     assert reply["type"] == "snapshot" and set(reply["points"]) == {"p/b/t"}
-    c.send({"type": "unsubscribe", "points": ["p/+/t"]})
+    c.send_json({"type": "unsubscribe", "points": ["p/+/t"]})
     s.publish(Sample("p/a/t", 9, ts=2.0), Sample("p/b/t", 9, ts=2.0), Sample("p/a/x", 9, ts=2.0))
     s.advance(0)
     update = c.messages()[-1]
     assert update["type"] == "update" and set(update["points"]) == {"p/a/t"}
-    c.send({"type": "unsubscribe", "points": ["nope/x/y"]})
+    c.send_json({"type": "unsubscribe", "points": ["nope/x/y"]})
     assert c.messages()[-1] == {"type": "error", "error": "not_subscribed", "detail": "not subscribed to nope/x/y"}
 
 
@@ -163,7 +163,7 @@ def test_bad_json_gets_an_error_and_the_connection_keeps_working():
     c = s.connect()
     c.send_frame(TEXT, b"{nope")
     c.send_frame(BINARY, b"\x00\x01")
-    c.send({"type": "ping", "id": 42})
+    c.send_json({"type": "ping", "id": 42})
     got = c.messages()[1:]
     assert [m.get("error") for m in got[:2]] == ["bad_json", "binary_not_supported"]
     assert got[2] == {"type": "pong", "id": 42}

@@ -141,10 +141,10 @@ def test_a_protocol_subclass_with_its_own_message_type_is_testable_in_memory():
     c = s.connect("/ws?points=p/%23", headers={"X-Site": "north"})
     assert c.status == 101
     assert set(c.messages()[0]["points"]) == {"p/u/sp"}
-    c.send({"type": "setpoint", "point": "p/u/sp", "value": 21.5})
+    c.send_json({"type": "setpoint", "point": "p/u/sp", "value": 21.5})
     assert c.messages()[-1] == {"type": "setpoint_ok", "point": "p/u/sp", "value": 21.5}
     assert c.protocol.setpoints == {"p/u/sp": 21.5}  # c.protocol is typed as a Thermostat
-    c.send({"type": "setpoint", "point": "p/u/sp"})
+    c.send_json({"type": "setpoint", "point": "p/u/sp"})
     assert c.messages()[-1]["error"] == "bad_message"
     s.publish(Sample("p/u/sp", 21.5, ts=2.0))
     s.advance(0)
