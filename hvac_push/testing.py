@@ -105,7 +105,7 @@ class PushClient(WebSocketClientProtocol):
         if not self.closed.called:
             self.closed.callback((wasClean, code, reason))
 
-    def send_json(self, message: Any) -> None:
+    def send_json(self, message: object) -> None:
         self.sendMessage(json.dumps(message).encode("utf-8"))
 
     async def next(self, kind: str | None = None) -> dict[str, Any]:
