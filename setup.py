@@ -40,6 +40,8 @@ setup(
             "pytest-twisted>=1.14",
             "hypothesis>=6",
             "psutil>=5",
+            "types-psutil",
+            "types-docutils",
             "mypy>=1.10",
             "mypy-zope>=1.0",
             "sphinx>=7",

@@ -6,6 +6,9 @@ from typing import Any, Awaitable, Callable, TypeVar
 
 from twisted.internet.defer import Deferred
 
+from hvac_push.core.hub import Hub
+from hvac_push.core.points import Point
+
 T = TypeVar("T")
 
 
@@ -48,3 +51,10 @@ async def until_state(client: Any, predicate: Callable[[dict[str, Any]], bool], 
                     return state
 
     return await within(seconds, loop())
+
+
+def point_of(hub: Hub, point_id: str) -> Point:
+    """The hub's point C{point_id}, failing the test if it has none."""
+    point = hub.get(point_id)
+    assert point is not None, f"the hub has no point {point_id}"
+    return point

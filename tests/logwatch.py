@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Any, Iterator
 from contextlib import contextmanager
 
-from twisted.logger import formatEvent, globalLogPublisher
+from twisted.logger import ILogObserver, formatEvent, globalLogPublisher
+from zope.interface import implementer
 
 
+@implementer(ILogObserver)
 class LogWatch:
     def __init__(self) -> None:
         self.events: list[dict[str, Any]] = []

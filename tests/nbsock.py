@@ -3,43 +3,22 @@
 Every wait yields to the reactor (short sleeps) and is bounded by a deadline,
 so the server keeps running while the test reads, writes or stops reading.
 It can send anything: garbage, unmasked or malformed frames, partial headers.
+Frames are encoded and decoded by L{hvac_push.testing}; the names tests use
+(C{frame}, C{close_code} and the opcodes) are re-exported from here.
 """
 
 from __future__ import annotations
 
-import base64
 import json
-import os
 import socket
-import struct
 import time
-from typing import Any
+from typing import Any, Callable
 
+from hvac_push.testing import BINARY, CLOSE, PING, PONG, TEXT, close_code, decode_frame, json_object, upgrade_request
+from hvac_push.testing import encode_frame as frame
 from tests.helpers import sleep
 
-TEXT, BINARY, CLOSE, PING, PONG = 0x1, 0x2, 0x8, 0x9, 0xA
-
-
-def frame(opcode: int, payload: bytes = b"", *, mask: bool = True, fin: bool = True, rsv: int = 0,
-          length: int | None = None) -> bytes:
-    """One WebSocket frame as a client would send it (C{length} overrides the declared length)."""
-    declared = len(payload) if length is None else length
-    head = bytes([(0x80 if fin else 0) | (rsv << 4) | opcode])
-    mask_bit = 0x80 if mask else 0
-    if declared < 126:
-        head += bytes([mask_bit | declared])
-    elif declared < 1 << 16:
-        head += bytes([mask_bit | 126]) + struct.pack("!H", declared)
-    else:
-        head += bytes([mask_bit | 127]) + struct.pack("!Q", declared)
-    if not mask:
-        return head + payload
-    key = os.urandom(4)
-    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
-
-
-def close_code(payload: bytes) -> int | None:
-    return struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else None
+__all__ = ["BINARY", "CLOSE", "PING", "PONG", "TEXT", "RawSocket", "close_code", "frame"]
 
 
 class RawSocket:
@@ -93,7 +72,7 @@ class RawSocket:
         self.received_bytes += len(chunk)
         return True
 
-    async def fill(self, predicate: Any, timeout: float) -> None:
+    async def fill(self, predicate: Callable[[], bool], timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while not predicate():
             if self.eof:
@@ -119,38 +98,24 @@ class RawSocket:
 
     async def upgrade(self, path: str = "/ws", headers: dict[str, str] | None = None, timeout: float = 5.0) -> int:
         """Send an upgrade request; return the HTTP status (101 leaves the socket speaking WebSocket)."""
-        key = base64.b64encode(os.urandom(16)).decode()
-        lines = [f"GET {path} HTTP/1.1", "Host: 127.0.0.1", "Upgrade: websocket", "Connection: Upgrade",
-                 f"Sec-WebSocket-Key: {key}", "Sec-WebSocket-Version: 13"]
-        lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
-        await self.send(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        await self.send(upgrade_request(path, {"Host": "127.0.0.1", **(headers or {})}))
         await self.fill(lambda: b"\r\n\r\n" in self.buffer, timeout)
         head, _, self.buffer = self.buffer.partition(b"\r\n\r\n")
         self.response_head = head.decode("latin-1")
         return int(head.split(b" ", 2)[1])
 
     def _frame_ready(self) -> bool:
-        return self._parse(consume=False) is not None
+        return decode_frame(self.buffer) is not None
 
     def _parse(self, consume: bool) -> tuple[int, bytes] | None:
-        buf = self.buffer
-        if len(buf) < 2:
+        """The first complete frame as C{(opcode, payload)}, taken off the buffer with C{consume}."""
+        decoded = decode_frame(self.buffer)
+        if decoded is None:
             return None
-        length = buf[1] & 0x7F
-        start = 2
-        if length == 126:
-            if len(buf) < 4:
-                return None
-            length, start = struct.unpack("!H", buf[2:4])[0], 4
-        elif length == 127:
-            if len(buf) < 10:
-                return None
-            length, start = struct.unpack("!Q", buf[2:10])[0], 10
-        if len(buf) < start + length:
-            return None
+        got, end = decoded
         if consume:
-            self.buffer = buf[start + length :]
-        return buf[0] & 0x0F, buf[start : start + length]
+            self.buffer = self.buffer[end:]
+        return got.opcode, got.payload
 
     async def read_frame(self, timeout: float = 5.0) -> tuple[int, bytes]:
         await self.fill(self._frame_ready, timeout)
@@ -164,7 +129,7 @@ class RawSocket:
         while time.monotonic() < deadline:
             opcode, payload = await self.read_frame(max(0.01, deadline - time.monotonic()))
             if opcode == TEXT:
-                return json.loads(payload)
+                return json_object(payload)
             if opcode == CLOSE:
                 raise ConnectionError(f"closed with {close_code(payload)}")
         raise TimeoutError("no text message in time")
@@ -176,7 +141,7 @@ class RawSocket:
         while time.monotonic() < deadline:
             opcode, payload = await self.read_frame(max(0.01, deadline - time.monotonic()))
             if opcode == TEXT:
-                messages.append(json.loads(payload))
+                messages.append(json_object(payload))
             elif opcode == CLOSE:
                 return messages, close_code(payload)
         raise TimeoutError("no close frame in time")

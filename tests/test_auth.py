@@ -1,4 +1,5 @@
-"""Tokens, grants and pattern coverage, without sockets (the handshake is in test_e2e_auth.py)."""
+"""hvac_push.transport.auth: tokens, grants and pattern coverage, without sockets (the handshake is in
+test_e2e_auth.py)."""
 
 from __future__ import annotations
 
@@ -192,7 +193,7 @@ def test_hs256_tokens():
         (make_jwt({"points": ["#"]}, key=b"x" * 40), "invalid token"),
         (make_jwt({"points": ["#"]}, exp=int(time.time()) - 5), "token expired"),
         (jwt.encode({"points": ["#"]}, SECRET, algorithm="HS256"), "invalid token"),  # no exp
-        (jwt.encode({"points": ["#"], "exp": int(time.time()) + 60}, None, algorithm="none"), "invalid token"),
+        (jwt.encode({"points": ["#"], "exp": int(time.time()) + 60}, "", algorithm="none"), "invalid token"),
         ("not-a-jwt", "invalid token"),
         (make_jwt({"points": ["#"]})[:-3] + "abc", "invalid token"),
         (make_jwt({}), "grants no points"),
@@ -259,7 +260,7 @@ def test_bad_key_files(tmp_path):
 # -- static tokens --------------------------------------------------------------
 
 
-def token_file(tmp_path, body: str) -> str:
+def token_file(tmp_path: Path, body: str) -> str:
     path = tmp_path / "tokens.toml"
     path.write_text(body)
     return str(path)

@@ -1,4 +1,5 @@
-"""Nodes sharing a plant through a real mosquitto broker: collectors publish, edges subscribe.
+"""hvac_push.ops.cluster and hvac_push.ops.reuseport: nodes share a plant through a real mosquitto broker;
+collectors publish, edges subscribe.
 
 In-process tests run several L{PushService}s in this test process; the
 subprocess tests run twistd nodes exactly as deployed (docs/deployment.md).
@@ -325,7 +326,8 @@ def _get_health(port: int, timeout: float = 20.0) -> dict:
     while time.monotonic() < deadline:
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
-                return json.load(response)
+                health: dict[str, Any] = json.load(response)
+                return health
         except urllib.error.HTTPError as e:
             last = json.load(e)
         except OSError as e:
@@ -444,16 +446,18 @@ def test_reuseport_sockets_share_a_port_in_one_process():
     from hvac_push.ops.reuseport import ReusePortEndpoint
 
     class Adopting(MemoryReactor):
+        adopted: list[socket.socket]
+
         def adoptStreamPort(self, fd: int, family: int, factory: Any) -> Any:
             self.adopted.append(socket.socket(family, socket.SOCK_STREAM, fileno=os.dup(fd)))
             return object()
 
     memory = Adopting()
-    memory.adopted = []  # type: ignore[attr-defined]
+    memory.adopted = []
     port = free_port()
     for _ in range(2):
         ReusePortEndpoint(memory, port, "127.0.0.1").listen(object())
-    sockets = memory.adopted  # type: ignore[attr-defined]
+    sockets = memory.adopted
     try:
         assert [s.getsockname()[1] for s in sockets] == [port, port]
     finally:

@@ -1,4 +1,5 @@
-"""The plant config file: the example loads, bad files give one exact line each."""
+"""hvac_push.ops.plant_file (and how hvac_push.ops.plant_sources and the tap use it): the example loads, bad
+files give one exact line each."""
 
 from __future__ import annotations
 
@@ -12,9 +13,11 @@ import pytest
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python import usage
 
-from hvac_push.ops.plant_file import ConfigError, load_config, main, parse_config
+from hvac_push.ops.plant_file import ConfigError, PlantConfig, load_config, main, parse_config
 from hvac_push.core.points import AlarmLimits, PointMeta
 from hvac_push.ops.tap import Options, makeService
+from hvac_push.sources.simulator import SimulatorProducer
+from tests.helpers import point_of
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "docs" / "plant.example.toml"
@@ -40,7 +43,7 @@ type = "float32"
 """
 
 
-def parse(text: str) -> object:
+def parse(text: str) -> PlantConfig:
     return parse_config(textwrap.dedent(text), "plant.toml")
 
 
@@ -64,8 +67,9 @@ def test_the_shipped_example_loads():
         "Chilled water supply", 5.0, AlarmLimits(high=9.0, low=4.0, deadband=0.3, delay=30.0, severity="major")
     )
     assert supply.register is not None and (supply.register.address, supply.register.type) == (100, "float32")
-    assert by_id["plant/chiller-1/return_temp"].register.scale == 0.1
-    assert by_id["plant/chiller-1/compressor"].register.table == "coil"
+    returned, compressor = by_id["plant/chiller-1/return_temp"].register, by_id["plant/chiller-1/compressor"].register
+    assert returned is not None and returned.scale == 0.1
+    assert compressor is not None and compressor.table == "coil"
     assert by_id["plant/ahu-1/fan_speed"].topic == "bms/ahu1/fan/speed"
     assert plant.brokers[0].topic_template == "hvac/{site}/{unit}/{point}"
     assert plant.simulator is None
@@ -229,7 +233,8 @@ def test_a_simulator_table_keeps_the_simulator(tmp_path):
     options.parseOptions(["--config", str(path)])
     service = makeService(options, reactor=MemoryReactorClock())
     assert [p.producer.name for p in service.producers] == ["simulator"]
-    assert service.producers[0].producer.model.unit_names == ["chiller-1", "crac-1"]
+    simulator = service.producers[0].producer
+    assert isinstance(simulator, SimulatorProducer) and simulator.model.unit_names == ["chiller-1", "crac-1"]
 
 
 def test_a_bad_config_is_a_usage_error(tmp_path):
@@ -456,8 +461,8 @@ def test_config_option_with_a_derived_table_computes_derived_points(tmp_path):
     service = makeService(options, reactor=MemoryReactorClock())
     service.hub.publish(Sample("plant/chiller-1/power", 60.0, "kW", 0.0))
     service.hub.publish(Sample("plant/chiller-1/power", 60.0, "kW", 60.0))
-    assert service.hub.get("plant/chiller-1/energy_kwh").value == pytest.approx(1.0)
-    assert service.hub.get("plant/chiller-1/energy_cost").value == pytest.approx(0.5)
+    assert point_of(service.hub, "plant/chiller-1/energy_kwh").value == pytest.approx(1.0)
+    assert point_of(service.hub, "plant/chiller-1/energy_cost").value == pytest.approx(0.5)
     path.write_text(GOOD)
     options = Options()
     options.parseOptions(["--config", str(path)])

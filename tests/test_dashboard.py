@@ -1,4 +1,5 @@
-"""The live dashboard at C{/}, in a real headless Chromium against a real twistd server.
+"""hvac_push/static (the dashboard) served by hvac_push.transport.web: the live page at C{/}, in a real headless
+Chromium against a real twistd server.
 
 Playwright's sync API cannot run under the Twisted reactor, so every server
 here is a C{twistd} subprocess and these are plain (non-Twisted) tests. A
@@ -8,7 +9,6 @@ installs Debian's C{chromium}.
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import select
@@ -25,6 +25,7 @@ from typing import Any, Iterator
 
 import pytest
 
+from hvac_push.testing import TEXT, decode_frame, json_object, upgrade_request
 from tests.wsprobe import free_port
 
 pytestmark = pytest.mark.slow
@@ -203,13 +204,7 @@ class Probe:
 
     def __init__(self, port: int, path: str = "/ws"):
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
-        key = base64.b64encode(os.urandom(16)).decode()
-        self.sock.sendall(
-            (
-                f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-            ).encode()
-        )
+        self.sock.sendall(upgrade_request(path, {"Host": f"127.0.0.1:{port}"}))
         self.buffer = b""
         while b"\r\n\r\n" not in self.buffer:
             self._read(5.0)
@@ -230,21 +225,12 @@ class Probe:
         return True
 
     def _frame(self) -> tuple[int, bytes] | None:
-        b = self.buffer
-        if len(b) < 2:
+        decoded = decode_frame(self.buffer)
+        if decoded is None:
             return None
-        length = b[1] & 0x7F
-        start = 2 + {126: 2, 127: 8}.get(length, 0)
-        if len(b) < start:
-            return None
-        if length == 126:
-            length = int.from_bytes(b[2:4], "big")
-        elif length == 127:
-            length = int.from_bytes(b[2:10], "big")
-        if len(b) < start + length:
-            return None
-        self.buffer = b[start + length:]
-        return b[0] & 0x0F, b[start:start + length]
+        frame, end = decoded
+        self.buffer = self.buffer[end:]
+        return frame.opcode, frame.payload
 
     def next(self, timeout: float) -> dict[str, Any] | None:
         """The next JSON message within C{timeout} seconds, or None."""
@@ -253,8 +239,8 @@ class Probe:
             frame = self._frame()
             if frame is not None:
                 opcode, payload = frame
-                if opcode == 1:
-                    message = json.loads(payload)
+                if opcode == TEXT:
+                    message = json_object(payload)
                     self._note(message)
                     return message
                 continue

@@ -1,9 +1,11 @@
-"""Derived points against hand-computed values, on a fake clock; one end-to-end check."""
+"""hvac_push.analytics.derived and hvac_push.analytics.forecast: derived points against hand-computed values,
+on a fake clock; one end-to-end check."""
 
 from __future__ import annotations
 
 import math
 from datetime import datetime, timezone
+from typing import Any
 
 import pytest
 import pytest_twisted
@@ -14,6 +16,7 @@ from hvac_push.analytics.derived import DerivedPoints, DerivedSettings, Schedule
 from hvac_push.analytics.forecast import DampedHolt, Forecaster, HoltParams
 from hvac_push.core.hub import Hub
 from hvac_push.core.points import AlarmLimits, PointMeta, Sample
+from tests.helpers import point_of
 
 T0 = 1_704_067_200.0  # 2024-01-01 00:00 UTC, a Monday
 SUPPLY = "plant/chiller-1/supply_temp"
@@ -21,7 +24,9 @@ RETURN = "plant/chiller-1/return_temp"
 POWER = "plant/chiller-1/power"
 
 
-def setup(settings: DerivedSettings = DerivedSettings(), alarms: bool = False):
+def setup(
+    settings: DerivedSettings = DerivedSettings(), alarms: bool = False
+) -> tuple[Clock, Hub, DerivedPoints, AlarmEngine | None]:
     clock = Clock()
     clock.advance(T0)
     hub = Hub(epoch="E", clock=clock.seconds)
@@ -90,7 +95,7 @@ def test_forecast_points_are_published_for_each_temperature_and_horizon():
     put(hub, SUPPLY, 7.0, 0, "°C")
     put(hub, SUPPLY, 7.0, 1, "°C")
     for minutes in (5, 15, 30):
-        point = hub.get(f"{SUPPLY}.forecast_{minutes}m")
+        point = point_of(hub, f"{SUPPLY}.forecast_{minutes}m")
         assert point.value == 7.0 and point.unit == "°C" and point.ts == T0 + 1
     # Derived points are never inputs: no forecast of a forecast.
     assert hub.get(f"{SUPPLY}.forecast_5m.forecast_5m") is None
@@ -100,8 +105,9 @@ def test_forecast_points_are_published_for_each_temperature_and_horizon():
 def test_minutes_to_limit_and_a_predicted_alarm_before_the_real_one():
     settings = DerivedSettings(predict_within_min=10.0)
     clock, hub, derived, engine = setup(settings, alarms=True)
+    assert engine is not None
     hub.configure(SUPPLY, PointMeta(limits=AlarmLimits(high=9.0, low=4.0, deadband=0.2)))
-    raised = []
+    raised: list[tuple[str, str, Any]] = []
     engine.add_listener(lambda seq, alarm: raised.append((alarm.kind, alarm.state, alarm.value)))
     put(hub, SUPPLY, 7.0, 0, "°C")
     assert value(hub, f"{SUPPLY}.minutes_to_limit") == settings.limit_lookahead_min  # flat: no crossing
@@ -132,7 +138,7 @@ def test_energy_is_the_trapezoid_integral_with_cost_per_unit_and_site():
     assert value(hub, "plant/chiller-1/energy_cost") == pytest.approx(15.0)
     assert value(hub, "plant/site/energy_kwh") == pytest.approx(85.0)
     assert value(hub, "plant/site/energy_cost") == pytest.approx(17.0)
-    assert hub.get("plant/site/energy_kwh").ts == T0 + 3600  # never earlier than a part of it
+    assert point_of(hub, "plant/site/energy_kwh").ts == T0 + 3600  # never earlier than a part of it
 
 
 def test_an_energy_gap_longer_than_the_maximum_is_not_bridged():
@@ -187,7 +193,7 @@ def test_delta_t_cop_and_kw_per_ton():
     put(hub, SUPPLY, 7.0, 0, "°C")
     put(hub, RETURN, 12.5, 1, "°C")
     assert value(hub, "plant/chiller-1/delta_t") == pytest.approx(5.5)
-    assert hub.get("plant/chiller-1/delta_t").ts == T0 + 1
+    assert point_of(hub, "plant/chiller-1/delta_t").ts == T0 + 1
     put(hub, "plant/chiller-1/load", 700.0, 2, "kW")
     put(hub, POWER, 140.0, 3, "kW")
     assert value(hub, "plant/chiller-1/cop") is None  # not before a full cop_window (issue 19)
@@ -202,6 +208,7 @@ def test_delta_t_cop_and_kw_per_ton():
 
 def test_short_cycling_counts_starts_in_the_last_hour():
     clock, hub, derived, engine = setup(DerivedSettings(max_starts_per_hour=2), alarms=True)
+    assert engine is not None
     comp = "plant/chiller-1/compressor"
     put(hub, comp, False, 0)
     for start in (100, 200, 300):
@@ -223,7 +230,7 @@ def test_simultaneous_heating_and_cooling_on_a_zone():
     put(hub, "plant/vav-1/reheat_valve", 40.0, 0, "%")
     assert value(hub, out) is False
     put(hub, "plant/ahu-1/compressor", True, 1)
-    assert value(hub, out) is True and hub.get(out).ts == T0 + 1
+    assert value(hub, out) is True and point_of(hub, out).ts == T0 + 1
     put(hub, "plant/vav-1/reheat_valve", 3.0, 2, "%")  # under the threshold: not heating
     assert value(hub, out) is False
 
@@ -303,6 +310,7 @@ def test_the_derived_flag_wires_derived_points_next_to_the_simulator(flag):
 def test_a_replaced_derived_points_leaves_no_alarm_stuck():
     settings = DerivedSettings(predict_within_min=10.0, max_starts_per_hour=1)
     clock, hub, derived, engine = setup(settings, alarms=True)
+    assert engine is not None
     hub.configure(SUPPLY, PointMeta(limits=AlarmLimits(high=9.0, low=4.0)))
     raised = []
     engine.add_listener(lambda seq, alarm: raised.append((alarm.point, alarm.kind, alarm.state)))

@@ -1,4 +1,5 @@
-"""The documentation builds with warnings as errors, lists every page, and runs its code.
+"""docs/ and docs/_ext/hvacpush_options.py (against hvac_push.ops.tap): the documentation builds with warnings
+as errors, lists every page, and runs its code.
 
 Python in the docs is either a file in docs/examples/ (pulled in with
 literalinclude and exercised by tests/test_docs_examples.py) or an inline
@@ -53,11 +54,11 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def test_the_docs_build_with_warnings_as_errors(built: Path):
+def test_the_docs_build_with_warnings_as_errors(built: Path) -> None:
     assert (built / "index.html").exists()
 
 
-def test_every_page_is_built_and_reachable_from_the_index(built: Path):
+def test_every_page_is_built_and_reachable_from_the_index(built: Path) -> None:
     index = (built / "index.html").read_text(encoding="utf-8")
     for page in pages():
         html = built / (page.stem + ".html")
@@ -66,7 +67,7 @@ def test_every_page_is_built_and_reachable_from_the_index(built: Path):
             assert f'href="{page.stem}.html"' in index, f"{page.name} is not in the index's table of contents"
 
 
-def test_the_configuration_page_lists_every_option_of_the_code(built: Path):
+def test_the_configuration_page_lists_every_option_of_the_code(built: Path) -> None:
     sys.path.insert(0, str(DOCS / "_ext"))
     try:
         from hvacpush_options import describe, option_label

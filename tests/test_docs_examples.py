@@ -1,4 +1,5 @@
-"""Every example in docs/examples runs for real: over a socket, in a browser, or under twistd."""
+"""docs/examples, on hvac_push's public API (hvac_push.ops.service, hvac_push.testing): every example runs for
+real, over a socket, in a browser, or under twistd."""
 
 from __future__ import annotations
 
@@ -340,6 +341,7 @@ def test_nginx_config_proxies_the_websocket_upgrade(tmp_path):
         cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)},
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
+    assert NGINX is not None  # (the skipif)
     proxy = subprocess.Popen([NGINX, "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")],
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -385,6 +387,7 @@ def test_nginx_cluster_config_moves_clients_of_a_dead_edge_to_the_other(tmp_path
                                 "--listen", f"tcp:{free_port()}:interface=127.0.0.1")}
     for name, port in edge_ports.items():
         nodes[name] = _node(tmp_path, name, "--subscribe", url, "--listen", f"tcp:{port}:interface=127.0.0.1")
+    assert NGINX is not None  # (the skipif)
     proxy = subprocess.Popen([NGINX, "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")],
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:

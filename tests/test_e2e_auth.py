@@ -1,4 +1,5 @@
-"""Authentication and authorization over real sockets: 401 at the handshake, grants, expiry, refresh."""
+"""hvac_push.transport.auth as hvac_push.transport.protocol applies it, over real sockets: 401 at the handshake,
+grants, expiry, refresh."""
 
 from __future__ import annotations
 
@@ -95,16 +96,16 @@ async def test_a_token_from_the_header_the_query_or_a_subprotocol_admits(tmp_pat
     r = reactor()
     try:
         chiller = token(["plant/chiller-1/#"])
-        for kwargs in (
-            {"headers": bearer(chiller)},
-            {"path": f"/ws?token={chiller}"},
-            {"protocols": ["hvac-push.v1", f"bearer.{chiller}"]},
+        no_protocols: tuple[str, ...] = ()
+        for path, headers, protocols in (
+            ("/ws", bearer(chiller), no_protocols),
+            (f"/ws?token={chiller}", None, no_protocols),
+            ("/ws", None, ("hvac-push.v1", f"bearer.{chiller}")),
         ):
-            path = kwargs.pop("path", "/ws")
-            client = await within(5, connect(r, running.port, path, **kwargs))
+            client = await within(5, connect(r, running.port, path, headers=headers, protocols=protocols))
             snapshot = await within(5, client.next("snapshot"))
             assert set(snapshot["points"]) == {"plant/chiller-1/supply_temp", "plant/chiller-1/power"}
-            if "protocols" in kwargs:
+            if protocols:
                 assert client.websocket_protocol_in_use == "hvac-push.v1"  # never the token
             await closed(client)
         # The static token and an ES256 token work the same way.

@@ -1,4 +1,5 @@
-"""End to end: a real listener on 127.0.0.1:0 and real Autobahn clients."""
+"""hvac_push.ops.service end to end (hvac_push.transport.fanout, hvac_push.transport.protocol,
+hvac_push.sources.supervisor): a real listener on 127.0.0.1:0 and real Autobahn clients."""
 
 from __future__ import annotations
 
@@ -110,7 +111,7 @@ async def test_a_crashing_producer_is_restarted_while_clients_keep_receiving():
     running.service.producers[0].initial_backoff = 0.05
     try:
         client = await within(5, connect(reactor(), running.port))
-        beats = []
+        beats: list[float] = []
         while len(beats) < 5:
             update = await within(10, client.next("update"))
             if "plant/u/beat" in update["points"]:

@@ -1,4 +1,5 @@
-"""Slow consumers over real sockets: conflate, never queue; and close (1013) the ones that stay stuck.
+"""hvac_push.transport.guard and hvac_push.transport.fanout with slow consumers over real sockets: conflate,
+never queue; and close (1013) the ones that stay stuck.
 
 The figures are printed (run with -s to see them); only generous sanity
 bounds are asserted, never tight timings.
@@ -10,6 +11,7 @@ import gc
 import json
 import statistics
 import time
+from typing import Callable
 
 import psutil
 import pytest_twisted
@@ -128,7 +130,7 @@ async def test_a_reader_that_stops_costs_bounded_memory_and_gets_one_conflated_c
                 message = await slow.read_json(timeout=10)
                 messages += 1
                 view.update(message["points"])
-                view["__version__"] = message["version"]  # type: ignore[assignment]
+                view["__version__"] = message["version"]
             catch_up = time.perf_counter() - resumed
             assert view.pop("__version__") == hub.version
             expected = {p.point_id: encode_point(p) for p in hub.points(EVERYTHING)}
@@ -158,7 +160,7 @@ async def test_a_reader_that_stops_costs_bounded_memory_and_gets_one_conflated_c
         await stop_server(running)
 
 
-async def _until(predicate, step: float = 0.001) -> None:
+async def _until(predicate: Callable[[], object], step: float = 0.001) -> None:
     while not predicate():
         await sleep(step)
 

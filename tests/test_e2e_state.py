@@ -1,4 +1,5 @@
-"""End to end over real sockets: status, resume, alarms, history and COV filters."""
+"""hvac_push.analytics (staleness, alarms, history), hvac_push.transport.cov_filter and resume in
+hvac_push.transport.protocol, end to end over real sockets."""
 
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ def reactor():
 
 
 def now() -> float:
-    return reactor().seconds()
+    seconds: float = reactor().seconds()
+    return seconds
 
 
 async def open_client(server, path="/ws"):

@@ -1,4 +1,5 @@
-"""wss:// end to end: a certificate made by the test, a TLS listener, a real Autobahn client that trusts it."""
+"""hvac_push.ops.service behind a TLS listener (wss://), end to end: a certificate made by the test, and a real
+Autobahn client that trusts it."""
 
 from __future__ import annotations
 

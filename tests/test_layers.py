@@ -1,4 +1,5 @@
-"""The package's layers (docs/architecture.md): who may import whom, and no import circle.
+"""hvac_push's layers, as every module's imports (docs/architecture.md): who may import whom, and no import
+circle.
 
 Every import counts, type-only ones (under C{TYPE_CHECKING}) and those inside
 functions included, so a circle cannot hide from this test the way it can

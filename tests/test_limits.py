@@ -1,4 +1,5 @@
-"""The limits without sockets: a fake clock and string transports, so every timing is exact."""
+"""hvac_push.transport.limits and hvac_push.transport.guard, without sockets: a fake clock and string
+transports, so every timing is exact."""
 
 from __future__ import annotations
 
@@ -8,11 +9,13 @@ import time
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from twisted.internet.testing import StringTransport
 
 from hvac_push.transport.auth import AuthError, Authenticator, Permissions
 from hvac_push.transport.guard import ConnectionGuard
 from hvac_push.transport.limits import ABUSIVE, ACCEPT, LIMITED, Limits, MessageGate
 from hvac_push.core.points import Pattern, Sample
+from hvac_push.testing import server_frames
 from tests.logwatch import watch_log
 from tests.nbsock import BINARY, CLOSE, PING, TEXT, frame
 from tests.test_delivery import Setup
@@ -20,20 +23,10 @@ from tests.test_delivery import Setup
 
 def frames(data: bytes) -> list[tuple[int, bytes]]:
     """Every (opcode, payload) the server wrote after its HTTP response."""
-    _, sep, rest = data.partition(b"\r\n\r\n")
-    found = []
-    while sep and len(rest) >= 2:
-        length, start = rest[1] & 0x7F, 2
-        if length == 126:
-            length, start = struct.unpack("!H", rest[2:4])[0], 4
-        elif length == 127:
-            length, start = struct.unpack("!Q", rest[2:10])[0], 10
-        found.append((rest[0] & 0x0F, rest[start : start + length]))
-        rest = rest[start + length :]
-    return found
+    return [(frame.opcode, frame.payload) for frame in server_frames(data)]
 
 
-def close_frames(transport) -> list[tuple[int, bytes]]:
+def close_frames(transport: StringTransport) -> list[tuple[int, bytes]]:
     return [(struct.unpack("!H", p[:2])[0], p[2:]) for op, p in frames(transport.value()) if op == CLOSE]
 
 

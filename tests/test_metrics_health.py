@@ -1,11 +1,12 @@
-"""/metrics and /healthz over a real listener, and the cheap counters behind them."""
+"""hvac_push.ops.metrics and hvac_push.ops.health: /metrics and /healthz over a real listener, and the cheap
+counters behind them."""
 
 from __future__ import annotations
 
 import inspect
 import json
 import time
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 import pytest_twisted
@@ -19,6 +20,7 @@ from hvac_push.transport.protocol import PushServerProtocol
 from hvac_push.testing import ScriptedProducer, connect, handshake_status
 from tests.conftest import start_server, stop_server
 from tests.helpers import eventually, within
+from tests.logwatch import watch_log
 
 
 def reactor() -> Any:
@@ -105,12 +107,12 @@ def test_each_service_has_its_own_registry():
 
 
 def test_the_hot_path_does_not_log_and_autobahn_debug_logging_is_off():
-    import txaio
     from twisted.internet.testing import MemoryReactorClock
+    from txaio.tx import get_global_log_level  # what txaio.get_global_log_level is under Twisted (set at run time)
 
     from hvac_push.core.hub import Hub
 
-    hot = [
+    hot: list[Callable[..., object]] = [
         PushServerFactory.flush, PushServerFactory.tick, PushServerFactory.wake, PushServerFactory._flush_now,
         PushServerFactory._send_group, PushServerProtocol.write_frame, PushServerProtocol.send_prepared, PushServerProtocol.send_bytes,
         PushServerProtocol.onMessage, PushServerProtocol.handle, Buckets.observe, Buckets.observe_ages,
@@ -120,7 +122,7 @@ def test_the_hot_path_does_not_log_and_autobahn_debug_logging_is_off():
         assert "log." not in source and "_log" not in source and "print(" not in source, function.__qualname__
     factory = PushServerFactory(Hub(), MemoryReactorClock())
     assert not factory.logOctets and not factory.logFrames and not factory.trackTimings
-    assert txaio.get_global_log_level() not in ("debug", "trace")
+    assert get_global_log_level() not in ("debug", "trace")
 
 
 # -- end to end ------------------------------------------------------------------
@@ -225,21 +227,15 @@ async def test_healthz_is_503_until_started_and_ready_then_200_then_503_once_sto
 
 
 def test_readiness_rejects_nameless_or_uncallable_checks_and_logs_a_raising_one_once():
-    from twisted.logger import globalLogPublisher
-
     readiness = Readiness()
     with pytest.raises(ValueError):
         readiness.add("", lambda: (True, ""))
     with pytest.raises(TypeError):
         readiness.add("x", "not callable")  # type: ignore[arg-type]
 
-    events: list[dict[str, Any]] = []
-    globalLogPublisher.addObserver(events.append)
-    try:
+    with watch_log() as log:
         readiness.add("flaky", lambda: 1 / 0)  # type: ignore[arg-type,return-value]
         for _ in range(3):
             ready, checks = readiness.check()
             assert not ready and checks["flaky"]["ok"] is False
-    finally:
-        globalLogPublisher.removeObserver(events.append)
-    assert len([e for e in events if e.get("log_failure") is not None]) == 1
+    assert len([e for e in log.events if e.get("log_failure") is not None]) == 1

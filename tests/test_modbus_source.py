@@ -1,6 +1,9 @@
-"""The Modbus TCP source against a real pymodbus server, end to end to a WebSocket client."""
+"""hvac_push.sources.modbus: the Modbus TCP source against a real pymodbus server, end to end to a WebSocket
+client."""
 
 from __future__ import annotations
+
+from typing import Any, Sequence
 
 import pytest
 import pytest_twisted
@@ -84,7 +87,7 @@ def test_bad_register_maps_are_refused():
 # -- against a real device -----------------------------------------------------
 
 
-def _producer(server: ModbusServer, points, **kw) -> ModbusProducer:
+def _producer(server: ModbusServer, points: Sequence[ModbusPoint], **kw: Any) -> ModbusProducer:
     kw.setdefault("poll_interval", 0.05)
     kw.setdefault("timeout", 0.5)
     kw.setdefault("initial_backoff", 0.05)

@@ -1,6 +1,8 @@
-"""The MQTT source against a real mosquitto broker, end to end to a WebSocket client."""
+"""hvac_push.sources.mqtt: the MQTT source against a real mosquitto broker, end to end to a WebSocket client."""
 
 from __future__ import annotations
+
+from typing import Any, Callable
 
 import pytest
 import pytest_twisted
@@ -86,7 +88,7 @@ def test_topics_map_to_points_through_the_template_and_exact_topics():
 # -- against a real broker -----------------------------------------------------
 
 
-def _producer(broker: Mosquitto, **kw) -> MqttProducer:
+def _producer(broker: Mosquitto, **kw: Any) -> MqttProducer:
     kw.setdefault("reconnect_min", 0.05)
     kw.setdefault("reconnect_max", 0.2)
     kw.setdefault("keepalive", 5)
@@ -98,8 +100,8 @@ async def _publish(broker: Mosquitto, topic: str, payload: str | bytes, retain: 
 
 
 
-def _status(point_id: str, status: str, value=None):
-    def check(state):
+def _status(point_id: str, status: str, value: object = None) -> Callable[[dict[str, Any]], bool]:
+    def check(state: dict[str, Any]) -> bool:
         point = state.get(point_id)
         return point is not None and point["status"] == status and (value is None or point["value"] == value)
 

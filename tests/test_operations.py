@@ -1,4 +1,5 @@
-"""twistd as it runs in production: graceful shutdown on a signal, JSON logs, /metrics."""
+"""hvac_push.ops.logs and hvac_push.ops.service's shutdown, under twistd as in production: graceful shutdown
+on a signal, JSON logs, /metrics."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from typing import Any
 from pathlib import Path
 
 import pytest
@@ -35,7 +37,8 @@ def wait_ready(port: int, timeout: float = 20.0) -> dict:
     while True:
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
-                return json.load(response)
+                health: dict[str, Any] = json.load(response)
+                return health
         except OSError:
             if time.monotonic() > deadline:
                 raise

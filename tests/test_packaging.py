@@ -1,4 +1,5 @@
-"""The wheel a user installs carries the twistd plugin, and that plugin serves."""
+"""setup.py and twisted/plugins (the hvacpush dropin): the wheel a user installs carries the twistd plugin, and
+that plugin serves."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import subprocess
 import sys
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.mark.slow
 def test_wheel_in_a_fresh_venv_provides_the_hvacpush_plugin_that_serves_a_snapshot(tmp_path):
-    def run(*argv: str, **kw) -> subprocess.CompletedProcess:
+    def run(*argv: str, **kw: Any) -> subprocess.CompletedProcess[str]:
         return subprocess.run(argv, check=True, capture_output=True, text=True, timeout=300, **kw)
 
     wheels = tmp_path / "wheels"

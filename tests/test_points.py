@@ -1,3 +1,5 @@
+"""hvac_push.core.points: patterns, point ids, values and subscriptions."""
+
 import pytest
 
 from hvac_push.core.points import EVERYTHING, InvalidPoint, Pattern, Subscription, check_point_id, check_value

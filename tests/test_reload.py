@@ -1,4 +1,5 @@
-"""Plant configs end to end, and reloading them: only changed sources restart, clients stay, bad files are refused."""
+"""hvac_push.ops.plant_sources (with hvac_push.ops.plant_file): plant configs end to end, and reloading them;
+only changed sources restart, clients stay, bad files are refused."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable, TypeVar
 
 import pytest
 import pytest_twisted
@@ -18,13 +20,16 @@ from hvac_push.ops.plant_sources import ConfigReloader, producer_specs
 from hvac_push.core.points import AlarmLimits
 from hvac_push.testing import connect
 from hvac_push.sources.modbus import ModbusPoint, encode
+from hvac_push.sources.mqtt import MqttProducer
 from tests.brokers import modbus_server, mosquitto  # noqa: F401 (fixtures)
 from tests.conftest import start_server, stop_server
-from tests.helpers import eventually, until_state, within
+from tests.helpers import eventually, point_of, until_state, within
 from tests.wsprobe import first_messages, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 TWISTD = str(Path(sys.executable).with_name("twistd"))
+
+T = TypeVar("T")
 
 
 def reactor():
@@ -65,7 +70,9 @@ async def test_reload_restarts_only_what_changed_and_keeps_clients(tmp_path, mos
         assert running.service.hub.meta["plant/ahu-9/supply_temp"].name == "Supply"
         client = await within(5, connect(reactor(), running.port))
         await until_state(client, lambda s: "plant/chiller-1/supply_temp" in s)
-        await eventually(lambda: mqtt_before.producer.connected, timeout=5)
+        mqtt = mqtt_before.producer
+        assert isinstance(mqtt, MqttProducer)
+        await eventually(lambda: mqtt.connected, timeout=5)
         await deferToThread(mosquitto.publish, "hvac/plant/ahu-9/supply_temp", "14.0")
         await until_state(client, lambda s: s.get("plant/ahu-9/supply_temp", {}).get("value") == 14.0)
 
@@ -80,7 +87,7 @@ async def test_reload_restarts_only_what_changed_and_keeps_clients(tmp_path, mos
         await until_state(client, lambda s: "plant/crac-1/supply_temp" in s)
         await deferToThread(mosquitto.publish, "hvac/plant/ahu-9/supply_temp", "15.0")
         await until_state(client, lambda s: s["plant/ahu-9/supply_temp"]["value"] == 15.0)
-        assert mqtt_before.producer.connects == 1  # never reconnected
+        assert mqtt.connects == 1  # never reconnected
 
         # Invalid: refused with its one line, the running config stays.
         path.write_text(plant_toml(mosquitto.port, sim_units=2).replace("rate = 40", 'rate = "fast"'))
@@ -152,7 +159,9 @@ interval = 10
         assert sorted(reloader.sources) == ["modbus.plc", "mqtt.bms"]
         assert running.service.hub.meta["north/ahu-1/fan_speed"].expected_interval == 10.0
         client = await within(5, connect(reactor(), running.port))
-        await eventually(lambda: reloader.sources["mqtt.bms"].producer.connected, timeout=5)
+        bms = reloader.sources["mqtt.bms"].producer
+        assert isinstance(bms, MqttProducer)
+        await eventually(lambda: bms.connected, timeout=5)
         await deferToThread(mosquitto.publish, "bms/north/floor-2/ahu-1/fan_speed", "48")
         await deferToThread(mosquitto.publish, "bms/north/floor-2/ahu-7/fan_speed", "1")  # not declared
         state = await until_state(client, lambda s: len(s) >= 3)
@@ -180,7 +189,7 @@ def test_specs_leave_out_what_only_the_hub_needs(tmp_path):
     assert changed["simulator"] == first["simulator"] and changed["mqtt.main"] != first["mqtt.main"]
 
 
-def _wait_for(predicate, timeout: float, what: str):
+def _wait_for(predicate: Callable[[], T], timeout: float, what: str) -> T:
     deadline = time.monotonic() + timeout
     for _ in range(int(timeout / 0.1) + 1):
         result = predicate()
@@ -284,34 +293,37 @@ def test_reload_applies_new_derived_settings_and_keeps_the_energy_totals(tmp_pat
     hub.publish(Sample(power, 60.0, "kW", 0.0))
     hub.publish(Sample(power, 60.0, "kW", 60.0))  # 60 kW for a minute: 1 kWh
     hub.publish(Sample(supply, 6.5, "°C", 60.0))
-    assert (hub.get("plant/chiller-1/energy_kwh").value, hub.get("plant/chiller-1/energy_cost").value) == (1.0, 0.5)
-    assert hub.get(f"{supply}.forecast_5m").value == 6.5
+    energy, cost = point_of(hub, "plant/chiller-1/energy_kwh"), point_of(hub, "plant/chiller-1/energy_cost")
+    assert (energy.value, cost.value) == (1.0, 0.5)
+    assert point_of(hub, f"{supply}.forecast_5m").value == 6.5
 
     # Another change, the same [derived]: the derived points keep running untouched.
     path.write_text(DERIVED_PLANT.format(port=15020, name="B") + "[derived]\ntariff = 0.5\n")
     assert _fired(reloader.reload()) is True
-    assert reloader.derived is first
+    kept = reloader.derived
+    assert kept is first
 
     # New settings: replaced; the energy total continues, a dropped horizon goes stale.
     path.write_text(DERIVED_PLANT.format(port=15020, name="B") + "[derived]\ntariff = 1.0\nforecast_minutes = [10]\n")
     assert _fired(reloader.reload()) is True
-    assert reloader.derived is not first and reloader.derived.settings.tariff == 1.0
-    assert hub.get(f"{supply}.forecast_5m").status == "stale"
-    assert hub.get(f"{supply}.forecast_10m").value == 6.5  # derived at once from the current input
-    assert hub.get("plant/chiller-1/energy_kwh").status == "ok"
+    replaced = reloader.derived
+    assert replaced is not None and replaced is not first and replaced.settings.tariff == 1.0
+    assert point_of(hub, f"{supply}.forecast_5m").status == "stale"
+    assert point_of(hub, f"{supply}.forecast_10m").value == 6.5  # derived at once from the current input
+    assert point_of(hub, "plant/chiller-1/energy_kwh").status == "ok"
     hub.publish(Sample(power, 60.0, "kW", 120.0))
-    assert hub.get("plant/chiller-1/energy_kwh").value == pytest.approx(2.0)
-    assert hub.get("plant/chiller-1/energy_cost").value == pytest.approx(1.5)  # 0.5 + 1 kWh at 1.0
-    assert hub.get("plant/site/energy_kwh").value == pytest.approx(2.0)
+    assert point_of(hub, "plant/chiller-1/energy_kwh").value == pytest.approx(2.0)
+    assert point_of(hub, "plant/chiller-1/energy_cost").value == pytest.approx(1.5)  # 0.5 + 1 kWh at 1.0
+    assert point_of(hub, "plant/site/energy_kwh").value == pytest.approx(2.0)
 
     # [derived] removed: nothing computes them any more, they keep their value as stale.
     path.write_text(DERIVED_PLANT.format(port=15020, name="B"))
     assert _fired(reloader.reload()) is True
     assert reloader.derived is None
     hub.publish(Sample(power, 60.0, "kW", 180.0))
-    energy = hub.get("plant/chiller-1/energy_kwh")
-    assert (energy.value, energy.status) == (pytest.approx(2.0), "stale")
-    assert hub.get(f"{supply}.forecast_10m").status == "stale"
+    energy = point_of(hub, "plant/chiller-1/energy_kwh")
+    assert energy.value == pytest.approx(2.0) and energy.status == "stale"
+    assert point_of(hub, f"{supply}.forecast_10m").status == "stale"
 
     # An invalid [derived] is refused like any other error; back with enabled = false: still none.
     path.write_text(DERIVED_PLANT.format(port=15020, name="B") + "[derived]\ntariff = -1\n")

@@ -1,5 +1,5 @@
-"""Property: whatever the interleaving of publishes, disconnects and resumes, a client's
-reconstructed state equals the hub's for its subscription."""
+"""hvac_push.transport.protocol (resume) and hvac_push.core.hub (changed_since), as a property: whatever the
+interleaving of publishes, disconnects and resumes, a client's reconstructed state equals the hub's for its subscription."""
 
 from __future__ import annotations
 
@@ -8,10 +8,12 @@ from urllib.parse import quote
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet.error import ConnectionDone
+from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
 from hvac_push.core.points import Pattern, Sample, Subscription
 from hvac_push.testing import server_messages
+from hvac_push.transport.protocol import PushServerProtocol
 from tests.test_delivery import Setup
 
 POINTS = [f"p/{unit}/{name}" for unit in ("a", "b") for name in ("t", "f", "k")]
@@ -37,8 +39,9 @@ class Client:
         self.state: dict[str, object] = {}
         self.version: int | None = None
         self.epoch: str | None = None
-        self.proto = None
-        self.transport = None
+        self.proto: PushServerProtocol | None = None
+        #: What the current (or last) connection received; replaced on each connect.
+        self.transport = StringTransport()
         self.read = 0
 
     def connect(self, right_epoch: bool = True) -> None:

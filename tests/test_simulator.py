@@ -1,4 +1,4 @@
-"""The plant simulator must look like a plant: bounded, smooth, cycling, paced."""
+"""hvac_push.sources.simulator: the plant simulator must look like a plant: bounded, smooth, cycling, paced."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Point status, alarms, history and change-of-value filters, on a fake clock."""
+"""hvac_push.analytics (staleness, alarms, history) and hvac_push.transport.cov_filter, on a fake clock: point
+status, alarms, history and change-of-value filters."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Command-line options: good values build a service, bad ones give one clear line."""
+"""hvac_push.ops.tap: command-line options; good values build a service, bad ones give one clear line."""
 
 from __future__ import annotations
 

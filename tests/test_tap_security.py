@@ -1,4 +1,5 @@
-"""The security and limit options: validated into one-line usage errors, and working under twistd."""
+"""hvac_push.ops.tap's security and limit options (hvac_push.transport.auth, .limits, .web): validated into
+one-line usage errors, and working under twistd."""
 
 from __future__ import annotations
 
@@ -51,7 +52,8 @@ def test_defaults_turn_auth_off_and_set_the_documented_limits():
     assert options["authenticator"] is None and options["limits"] == DEFAULT_LIMITS
     service = makeService(options, reactor=MemoryReactorClock())
     assert service.factory.authenticator is None and service.factory.limits == DEFAULT_LIMITS
-    assert isinstance(service.site(), GuardedSite) and service.site().handshake_timeout == 10.0
+    site = service.site()
+    assert isinstance(site, GuardedSite) and site.handshake_timeout == 10.0
 
 
 def test_auth_and_limit_options_reach_the_factory(files):
@@ -62,6 +64,7 @@ def test_auth_and_limit_options_reach_the_factory(files):
     )
     service = makeService(options, reactor=MemoryReactorClock())
     factory = service.factory
+    assert factory.authenticator is not None
     static, signed = factory.authenticator.verifiers
     assert isinstance(static, StaticTokens) and isinstance(signed, JWTVerifier)
     assert signed.algorithm == "ES256" and signed.audience == "hvac"

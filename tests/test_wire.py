@@ -1,3 +1,5 @@
+"""hvac_push.transport.wire: message shapes, and client messages parsed into commands or typed errors."""
+
 import json
 
 import pytest

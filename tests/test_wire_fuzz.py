@@ -1,4 +1,5 @@
-"""Property tests for the client message parser: structured near-misses, mutations, extremes.
+"""hvac_push.transport.wire's client message parser, as property tests: structured near-misses, mutations,
+extremes.
 
 The property: every input either becomes a command the server can answer (its
 reply encodes) or raises L{wire.WireError}; nothing else ever escapes.

@@ -148,7 +148,8 @@ class PushService(MultiService):
 
     def stopService(self) -> Deferred[None]:
         self.staleness.stop()
-        return super().stopService()
+        stopped: Deferred[None] = super().stopService()
+        return stopped
 
     def set_limits(self, point_id: str, limits: AlarmLimits | None) -> None:
         """Set or clear a point's alarm limits (reactor thread); they override the config."""

@@ -6,14 +6,16 @@ twistd never starts half-configured or dies with a traceback.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from twisted.application.service import IService
 from twisted.internet.testing import MemoryReactor
 from twisted.python import usage
 
 from hvac_push.transport.tls import MODERN_CIPHERS
 from hvac_push.transport.wsoptions import parse_ws_option
+
+if TYPE_CHECKING:  # imported when called, to keep twistd's plugin scan light
+    from hvac_push.ops.service import PushService
 
 DEFAULT_LISTEN = "tcp:8080"
 
@@ -369,7 +371,7 @@ def _demo_limits(point_id: str) -> Any:
     return AlarmLimits(high=17.0, low=10.0, deadband=0.5, delay=5.0, severity="minor")
 
 
-def makeService(config: Options, reactor: Any = None) -> IService:
+def makeService(config: Options, reactor: Any = None) -> PushService:
     """Build the L{PushService} that C{config} describes."""
     if reactor is None:
         from twisted.internet import reactor as global_reactor

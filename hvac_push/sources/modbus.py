@@ -87,6 +87,7 @@ def decode(point: ModbusPoint, words: Sequence[int] | Sequence[bool]) -> Value:
     if point.word_order == "little":
         raw.reverse()
     data = b"".join((int(w) & 0xFFFF).to_bytes(2, "big") for w in raw)
+    number: int | float
     (number,) = struct.unpack(_STRUCT[point.type], data)
     if point.type == "float32":
         if not math.isfinite(number):

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import socket
 import time
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from autobahn.twisted.websocket import WebSocketServerProtocol
+from autobahn.websocket.compress import PerMessageCompress
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
 from twisted.internet import tcp
 from twisted.internet.interfaces import IDelayedCall
@@ -379,7 +380,9 @@ class PushServerProtocol(WebSocketServerProtocol):
         """
         if not self.streaming:
             return
-        if self._perMessageCompress is None:
+        # Autobahn sets this in unannotated code, so mypy infers "always None".
+        compress = cast("PerMessageCompress | None", self._perMessageCompress)
+        if compress is None:
             self.transport.write(prepared.payloadHybi)  # type: ignore[union-attr]
         else:
             self.sendPreparedMessage(prepared)

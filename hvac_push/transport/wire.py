@@ -174,7 +174,8 @@ def encode_authenticated(expires: float | None, points: list[str], ack: bool) ->
 
 def encode_point(point: Point) -> dict[str, object]:
     """A point as a plain dict, for JSON documents outside the stream (e.g. health)."""
-    return json.loads("{" + point_fragment(point) + "}")[point.point_id]
+    document: dict[str, dict[str, object]] = json.loads("{" + point_fragment(point) + "}")
+    return document[point.point_id]
 
 
 # -- client to server -------------------------------------------------------
