@@ -202,9 +202,7 @@ class MqttBridge(Service):
 
         threading.Thread(target=stop_paho, name="hvac-push mqtt-publish stop", daemon=True).start()
         # Bounded: paho's thread is a daemon; do not hold shutdown for it.
-        timeout = self.reactor.callLater(5.0, _fire, finished)
-        finished.addBoth(lambda r: timeout.cancel() if timeout.active() else None)
-        return finished
+        return finished.addTimeout(5.0, self.reactor, onTimeoutCancel=lambda result, timeout: None)
 
     def _changed(self, point: Point) -> None:
         if self.exclude is not None and self.exclude(point.point_id):
