@@ -77,6 +77,31 @@ def test_bad_values_are_usage_errors_naming_the_option(argv, message):
     assert message in str(e.value)
 
 
+def test_parsing_options_builds_nothing_on_a_reactor():
+    """--listen and --ws-option are checked without a reactor: parsing must not install the global one."""
+    code = (
+        "import sys\n"
+        "from hvac_push.ops.tap import Options\n"
+        "Options().parseOptions(['--listen', 'tcp:0:interface=127.0.0.1', '--listen', 'reuseport:0',"
+        " '--ws-option', 'autoPingInterval=5'])\n"
+        "for bad in (['--listen', 'tcp:notaport'], ['--ws-option', 'versions=[99]']):\n"
+        "    try:\n"
+        "        Options().parseOptions(bad)\n"
+        "    except Exception as e:\n"
+        "        print(type(e).__name__, e)\n"
+        "print('reactor imported:', 'twisted.internet.reactor' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True, text=True, timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("UsageError --listen 'tcp:notaport'")
+    assert lines[1].startswith("UsageError bad WebSocket option")
+    assert lines[2] == "reactor imported: False"
+
+
 @pytest.mark.slow
 def test_twistd_with_a_bad_value_ends_with_one_line_and_no_traceback(tmp_path):
     result = subprocess.run(
