@@ -188,7 +188,7 @@ def test_files_are_read_relative_to_the_config(tmp_path):
     config = tmp_path / "plant.toml"
     config.write_text(GOOD.replace("port = 18830", 'port = 18830\nusername = "hvac"\npassword_file = "secrets/mqtt.pw"'))
     plant = load_config(str(config))
-    assert plant.brokers[0].password == "hunter2"
+    assert plant.brokers[0].broker.password == "hunter2"
     assert "hunter2" not in repr(plant)
     missing = tmp_path / "nope.toml"
     with pytest.raises(ConfigError) as e:

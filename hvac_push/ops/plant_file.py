@@ -11,7 +11,7 @@ collected (L{ConfigError.errors}); C{str(error)} is the first one.
 
 The result is a tree of frozen dataclasses (L{PlantConfig}), the only input
 from which L{hvac_push.ops.plant_sources} builds producers. Where a table maps
-onto a type of its own (L{DerivedSettings}, L{AlarmLimits}, L{MqttBrokerConfig}...),
+onto a type of its own (L{MqttBroker}, L{DerivedSettings}, L{AlarmLimits}...),
 that type's field defaults are the file's defaults: a key that is absent is not
 passed. This module does no I/O beyond reading the config file and the files it
 names (password, TLS), and imports neither paho-mqtt nor pymodbus.
@@ -27,7 +27,7 @@ import os
 import re
 import sys
 import tomllib
-from dataclasses import Field, dataclass, field, fields
+from dataclasses import Field, dataclass, fields
 from typing import Any, Callable, Iterable, Sequence, TypeVar
 
 from hvac_push.analytics.derived import (
@@ -41,11 +41,12 @@ from hvac_push.analytics.derived import (
     simulator_schedules,
 )
 from hvac_push.core.points import SEVERITIES, AlarmLimits, PointMeta, is_name
+from hvac_push.sources.mqtt import DEFAULT_TEMPLATE, check_topic, check_topic_template
+from hvac_push.sources.mqtt_client import MqttBroker, MqttTls, default_port
 
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_\-]+$")
 
 DEFAULT_SITE = "plant"
-DEFAULT_TOPIC_TEMPLATE = "hvac/{site}/{unit}/{point}"
 MODBUS_TABLES = ("holding", "input", "coil", "discrete")
 MODBUS_TYPES = ("int16", "uint16", "int32", "uint32", "float32")
 WORD_ORDERS = ("big", "little")
@@ -72,27 +73,14 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
-class TlsConfig:
-    """TLS towards an MQTT broker. Paths are absolute (resolved against the config file)."""
-
-    ca: str | None = None
-    cert: str | None = None
-    key: str | None = None
-    #: Skip the broker host name check (the chain is still verified against C{ca}).
-    insecure: bool = False
-
-
-@dataclass(frozen=True, slots=True)
 class MqttBrokerConfig:
+    """An C{[mqtt.NAME]} source: the broker (TLS paths absolute, resolved against the file) and its topics."""
+
     name: str
-    host: str
-    port: int = 1883
+    broker: MqttBroker
     client_id: str = ""
     keepalive: int = 30
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
-    tls: TlsConfig | None = None
-    topic_template: str = DEFAULT_TOPIC_TEMPLATE
+    topic_template: str = DEFAULT_TEMPLATE
     #: Accept every topic that matches the template, not only declared points.
     discover: bool = True
     reconnect_min: float = 1.0
@@ -365,43 +353,6 @@ _PERIOD_KEYS = ("days", "start", "end")
 _ZONE_KEYS = ("heating", "cooling", "heating_threshold", "cooling_threshold", "site")
 
 
-def check_topic_template(template: str) -> str | None:
-    """Return what is wrong with an MQTT topic template, or L{None} if it is fine.
-
-    Each of C{{site}}, C{{unit}} and C{{point}} must fill one whole topic level,
-    exactly once; other levels are literal names or the C{+} wildcard.
-    """
-    if not template:
-        return None  # no template: only points with an explicit topic
-    levels = template.split("/")
-    seen: list[str] = []
-    for level in levels:
-        if level in ("{site}", "{unit}", "{point}"):
-            if level in seen:
-                return f"{level} appears twice"
-            seen.append(level)
-        elif level == "#":
-            return "'#' is not allowed (each level must map to something)"
-        elif "{" in level or "}" in level:
-            return f"level {level!r}: placeholders must fill a whole level: {{site}}, {{unit}} or {{point}}"
-        elif level != "+" and ("+" in level or "\0" in level):
-            return f"level {level!r}: '+' must fill a whole level"
-    missing = [p for p in ("{site}", "{unit}", "{point}") if p not in seen]
-    if missing:
-        return f"missing {', '.join(missing)}"
-    return None
-
-
-def _check_topic(topic: str) -> str | None:
-    if not topic:
-        return "must not be empty"
-    if "+" in topic or "#" in topic:
-        return "must be an exact topic, without '+' or '#'"
-    if "\0" in topic or len(topic.encode("utf-8")) > 65535:
-        return "not a valid MQTT topic"
-    return None
-
-
 def _sources(c: _Checker, doc: dict[str, Any]) -> tuple[list[MqttBrokerConfig], list[ModbusDeviceConfig], SimulatorConfig | None]:
     brokers: list[MqttBrokerConfig] = []
     devices: list[ModbusDeviceConfig] = []
@@ -415,7 +366,7 @@ def _sources(c: _Checker, doc: dict[str, Any]) -> tuple[list[MqttBrokerConfig], 
             continue
         c.keys(t, path, _MQTT_KEYS)
         host = c.string(t, "host", path, required=True, allow_empty=False)
-        tls: TlsConfig | None = None
+        tls: MqttTls | None = None
         if "tls" in t:
             tt = c.table(t["tls"], _join(path, "tls"))
             if tt is not None:
@@ -425,7 +376,7 @@ def _sources(c: _Checker, doc: dict[str, Any]) -> tuple[list[MqttBrokerConfig], 
                 if "key" in tt and "cert" not in tt:
                     c.error(_join(tpath, "key"), "needs cert as well")
                 ca = c.file(tt, "ca", tpath)
-                tls = TlsConfig(ca, cert, key, **_given(insecure=c.boolean(tt, "insecure", tpath)))
+                tls = MqttTls(ca, cert, key, **_given(insecure=c.boolean(tt, "insecure", tpath)))
         port = c.integer(t, "port", path, None, 1, 65535)
         password = c.string(t, "password", path, None, max_len=1024)
         if "password_file" in t:
@@ -452,11 +403,9 @@ def _sources(c: _Checker, doc: dict[str, Any]) -> tuple[list[MqttBrokerConfig], 
         brokers.append(
             MqttBrokerConfig(
                 name=name,
-                host=host or "",
-                port=(8883 if tls else 1883) if port is None else port,
-                username=username,
-                password=password,
-                tls=tls,
+                broker=MqttBroker(
+                    host or "", default_port(tls is not None) if port is None else port, username, password, tls,
+                ),
                 **_given(
                     client_id=c.string(t, "client_id", path, None, max_len=128),
                     keepalive=c.integer(t, "keepalive", path, None, 5, 3600),
@@ -896,7 +845,7 @@ def _point(
     register: RegisterConfig | None = None
     if kind == "mqtt" and "topic" in p:
         topic = c.string(p, "topic", path, None, max_len=1024)
-        if topic is not None and (problem := _check_topic(topic)):
+        if topic is not None and (problem := check_topic(topic)):
             c.error(_join(path, "topic"), problem)
     if kind == "modbus":
         register = _register(c, p, path)
@@ -966,9 +915,7 @@ __all__ = [
     "RegisterConfig",
     "SimulatorConfig",
     "SiteConfig",
-    "TlsConfig",
     "UnitConfig",
-    "check_topic_template",
     "load_config",
     "parse_config",
 ]

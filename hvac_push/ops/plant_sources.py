@@ -68,23 +68,16 @@ def build_producer(spec: Spec) -> Producer:
     """The producer for one spec (imports paho / pymodbus only when they are used)."""
     source, points = spec
     if isinstance(source, MqttBrokerConfig):
-        from hvac_push.sources.mqtt import MqttPoint, MqttProducer, MqttTls
+        from hvac_push.sources.mqtt import MqttPoint, MqttProducer
 
-        tls = None
-        if source.tls is not None:
-            tls = MqttTls(source.tls.ca, source.tls.cert, source.tls.key, source.tls.insecure)
         return MqttProducer(
             source.key,
-            source.host,
-            source.port,
+            source.broker,
             points=[MqttPoint(p.point_id, p.topic, p.unit) for p in points],
             topic_template=source.topic_template,
             discover=source.discover,
             client_id=source.client_id,
             keepalive=source.keepalive,
-            username=source.username,
-            password=source.password,
-            tls=tls,
             reconnect_min=source.reconnect_min,
             reconnect_max=source.reconnect_max,
         )

@@ -46,6 +46,7 @@ def _choice(name: str, choices: tuple[str, ...]) -> Any:
 
 
 def _broker_url(option: str, text: str) -> Any:
+    """A C{--publish} or C{--subscribe} URL; its errors repeat it with the password hidden."""
     from hvac_push.ops.cluster import parse_broker_url
 
     try:
