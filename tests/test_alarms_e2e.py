@@ -10,6 +10,7 @@ from twisted.internet.threads import deferToThread
 
 from hvac_push.core.points import AlarmLimits, Pattern, Sample
 from hvac_push.sources.mqtt import MqttPoint, MqttProducer
+from hvac_push.sources.mqtt_client import MqttBroker
 from hvac_push.store.url import open_store
 from hvac_push.testing import ScriptedProducer, connect
 from hvac_push.transport.auth import AuthError, Authenticator, Permissions
@@ -70,7 +71,7 @@ async def test_shelve_unshelve_out_of_service_and_ack_need_their_claims_and_reac
     server = await start_server(authenticator=Authenticator([Tokens()]), store=open_store(f"sqlite:{tmp_path}/a.db"))
     op = sup = None
     try:
-        server.service.set_limits(T, AlarmLimits(high=9.0))
+        server.service.set_alarm_limits(T, AlarmLimits(high=9.0))
         op = await client_with(server, "op")
         sup = await client_with(server, "sup")
         server.hub.publish(Sample(T, 9.5, "°C"))
@@ -180,7 +181,7 @@ async def test_a_crashing_producer_raises_one_source_alarm_not_one_per_point():
 @pytest_twisted.ensureDeferred
 async def test_a_broker_outage_raises_one_source_alarm(mosquitto):  # noqa: F811
     declared = [MqttPoint(f"plant/ahu-1/p{i}") for i in range(8)]
-    producer = MqttProducer("mqtt.test", "127.0.0.1", mosquitto.port, points=declared, reconnect_min=0.05,
+    producer = MqttProducer("mqtt.test", MqttBroker("127.0.0.1", mosquitto.port), points=declared, reconnect_min=0.05,
                             reconnect_max=0.2, keepalive=5)
     server = await start_server([producer])
     client = await within(5, connect(reactor(), server.port))

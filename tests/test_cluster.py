@@ -47,14 +47,17 @@ def reactor() -> Any:
 
 def test_broker_urls():
     url = parse_broker_url("mqtt://edge:p%40ss@10.0.0.5:1884/site-a/hvac")
-    assert (url.host, url.port, url.prefix, url.username, url.password, url.tls) == (
+    broker = url.broker
+    assert (broker.host, broker.port, url.prefix, broker.username, broker.password, broker.tls is not None) == (
         "10.0.0.5", 1884, "site-a/hvac", "edge", "p@ss", False)
     assert url.template == "site-a/hvac/{site}/{unit}/{point}"
     assert "p@ss" not in url.describe()
+    assert url.describe() == "mqtt://edge@10.0.0.5:1884/site-a/hvac"
     plain = parse_broker_url("mqtt://127.0.0.1")
-    assert (plain.port, plain.prefix) == (1883, "hvac")
+    assert (plain.broker.port, plain.prefix) == (1883, "hvac")
     secure = parse_broker_url("mqtts://broker.example?ca=/etc/ca.pem")
-    assert (secure.port, secure.tls, secure.ca) == (8883, True, "/etc/ca.pem")
+    assert secure.broker.tls is not None
+    assert (secure.broker.port, secure.broker.tls is not None, secure.broker.tls.ca) == (8883, True, "/etc/ca.pem")
     for bad in ("http://x", "mqtt://", "mqtt://x/a/+", "mqtt://x?ca=/c", "mqtts://x?cert=1", "mqtt://x:99999",
                 "mqtt://u:p@x?password_file=/etc/hostname", "mqtt://u@x?password_file=/nonexistent"):
         with pytest.raises(ValueError):
@@ -65,7 +68,7 @@ def test_broker_url_password_file(tmp_path):
     secret = tmp_path / "mqtt-password"
     secret.write_text("s3cret\n")
     url = parse_broker_url(f"mqtt://edge@127.0.0.1:1884/hvac?password_file={secret}")
-    assert (url.username, url.password) == ("edge", "s3cret")
+    assert (url.broker.username, url.broker.password) == ("edge", "s3cret")
 
 
 def test_options_build_edges_and_collectors():

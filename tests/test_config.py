@@ -192,7 +192,7 @@ def test_files_are_read_relative_to_the_config(tmp_path):
     config = tmp_path / "plant.toml"
     config.write_text(GOOD.replace("port = 18830", 'port = 18830\nusername = "hvac"\npassword_file = "secrets/mqtt.pw"'))
     plant = load_config(str(config))
-    assert plant.brokers[0].password == "hunter2"
+    assert plant.brokers[0].broker.password == "hunter2"
     assert "hunter2" not in repr(plant)
     missing = tmp_path / "nope.toml"
     with pytest.raises(ConfigError) as e:
@@ -281,20 +281,30 @@ unit = "%"
 
 
 def test_derived_defaults_are_those_of_derived_settings():
-    from hvac_push.ops.plant_file import DerivedConfig
     from hvac_push.analytics.derived import DerivedSettings
-    from hvac_push.ops.plant_sources import derived_settings
 
     plant = parse(DERIVED)
-    assert plant.derived == DerivedConfig()
-    assert derived_settings(plant) == DerivedSettings()  # no simulator: exactly the library defaults
-    assert parse(GOOD).derived is None and derived_settings(parse(GOOD)) is None
-    assert derived_settings(parse(DERIVED + "enabled = false\n")) is None
+    assert plant.derived == DerivedSettings()  # no simulator: exactly the library defaults
+    assert parse(GOOD).derived is None
+    assert parse(DERIVED + "enabled = false\n").derived is None
+
+
+def test_derived_keys_are_the_configurable_settings():
+    """A [derived] key is a DerivedSettings field: adding a setting there adds it to the file."""
+    from dataclasses import fields
+
+    from hvac_push.analytics.derived import CONFIGURABLE, DerivedSettings
+
+    configurable = {f.name for f in fields(DerivedSettings) if CONFIGURABLE in f.metadata}
+    assert configurable == {
+        "forecast_minutes", "tariff", "currency", "energy_max_gap", "max_starts_per_hour", "cop_window",
+        "cop_min_power", "running_kw", "predict_within_min", "severity", "timezone", "schedules", "zones",
+    }
+    assert error_of(DERIVED + "limit_lookahead_min = 60\n") == "plant.toml: derived.limit_lookahead_min: unknown key"
 
 
 def test_derived_table_maps_onto_derived_settings():
     from hvac_push.analytics.derived import Schedule, Zone
-    from hvac_push.ops.plant_sources import derived_settings
 
     plant = parse(DERIVED + """
 forecast_minutes = [10, 60]
@@ -321,7 +331,7 @@ heating = "plant/ahu-1/reheat_valve"
 cooling = "plant/chiller-1/compressor"
 heating_threshold = 5
 """)
-    settings = derived_settings(plant)
+    settings = plant.derived
     assert settings is not None
     assert settings.forecast_minutes == (10, 60)
     assert (settings.tariff, settings.currency, settings.energy_max_gap) == (0.21, "CHF", 120.0)
@@ -340,10 +350,9 @@ heating_threshold = 5
 
 def test_derived_with_a_simulator_uses_the_simulator_defaults():
     from hvac_push.analytics.derived import Schedule, simulator_settings
-    from hvac_push.ops.plant_sources import derived_settings
 
     plant = parse('[simulator]\nunits = 3\nsite = "sim"\n\n[derived]\nschedules = { chiller-1 = "mon-fri 07:00-19:00" }\n')
-    settings = derived_settings(plant)
+    settings = plant.derived
     expected = simulator_settings(["chiller-1", "crac-1", "ahu-1"])
     # The usual 6 starts per hour: the simulator's compressors no longer short-cycle (issue 19).
     assert settings is not None and settings.max_starts_per_hour == expected.max_starts_per_hour == 6.0

@@ -108,7 +108,7 @@ async def test_resume_against_another_epoch_gets_a_full_resync_snapshot(server):
 
 @pytest_twisted.ensureDeferred
 async def test_an_alarm_waits_for_its_delay_and_clears_past_the_deadband(server):
-    server.service.set_limits(T, AlarmLimits(high=8.0, deadband=0.5, delay=0.3, severity="critical"))
+    server.service.set_alarm_limits(T, AlarmLimits(high=8.0, deadband=0.5, delay=0.3, severity="critical"))
     server.hub.publish(Sample(T, 7.0, "°C", now()))
     client, snapshot = await open_client(server)
     assert snapshot["alarms"] == [] and snapshot["alarm_seq"] == 0
@@ -126,7 +126,7 @@ async def test_an_alarm_waits_for_its_delay_and_clears_past_the_deadband(server)
 
 @pytest_twisted.ensureDeferred
 async def test_an_operator_acknowledges_an_alarm_and_every_client_sees_it(server):
-    server.service.set_limits(T, AlarmLimits(low=5.0))
+    server.service.set_alarm_limits(T, AlarmLimits(low=5.0))
     server.hub.publish(Sample(T, 4.0, "°C", now()))
     operator, snap1 = await open_client(server)
     viewer, snap2 = await open_client(server)
@@ -143,7 +143,7 @@ async def test_an_operator_acknowledges_an_alarm_and_every_client_sees_it(server
 
 @pytest_twisted.ensureDeferred
 async def test_a_reconnecting_client_replays_exactly_the_alarm_transitions_it_missed(server):
-    server.service.set_limits(T, AlarmLimits(high=8.0))
+    server.service.set_alarm_limits(T, AlarmLimits(high=8.0))
     server.hub.publish(Sample(T, 7.0, "°C", now()))
     client, snapshot = await open_client(server)
     version, epoch, seq = snapshot["version"], snapshot["epoch"], snapshot["alarm_seq"]

@@ -10,6 +10,7 @@ from twisted.internet.threads import deferToThread
 
 from hvac_push.core.points import InvalidPoint
 from hvac_push.sources.mqtt import BadPayload, MqttPoint, MqttProducer, TopicMap, parse_payload
+from hvac_push.sources.mqtt_client import MqttBroker, MqttTls
 from hvac_push.testing import connect
 from tests.brokers import Mosquitto, mosquitto  # noqa: F401 (fixture)
 from tests.conftest import start_server, stop_server
@@ -83,16 +84,36 @@ def test_topics_map_to_points_through_the_template_and_exact_topics():
     assert only_exact.filters() == ["x/y"]
     with pytest.raises(ValueError):
         TopicMap("hvac/{site}/{point}")
+    with pytest.raises(ValueError, match="'#' is not allowed"):
+        TopicMap("hvac/{site}/{unit}/{point}/#")  # the plant file's rule: one check for both
+
+
+def test_a_broker_never_shows_its_password():
+    from hvac_push.sources.mqtt_client import redact_url
+
+    broker = MqttBroker("10.0.0.5", 1884, "edge", "LeakMe123", MqttTls(ca="/etc/ca.pem"))
+    for shown in (repr(broker), str(broker), broker.describe(), repr(MqttProducer("m", broker).broker)):
+        assert "LeakMe123" not in shown
+    assert "password='***'" in repr(broker) and "password=None" in repr(MqttBroker("h"))
+    assert broker.describe() == "mqtts://edge@10.0.0.5:1884"
+    assert broker == MqttBroker("10.0.0.5", 1884, "edge", "LeakMe123", MqttTls(ca="/etc/ca.pem"))
+    assert broker != MqttBroker("10.0.0.5", 1884, "edge", "other", MqttTls(ca="/etc/ca.pem"))  # a reload sees it
+    assert redact_url("mqtt://u:LeakMe123@127.0.0.1:99999/a") == "mqtt://u:***@127.0.0.1:99999/a"
+    assert redact_url("mqtts://u:p@ss/w0rd@host/a?ca=/c") == "mqtts://u:***@host/a?ca=/c"
+    for unchanged in ("mqtt://u@host:1883/a", "mqtt://host:1883/a", "not a url"):
+        assert redact_url(unchanged) == unchanged
 
 
 # -- against a real broker -----------------------------------------------------
 
 
-def _producer(broker: Mosquitto, **kw: Any) -> MqttProducer:
+def _producer(
+    broker: Mosquitto, *, username: str | None = None, password: str | None = None, tls: MqttTls | None = None, **kw: Any
+) -> MqttProducer:
     kw.setdefault("reconnect_min", 0.05)
     kw.setdefault("reconnect_max", 0.2)
     kw.setdefault("keepalive", 5)
-    return MqttProducer("mqtt.test", "127.0.0.1", broker.port, **kw)
+    return MqttProducer("mqtt.test", MqttBroker("127.0.0.1", broker.port, username, password, tls), **kw)
 
 
 async def _publish(broker: Mosquitto, topic: str, payload: str | bytes, retain: bool = False) -> None:
@@ -241,7 +262,6 @@ async def test_username_and_password_are_used(tmp_path):
 
 @pytest_twisted.ensureDeferred
 async def test_tls_to_the_broker_checks_its_certificate(tmp_path):
-    from hvac_push.sources.mqtt import MqttTls
     from tests.brokers import make_tls_files
 
     files = make_tls_files(tmp_path)

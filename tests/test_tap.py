@@ -77,6 +77,57 @@ def test_bad_values_are_usage_errors_naming_the_option(argv, message):
     assert message in str(e.value)
 
 
+@pytest.mark.parametrize("option", ["--publish", "--subscribe"])
+@pytest.mark.parametrize(
+    "url, message",
+    [
+        ("mqtt://u:LeakMe123@127.0.0.1:99999/a", "'mqtt://u:***@127.0.0.1:99999/a': bad port"),
+        ("mqtt://u:LeakMe123@", "'mqtt://u:***@': no host"),
+        ("mqtts://u:Leak%40Me123@host/a/+", "'mqtts://u:***@host/a/+': the prefix must be plain topic levels"),
+        ("mqtt://u:LeakMe123@host?ca=/c", "'mqtt://u:***@host?ca=/c': ca and insecure need mqtts://"),
+        ("mqtt://u:LeakMe123@host?password_file=/x", "password_file needs user@ and no password"),
+        ("http://u:LeakMe123@host", "'http://u:***@host': expected mqtt://"),
+    ],
+)
+def test_broker_url_errors_never_print_the_password(option, url, message):
+    with pytest.raises(usage.UsageError) as e:
+        parse(option, url)
+    assert str(e.value).startswith(f"{option}: ")
+    assert message in str(e.value) and "LeakMe123" not in str(e.value) and "Leak%40Me123" not in str(e.value)
+
+
+def test_parsed_broker_urls_never_show_the_password():
+    options = parse("--publish", "mqtt://u:LeakMe123@127.0.0.1:1884/a", "--subscribe", "mqtt://u:LeakMe123@127.0.0.1/b")
+    assert options["publish"][0].broker.password == "LeakMe123"
+    for shown in (repr(options["publish"]), repr(options["subscribe"]), options["publish"][0].describe()):
+        assert "LeakMe123" not in shown
+
+
+def test_parsing_options_builds_nothing_on_a_reactor():
+    """--listen and --ws-option are checked without a reactor: parsing must not install the global one."""
+    code = (
+        "import sys\n"
+        "from hvac_push.ops.tap import Options\n"
+        "Options().parseOptions(['--listen', 'tcp:0:interface=127.0.0.1', '--listen', 'reuseport:0',"
+        " '--ws-option', 'autoPingInterval=5'])\n"
+        "for bad in (['--listen', 'tcp:notaport'], ['--ws-option', 'versions=[99]']):\n"
+        "    try:\n"
+        "        Options().parseOptions(bad)\n"
+        "    except Exception as e:\n"
+        "        print(type(e).__name__, e)\n"
+        "print('reactor imported:', 'twisted.internet.reactor' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True, text=True, timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("UsageError --listen 'tcp:notaport'")
+    assert lines[1].startswith("UsageError bad WebSocket option")
+    assert lines[2] == "reactor imported: False"
+
+
 @pytest.mark.slow
 def test_twistd_with_a_bad_value_ends_with_one_line_and_no_traceback(tmp_path):
     result = subprocess.run(

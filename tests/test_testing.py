@@ -159,7 +159,7 @@ def test_a_protocol_subclass_with_its_own_message_type_is_testable_in_memory():
 def test_a_whole_push_service_runs_in_memory_alarms_included():
     push = PushService(MemoryReactorClock(), ws_options=QUIET_WS_OPTIONS)
     s = MemoryServer(Thermostat, service=push)
-    push.set_limits("p/u/t", AlarmLimits(high=30.0))
+    push.set_alarm_limits("p/u/t", AlarmLimits(high=30.0))
     c = s.connect(headers={"X-Site": "north"})
     s.publish(Sample("p/u/t", 35.0))
     s.advance(0)

@@ -204,11 +204,9 @@ def _plant(power_unit: str = "W", derived: str = "\n[derived]\n"):
 
 
 def test_a_unit_declares_its_kind_and_the_derivations_get_it():
-    from hvac_push.ops.plant_sources import derived_settings
-
     plant = _plant()
     assert [(u.key, u.kind) for u in plant.units] == [("hw-1", "boiler"), ("chiller-1", None)]
-    settings = derived_settings(plant)
+    settings = plant.derived
     assert settings is not None and dict(settings.kinds) == {"plant/hw-1": "boiler"}
 
 

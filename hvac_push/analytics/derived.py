@@ -28,7 +28,7 @@ import re
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
-from typing import Callable, Mapping, Sequence
+from typing import Any, Callable, Generic, Iterator, Mapping, Sequence, TypeVar
 from zoneinfo import ZoneInfo
 
 from twisted.internet.interfaces import IReactorTime
@@ -40,7 +40,7 @@ from hvac_push.core.follow import HubFollower
 from hvac_push.analytics.forecast import DampedHolt, Forecaster, HoltParams
 from hvac_push.analytics.forecast_skill import SkillGate
 from hvac_push.core.hub import Hub
-from hvac_push.core.points import AlarmLimits, Point, Sample, Value
+from hvac_push.core.points import SEVERITIES, AlarmLimits, Point, Sample, Value
 from hvac_push.analytics.units import INPUT_QUANTITIES, Conversion, UnitError, conversion
 
 _log = Logger()
@@ -48,8 +48,36 @@ _log = Logger()
 #: kW of heat removed by one ton of refrigeration.
 KW_PER_TON = 3.51685
 SITE_UNIT = "site"
-_DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-_PERIOD = re.compile(r"^\s*([a-z]{3})(?:-([a-z]{3}))?\s+(\d{1,2}):(\d{2})-(\d{1,2}):(\d{2})\s*$")
+
+# -- the schedule grammar (text periods here, and the plant file's period tables) --
+
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_DAY_RANGE = re.compile(r"^([a-z]{3})(?:-([a-z]{3}))?$")
+_CLOCK = re.compile(r"^(\d{1,2}):(\d{2})$")
+#: One text period: C{DAY[-DAY] HH:MM-HH:MM}.
+_PERIOD = re.compile(r"^\s*([a-z]{3}(?:-[a-z]{3})?)\s+(\d{1,2}:\d{2})-(\d{1,2}:\d{2})\s*$")
+
+
+def parse_days(text: str) -> tuple[int, int] | None:
+    """C{"mon"}, C{"mon-fri"} or C{"daily"} as C{(first, last)}, Monday = 0; L{None} if it is none of these.
+
+    A range that runs backwards (C{"fri-mon"}) comes back as it is, C{last < first}, for the caller to refuse.
+    """
+    if text == "daily":
+        return 0, 6
+    match = _DAY_RANGE.match(text)
+    if match is None or match.group(1) not in WEEKDAYS or (match.group(2) or "mon") not in WEEKDAYS:
+        return None
+    first = WEEKDAYS.index(match.group(1))
+    return first, WEEKDAYS.index(match.group(2)) if match.group(2) else first
+
+
+def parse_clock(text: str) -> float | None:
+    """C{"HH:MM"}, from C{00:00} to C{24:00} (midnight at the end of the day), as hours; L{None} otherwise."""
+    match = _CLOCK.match(text)
+    if match is None or int(match.group(2)) > 59 or int(match.group(1)) * 60 + int(match.group(2)) > 24 * 60:
+        return None
+    return int(match.group(1)) + int(match.group(2)) / 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,13 +99,11 @@ class Schedule:
             if not part.strip():
                 continue
             match = _PERIOD.match(part)
-            if match is None or match.group(1) not in _DAYS or (match.group(2) or "mon") not in _DAYS:
+            days = parse_days(match.group(1)) if match is not None else None
+            if match is None or days is None:
                 raise ValueError(f"bad schedule period {part.strip()!r}: expected e.g. 'mon-fri 06:00-20:00'")
-            first = _DAYS.index(match.group(1))
-            last = _DAYS.index(match.group(2)) if match.group(2) else first
-            start = int(match.group(3)) + int(match.group(4)) / 60.0
-            end = int(match.group(5)) + int(match.group(6)) / 60.0
-            if not 0.0 <= start < end <= 24.0 or last < first:
+            (first, last), start, end = days, parse_clock(match.group(2)), parse_clock(match.group(3))
+            if start is None or end is None or not start < end or last < first:
                 raise ValueError(f"bad schedule period {part.strip()!r}: times or days out of order")
             periods.extend((day, start, end) for day in range(first, last + 1))
         return cls(tuple(periods))
@@ -105,12 +131,63 @@ class Zone:
     cooling_threshold: float = 0.0
 
 
+_V = TypeVar("_V")
+
+
+class FrozenMapping(Mapping[str, _V], Generic[_V]):
+    """A read-only mapping that hashes, so settings holding one (schedules, kinds) are values."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Mapping[str, _V] | None = None):
+        self._items = dict(items or {})
+
+    def __getitem__(self, key: str) -> _V:
+        return self._items[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __hash__(self) -> int:
+        return hash(frozenset(self._items.items()))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._items!r})"
+
+
+class Schedules(FrozenMapping[Schedule]):
+    """Schedules by C{"site/unit"} or C{"unit"}."""
+
+    __slots__ = ()
+
+
+#: The metadata key of the L{DerivedSettings} fields that a config file may set (L{configurable}).
+CONFIGURABLE = "configurable"
+
+
+def configurable(default: Any, **accepts: Any) -> Any:
+    """A settings field that a config file may set, and the values it accepts there.
+
+    C{accepts} holds C{low}, C{high} and C{positive} (greater than 0) for a number,
+    C{max_len} and C{allow_empty} for a text, C{choices} for one of a few words. The
+    plant file's C{[derived]} table (L{hvac_push.ops.plant_file}) takes its keys, checks and
+    defaults from these fields, so a new setting is one field here.
+    """
+    return field(default=default, metadata={CONFIGURABLE: accepts})
+
+
 @dataclass(frozen=True, slots=True)
 class DerivedSettings:
-    """What L{DerivedPoints} computes and how; every field has a default."""
+    """What L{DerivedPoints} computes and how; every field has a default (docs/derived.md).
+
+    The C{configurable} fields are the keys of the plant file's C{[derived]} table.
+    """
 
     #: Forecast horizons in minutes; one C{<id>.forecast_<N>m} point each.
-    forecast_minutes: tuple[int, ...] = (5, 15, 30)
+    forecast_minutes: tuple[int, ...] = configurable((5, 15, 30))
     forecast: HoltParams = HoltParams()
     #: Seconds between the forecasts kept to learn the deviation gains (L{Forecaster}).
     forecast_learn_every: float = 30.0
@@ -121,37 +198,42 @@ class DerivedSettings:
     #: C{minutes_to_limit} is capped here: this value means "not within the look-ahead".
     limit_lookahead_min: float = 120.0
     #: A C{predicted} alarm is raised when a limit is this many minutes away or less...
-    predict_within_min: float = 15.0
+    predict_within_min: float = configurable(15.0, low=0, high=1440)
     #: ...and cleared when it is more than this factor times further (hysteresis).
     predict_clear_factor: float = 1.5
     #: Energy: a silence between two power samples longer than this is not integrated.
-    energy_max_gap: float = 300.0
+    energy_max_gap: float = configurable(300.0, low=0, high=86400, positive=True)
     #: Currency per kWh, and the currency's code (the unit of C{energy_cost}).
-    tariff: float = 0.15
-    currency: str = "EUR"
+    tariff: float = configurable(0.15, low=0, high=1000)
+    currency: str = configurable("EUR", max_len=16, allow_empty=False)
     #: COP and kW/ton average load and power over about this many seconds.
-    cop_window: float = 900.0
+    cop_window: float = configurable(900.0, low=0, high=86400, positive=True)
     #: Below this averaged power (kW) no COP is published (the unit is off).
-    cop_min_power: float = 0.5
+    cop_min_power: float = configurable(0.5, low=0, high=100000)
     #: More compressor starts than this in the last hour is short-cycling.
-    max_starts_per_hour: float = 6.0
+    max_starts_per_hour: float = configurable(6.0, low=0, high=3600)
     #: Weekly schedules, by C{"site/unit"} or C{"unit"}; units without one get no C{outside_schedule}.
-    schedules: Mapping[str, Schedule] = field(default_factory=dict)
+    #: Any mapping may be given; it is kept as L{Schedules}.
+    schedules: Mapping[str, Schedule] = configurable(Schedules())
     #: A unit is running when its compressor is on or its power is above this (kW).
-    running_kw: float = 1.0
+    running_kw: float = configurable(1.0, low=0, high=100000)
     #: IANA time zone for schedules (e.g. "Europe/Paris"); None: the server's local time.
-    timezone: str | None = None
-    zones: tuple[Zone, ...] = ()
+    timezone: str | None = configurable(None)
+    zones: tuple[Zone, ...] = configurable(())
     #: Severity of C{predicted} and C{short_cycling} alarms.
-    severity: str = "warning"
+    severity: str = configurable("warning", choices=SEVERITIES)
     #: Equipment kinds (L{equipment.KINDS}) by C{"site/unit"} or C{"unit"}; others are read from the unit's name.
-    kinds: Mapping[str, str] = field(default_factory=dict)
+    kinds: Mapping[str, str] = FrozenMapping()
     #: Publish a forecast only while its rolling measured skill beats the baselines (L{SkillGate}).
     forecast_gate: bool = False
     #: The period of the C{cycle} baseline (same time of the previous cycle), in seconds.
     forecast_cycle: float = 86400.0
 
     def __post_init__(self) -> None:
+        if not isinstance(self.schedules, Schedules):
+            object.__setattr__(self, "schedules", Schedules(self.schedules))
+        if not isinstance(self.kinds, FrozenMapping):
+            object.__setattr__(self, "kinds", FrozenMapping(self.kinds))
         if not self.forecast_minutes or any(
             isinstance(m, bool) or not isinstance(m, int) or m <= 0 for m in self.forecast_minutes
         ):

@@ -37,6 +37,11 @@ def check_point_id(point_id: str) -> str:
     return point_id
 
 
+def is_name(text: str) -> bool:
+    """True if C{text} can be one level of a point id: the rule for site, unit and point names."""
+    return _LEVEL.match(text) is not None
+
+
 def check_value(value: object) -> Value:
     """Return C{value} if it is a number, bool or short string that JSON can carry."""
     if isinstance(value, bool):

@@ -25,7 +25,6 @@ is both an edge and a collector does not echo what it receives.
 from __future__ import annotations
 
 import json
-import ssl
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -40,23 +39,18 @@ from hvac_push.core.follow import HubFollower
 from hvac_push.core.hub import Hub
 from hvac_push.core.points import Point
 from hvac_push.ops.service import PushService
+from hvac_push.sources.mqtt_client import MqttBroker, MqttTls, default_port, make_client, redact_url
 
 DEFAULT_PREFIX = "hvac"
 log = Logger(namespace="hvac_push.ops.cluster")
 
 
 @dataclass(frozen=True, slots=True)
-class BrokerUrl:
-    """C{mqtt://[user[:pass]@]host[:port][/prefix][?password_file=PATH]}, or C{mqtts://...[?ca=PATH&insecure=1]}."""
+class BrokerLink:
+    """A broker and the topic prefix under which nodes exchange points (C{--publish}, C{--subscribe})."""
 
-    host: str
-    port: int
+    broker: MqttBroker
     prefix: str = DEFAULT_PREFIX
-    username: str | None = None
-    password: str | None = None
-    tls: bool = False
-    ca: str | None = None
-    insecure: bool = False
 
     @property
     def template(self) -> str:
@@ -65,51 +59,56 @@ class BrokerUrl:
 
     def describe(self) -> str:
         """The URL without the password, for logs."""
-        user = f"{self.username}@" if self.username else ""
-        return f"{'mqtts' if self.tls else 'mqtt'}://{user}{self.host}:{self.port}/{self.prefix}"
+        return f"{self.broker.describe()}/{self.prefix}"
 
 
-def parse_broker_url(text: str) -> BrokerUrl:
-    """Parse a broker URL; raises C{ValueError} with a one-line reason."""
+def parse_broker_url(text: str) -> BrokerLink:
+    """Parse C{mqtt://[user[:pass]@]host[:port][/prefix][?password_file=PATH]}, or C{mqtts://...[?ca=PATH&insecure=1]}.
+
+    Raises C{ValueError} with a one-line reason, which repeats the URL with its password hidden.
+    """
+    shown = redact_url(text)
     parts = urlsplit(text)
     if parts.scheme not in ("mqtt", "mqtts"):
-        raise ValueError(f"{text!r}: expected mqtt://host[:port][/prefix] or mqtts://...")
+        raise ValueError(f"{shown!r}: expected mqtt://host[:port][/prefix] or mqtts://...")
     tls = parts.scheme == "mqtts"
     if not parts.hostname:
-        raise ValueError(f"{text!r}: no host")
+        raise ValueError(f"{shown!r}: no host")
     try:
-        port = parts.port or (8883 if tls else 1883)
+        port = parts.port or default_port(tls)
     except ValueError:
-        raise ValueError(f"{text!r}: bad port") from None
+        raise ValueError(f"{shown!r}: bad port") from None
     prefix = parts.path.strip("/") or DEFAULT_PREFIX
     if any(c in prefix for c in "+#") or "//" in prefix:
-        raise ValueError(f"{text!r}: the prefix must be plain topic levels (no +, #, or empty level)")
+        raise ValueError(f"{shown!r}: the prefix must be plain topic levels (no +, #, or empty level)")
     query = parse_qs(parts.query)
     unknown = set(query) - {"ca", "insecure", "password_file"}
     if unknown:
-        raise ValueError(f"{text!r}: unknown parameter {sorted(unknown)[0]!r} (known: ca, insecure, password_file)")
+        raise ValueError(f"{shown!r}: unknown parameter {sorted(unknown)[0]!r} (known: ca, insecure, password_file)")
     if ("ca" in query or "insecure" in query) and not tls:
-        raise ValueError(f"{text!r}: ca and insecure need mqtts://")
+        raise ValueError(f"{shown!r}: ca and insecure need mqtts://")
     password = unquote(parts.password) if parts.password is not None else None
     if "password_file" in query:
         if password is not None or not parts.username:
-            raise ValueError(f"{text!r}: password_file needs user@ and no password in the URL")
+            raise ValueError(f"{shown!r}: password_file needs user@ and no password in the URL")
         path = query["password_file"][-1]
         try:
             with open(path, encoding="utf-8") as f:
                 password = f.readline().rstrip("\r\n")
         except OSError as e:
             raise ValueError(f"password_file {path!r}: {e.strerror}") from None
-    return BrokerUrl(
-        host=parts.hostname,
-        port=port,
-        prefix=prefix,
-        username=unquote(parts.username) if parts.username else None,
-        password=password,
-        tls=tls,
+    tls_options = MqttTls(
         ca=query["ca"][-1] if "ca" in query else None,
         insecure=query.get("insecure", ["0"])[-1] in ("1", "true", "yes"),
     )
+    broker = MqttBroker(
+        host=parts.hostname,
+        port=port,
+        username=unquote(parts.username) if parts.username else None,
+        password=password,
+        tls=tls_options if tls else None,
+    )
+    return BrokerLink(broker, prefix)
 
 
 def topic_for(prefix: str, point_id: str) -> str:
@@ -123,7 +122,7 @@ class MqttBridge(Service):
         self,
         hub: Hub,
         reactor: Any,
-        broker: BrokerUrl,
+        link: BrokerLink,
         *,
         client_id: str = "",
         keepalive: int = 30,
@@ -139,7 +138,7 @@ class MqttBridge(Service):
         self.setName("mqtt-publish")
         self.hub = hub
         self.reactor = reactor
-        self.broker = broker
+        self.link = link
         self.client_id = client_id
         self.keepalive = keepalive
         self.qos = qos
@@ -174,7 +173,7 @@ class MqttBridge(Service):
         for point in self.hub.points():
             self._changed(point)
         self._client = self._make_client()
-        self._client.connect_async(self.broker.host, self.broker.port, self.keepalive)
+        self._client.connect_async(self.link.broker.host, self.link.broker.port, self.keepalive)
         self._client.loop_start()
 
     def stopService(self) -> Deferred[None] | None:
@@ -202,9 +201,7 @@ class MqttBridge(Service):
 
         threading.Thread(target=stop_paho, name="hvac-push mqtt-publish stop", daemon=True).start()
         # Bounded: paho's thread is a daemon; do not hold shutdown for it.
-        timeout = self.reactor.callLater(5.0, _fire, finished)
-        finished.addBoth(lambda r: timeout.cancel() if timeout.active() else None)
-        return finished
+        return finished.addTimeout(5.0, self.reactor, onTimeoutCancel=lambda result, timeout: None)
 
     def _changed(self, point: Point) -> None:
         if self.exclude is not None and self.exclude(point.point_id):
@@ -249,7 +246,7 @@ class MqttBridge(Service):
             self._inflight += len(batch)
         # Never call paho while holding our lock: paho calls on_publish holding its own.
         for point_id, payload in batch:
-            client.publish(topic_for(self.broker.prefix, point_id), payload, qos=self.qos, retain=self.retain)
+            client.publish(topic_for(self.link.prefix, point_id), payload, qos=self.qos, retain=self.retain)
         self.published += len(batch)
 
     def _schedule_drain(self, resend_all: bool = False) -> None:
@@ -284,26 +281,17 @@ class MqttBridge(Service):
     def health(self) -> tuple[bool, dict[str, Any]]:
         """A readiness check that never holds the server back, but shows the bridge's state."""
         return True, {
-            "broker": self.broker.describe(), "connected": self.connected, "points": len(self._last),
+            "broker": self.link.describe(), "connected": self.connected, "points": len(self._last),
             "pending": len(self._pending), "published": self.published, "dropped": self.dropped,
         }
 
     # -- paho's thread -------------------------------------------------------
 
     def _make_client(self) -> Any:
-        from paho.mqtt.client import Client, MQTTv311
-        from paho.mqtt.enums import CallbackAPIVersion
-
-        b = self.broker
-        client = Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=MQTTv311, clean_session=True)
-        client.reconnect_delay_set(self.reconnect_min, self.reconnect_max)  # type: ignore[arg-type]
-        client.max_inflight_messages_set(self.max_inflight)
-        if b.username is not None:
-            client.username_pw_set(b.username, b.password)
-        if b.tls:
-            client.tls_set(ca_certs=b.ca, cert_reqs=ssl.CERT_REQUIRED)
-            if b.insecure:
-                client.tls_insecure_set(True)
+        client = make_client(
+            self.link.broker, client_id=self.client_id, reconnect_min=self.reconnect_min,
+            reconnect_max=self.reconnect_max, max_inflight=self.max_inflight,
+        )
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
@@ -318,7 +306,7 @@ class MqttBridge(Service):
             self.connected = True
             self._inflight = 0
         self.connects += 1
-        log.info("mqtt publish: connected to {broker}", broker=self.broker.describe())
+        log.info("mqtt publish: connected to {broker}", broker=self.link.describe())
         self._schedule_drain(resend_all=True)
 
     def _on_connect_fail(self, client: Any, userdata: Any) -> None:
@@ -334,7 +322,7 @@ class MqttBridge(Service):
             self._inflight = 0
         if was and self.running:
             log.warn("mqtt publish: {broker}: {why}; holding the newest value of each point until it is back",
-                     broker=self.broker.describe(), why=why)
+                     broker=self.link.describe(), why=why)
 
     def _on_publish(self, client: Any, userdata: Any, mid: int, reason_code: Any, properties: Any) -> None:
         with self._lock:
@@ -409,17 +397,15 @@ def edge_meta(push: PushService) -> Callable[[str, str | None, float | None], No
     return on_meta
 
 
-def subscriber(broker: BrokerUrl, name: str = "mqtt") -> Any:
+def subscriber(link: BrokerLink, name: str = "mqtt") -> Any:
     """The MQTT source for C{--subscribe}: every point under the broker URL's prefix."""
-    from hvac_push.sources.mqtt import MqttProducer, MqttTls
+    from hvac_push.sources.mqtt import MqttProducer
 
-    tls = MqttTls(ca=broker.ca, insecure=broker.insecure) if broker.tls else None
     return MqttProducer(
-        name, broker.host, broker.port, topic_template=broker.template, discover=True,
-        username=broker.username, password=broker.password, tls=tls, reconnect_min=0.5, reconnect_max=10.0,
+        name, link.broker, topic_template=link.template, discover=True, reconnect_min=0.5, reconnect_max=10.0,
     )
 
 
 __all__ = [
-    "BrokerUrl", "MqttBridge", "add_sync_readiness", "edge_meta", "mqtt_fed", "parse_broker_url", "subscriber",
+    "BrokerLink", "MqttBridge", "add_sync_readiness", "edge_meta", "mqtt_fed", "parse_broker_url", "subscriber",
 ]

@@ -10,9 +10,11 @@ Unknown keys are errors, so a typo never passes silently. All problems are
 collected (L{ConfigError.errors}); C{str(error)} is the first one.
 
 The result is a tree of frozen dataclasses (L{PlantConfig}), the only input
-from which L{hvac_push.ops.plant_sources} builds producers. This module does no I/O beyond
-reading the config file and the files it names (password, TLS), and imports
-neither paho-mqtt nor pymodbus.
+from which L{hvac_push.ops.plant_sources} builds producers. Where a table maps
+onto a type of its own (L{MqttBroker}, L{DerivedSettings}, L{AlarmLimits}...),
+that type's field defaults are the file's defaults: a key that is absent is not
+passed. This module does no I/O beyond reading the config file and the files it
+names (password, TLS), and imports neither paho-mqtt nor pymodbus.
 
 Run C{python -m hvac_push.ops.plant_file plant.toml} to list every problem in a file.
 """
@@ -25,24 +27,31 @@ import os
 import re
 import sys
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import Field, dataclass, fields
 from typing import Any, Callable, Iterable, Sequence, TypeVar
 
 from hvac_push.analytics.alarms import PRIORITIES
+from hvac_push.analytics.derived import (
+    CONFIGURABLE,
+    DerivedSettings,
+    Schedule,
+    Zone,
+    parse_clock,
+    parse_days,
+    simulator_schedules,
+)
 from hvac_push.analytics.equipment import KINDS as EQUIPMENT_KINDS
 from hvac_push.analytics.rules import KINDS as RULE_UNIT_KINDS
-from hvac_push.analytics.units import INPUT_QUANTITIES, check as check_unit
 from hvac_push.analytics.rules import ROLES as RULE_ROLES
 from hvac_push.analytics.rules import Thresholds, UnitRules
-from hvac_push.analytics.derived import Schedule, Zone
-from hvac_push.core.points import SEVERITIES, AlarmLimits, PointMeta
+from hvac_push.analytics.units import INPUT_QUANTITIES, check as check_unit
+from hvac_push.core.points import SEVERITIES, AlarmLimits, PointMeta, is_name
+from hvac_push.sources.mqtt import DEFAULT_TEMPLATE, check_topic, check_topic_template
+from hvac_push.sources.mqtt_client import MqttBroker, MqttTls, default_port
 
-#: A site, unit, point or source name: the same rule as one level of a point id.
-_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,63}$")
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_\-]+$")
 
 DEFAULT_SITE = "plant"
-DEFAULT_TOPIC_TEMPLATE = "hvac/{site}/{unit}/{point}"
 MODBUS_TABLES = ("holding", "input", "coil", "discrete")
 MODBUS_TYPES = ("int16", "uint16", "int32", "uint32", "float32")
 WORD_ORDERS = ("big", "little")
@@ -69,27 +78,14 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
-class TlsConfig:
-    """TLS towards an MQTT broker. Paths are absolute (resolved against the config file)."""
-
-    ca: str | None = None
-    cert: str | None = None
-    key: str | None = None
-    #: Skip the broker host name check (the chain is still verified against C{ca}).
-    insecure: bool = False
-
-
-@dataclass(frozen=True, slots=True)
 class MqttBrokerConfig:
+    """An C{[mqtt.NAME]} source: the broker (TLS paths absolute, resolved against the file) and its topics."""
+
     name: str
-    host: str
-    port: int = 1883
+    broker: MqttBroker
     client_id: str = ""
     keepalive: int = 30
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
-    tls: TlsConfig | None = None
-    topic_template: str = DEFAULT_TOPIC_TEMPLATE
+    topic_template: str = DEFAULT_TEMPLATE
     #: Accept every topic that matches the template, not only declared points.
     discover: bool = True
     reconnect_min: float = 1.0
@@ -135,30 +131,6 @@ class SimulatorConfig:
 
 
 @dataclass(frozen=True, slots=True)
-class DerivedConfig:
-    """The C{[derived]} table: what L{hvac_push.ops.plant_sources.derived_settings} turns into C{DerivedSettings}.
-
-    Defaults are C{DerivedSettings}' own (docs/derived.md).
-    """
-
-    enabled: bool = True
-    forecast_minutes: tuple[int, ...] = (5, 15, 30)
-    tariff: float = 0.15
-    currency: str = "EUR"
-    energy_max_gap: float = 300.0
-    max_starts_per_hour: float = 6.0
-    cop_window: float = 900.0
-    cop_min_power: float = 0.5
-    running_kw: float = 1.0
-    predict_within_min: float = 15.0
-    severity: str = "warning"
-    timezone: str | None = None
-    #: C{("site/unit", Schedule)} pairs, in file order; they win over the simulator's defaults.
-    schedules: tuple[tuple[str, Schedule], ...] = ()
-    zones: tuple[Zone, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
 class SiteConfig:
     id: str
     name: str = ""
@@ -199,8 +171,8 @@ class PlantConfig:
     brokers: tuple[MqttBrokerConfig, ...] = ()
     devices: tuple[ModbusDeviceConfig, ...] = ()
     simulator: SimulatorConfig | None = None
-    #: The C{[derived]} table, or None without one.
-    derived: DerivedConfig | None = None
+    #: The settings of the C{[derived]} table; None without one, or with C{enabled = false}.
+    derived: DerivedSettings | None = None
     #: C{store = "..."}: where trends and the alarm journal are kept (as C{--store}); None: not set.
     store: str | None = None
     #: The C{[rules.UNIT]} tables: fault detection rules per unit (docs/alarms.md).
@@ -251,12 +223,13 @@ class _Checker:
                 self.error(_join(path, key), f"unknown key{suffix}")
 
     def name(self, key: str, path: str) -> bool:
-        if _NAME.match(key):
+        if is_name(key):
             return True
         self.error(path, "bad name: use letters, digits, '_', '.' or '-' (at most 64, not starting with '.' or '-')")
         return False
 
-    # Scalars. Each returns the default (or None) after recording an error.
+    # Scalars. Each returns the value, or the default (None unless given) when the key is
+    # absent or after recording an error: pass None and leave defaults to the result type.
 
     def string(
         self, table: dict[str, Any], key: str, path: str, default: str | None = None,
@@ -298,7 +271,7 @@ class _Checker:
         return value
 
     def number(
-        self, table: dict[str, Any], key: str, path: str, default: float | None,
+        self, table: dict[str, Any], key: str, path: str, default: float | None = None,
         low: float = -math.inf, high: float = math.inf, *, positive: bool = False,
     ) -> float | None:
         where = _join(path, key)
@@ -320,7 +293,7 @@ class _Checker:
             return default
         return number
 
-    def boolean(self, table: dict[str, Any], key: str, path: str, default: bool) -> bool:
+    def boolean(self, table: dict[str, Any], key: str, path: str, default: bool | None = None) -> bool | None:
         where = _join(path, key)
         if key not in table:
             return default
@@ -330,7 +303,9 @@ class _Checker:
             return default
         return value
 
-    def choice(self, table: dict[str, Any], key: str, path: str, default: _Choice, choices: Sequence[_Choice]) -> _Choice:
+    def choice(
+        self, table: dict[str, Any], key: str, path: str, default: _Choice | None, choices: Sequence[_Choice],
+    ) -> _Choice | None:
         value = self.string(table, key, path, default)
         if value is None:
             return default
@@ -350,6 +325,16 @@ class _Checker:
             self.error(_join(path, key), f"cannot read file {text!r}")
             return None
         return resolved
+
+
+def _default(cls: type, name: str) -> Any:
+    """The default of one field of a result type: the file's default for that key."""
+    return next(f.default for f in fields(cls) if f.name == name)
+
+
+def _given(**values: Any) -> dict[str, Any]:
+    """The keyword arguments that have a value: the rest keep the result type's defaults."""
+    return {key: value for key, value in values.items() if value is not None}
 
 
 # -- the schema ---------------------------------------------------------------
@@ -372,53 +357,14 @@ _MQTT_KEYS = (
 _TLS_KEYS = ("ca", "cert", "key", "insecure")
 _MODBUS_KEYS = ("host", "port", "unit_id", "poll_interval", "timeout")
 _SIMULATOR_KEYS = ("units", "rate", "seed", "site")
-_DERIVED_KEYS = (
-    "enabled", "forecast_minutes", "tariff", "currency", "energy_max_gap", "max_starts_per_hour",
-    "cop_window", "cop_min_power", "running_kw", "predict_within_min", "severity", "timezone",
-    "schedules", "zones",
-)
+#: The C{[derived]} settings: the L{DerivedSettings} fields a file may set, by key.
+_DERIVED_SETTINGS = {f.name: f for f in fields(DerivedSettings) if CONFIGURABLE in f.metadata}
+#: ...the ones that need more than a type and bounds (L{_derived} checks them itself)...
+_DERIVED_CHECKED_ABOVE = ("forecast_minutes", "timezone", "schedules", "zones")
+#: ...and the key the table has besides them.
+_DERIVED_SWITCH = "enabled"
 _PERIOD_KEYS = ("days", "start", "end")
 _ZONE_KEYS = ("heating", "cooling", "heating_threshold", "cooling_threshold", "site")
-_WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-_DAY_RANGE = re.compile(r"^([a-z]{3})(?:-([a-z]{3}))?$")
-_CLOCK = re.compile(r"^(\d{1,2}):(\d{2})$")
-
-
-def check_topic_template(template: str) -> str | None:
-    """Return what is wrong with an MQTT topic template, or L{None} if it is fine.
-
-    Each of C{{site}}, C{{unit}} and C{{point}} must fill one whole topic level,
-    exactly once; other levels are literal names or the C{+} wildcard.
-    """
-    if not template:
-        return None  # no template: only points with an explicit topic
-    levels = template.split("/")
-    seen: list[str] = []
-    for level in levels:
-        if level in ("{site}", "{unit}", "{point}"):
-            if level in seen:
-                return f"{level} appears twice"
-            seen.append(level)
-        elif level == "#":
-            return "'#' is not allowed (each level must map to something)"
-        elif "{" in level or "}" in level:
-            return f"level {level!r}: placeholders must fill a whole level: {{site}}, {{unit}} or {{point}}"
-        elif level != "+" and ("+" in level or "\0" in level):
-            return f"level {level!r}: '+' must fill a whole level"
-    missing = [p for p in ("{site}", "{unit}", "{point}") if p not in seen]
-    if missing:
-        return f"missing {', '.join(missing)}"
-    return None
-
-
-def _check_topic(topic: str) -> str | None:
-    if not topic:
-        return "must not be empty"
-    if "+" in topic or "#" in topic:
-        return "must be an exact topic, without '+' or '#'"
-    if "\0" in topic or len(topic.encode("utf-8")) > 65535:
-        return "not a valid MQTT topic"
-    return None
 
 
 def _sources(c: _Checker, doc: dict[str, Any]) -> tuple[list[MqttBrokerConfig], list[ModbusDeviceConfig], SimulatorConfig | None]:
@@ -434,7 +380,7 @@ def _sources(c: _Checker, doc: dict[str, Any]) -> tuple[list[MqttBrokerConfig], 
             continue
         c.keys(t, path, _MQTT_KEYS)
         host = c.string(t, "host", path, required=True, allow_empty=False)
-        tls: TlsConfig | None = None
+        tls: MqttTls | None = None
         if "tls" in t:
             tt = c.table(t["tls"], _join(path, "tls"))
             if tt is not None:
@@ -443,8 +389,9 @@ def _sources(c: _Checker, doc: dict[str, Any]) -> tuple[list[MqttBrokerConfig], 
                 cert, key = c.file(tt, "cert", tpath), c.file(tt, "key", tpath)
                 if "key" in tt and "cert" not in tt:
                     c.error(_join(tpath, "key"), "needs cert as well")
-                tls = TlsConfig(c.file(tt, "ca", tpath), cert, key, c.boolean(tt, "insecure", tpath, False))
-        port = c.integer(t, "port", path, 8883 if tls else 1883, 1, 65535)
+                ca = c.file(tt, "ca", tpath)
+                tls = MqttTls(ca, cert, key, **_given(insecure=c.boolean(tt, "insecure", tpath)))
+        port = c.integer(t, "port", path, None, 1, 65535)
         password = c.string(t, "password", path, None, max_len=1024)
         if "password_file" in t:
             if "password" in t:
@@ -459,28 +406,28 @@ def _sources(c: _Checker, doc: dict[str, Any]) -> tuple[list[MqttBrokerConfig], 
         username = c.string(t, "username", path, None, max_len=1024)
         if password is not None and username is None:
             c.error(_join(path, "username"), "required when a password is given")
-        template = c.string(t, "topic_template", path, DEFAULT_TOPIC_TEMPLATE, max_len=1024)
+        template = c.string(t, "topic_template", path, None, max_len=1024)
         if template is not None and (problem := check_topic_template(template)):
             c.error(_join(path, "topic_template"), problem)
-            template = DEFAULT_TOPIC_TEMPLATE
-        rmin = c.number(t, "reconnect_min", path, 1.0, 0.01, 3600)
-        rmax = c.number(t, "reconnect_max", path, 30.0, 0.01, 3600)
+            template = None
+        rmin = c.number(t, "reconnect_min", path, _default(MqttBrokerConfig, "reconnect_min"), 0.01, 3600)
+        rmax = c.number(t, "reconnect_max", path, _default(MqttBrokerConfig, "reconnect_max"), 0.01, 3600)
         if rmin is not None and rmax is not None and rmax < rmin:
             c.error(_join(path, "reconnect_max"), f"must be at least reconnect_min ({rmin:g})")
         brokers.append(
             MqttBrokerConfig(
                 name=name,
-                host=host or "",
-                port=port or 1883,
-                client_id=c.string(t, "client_id", path, "", max_len=128) or "",
-                keepalive=c.integer(t, "keepalive", path, 30, 5, 3600) or 30,
-                username=username,
-                password=password,
-                tls=tls,
-                topic_template=template if template is not None else DEFAULT_TOPIC_TEMPLATE,
-                discover=c.boolean(t, "discover", path, True),
-                reconnect_min=rmin or 1.0,
-                reconnect_max=rmax or 30.0,
+                broker=MqttBroker(
+                    host or "", default_port(tls is not None) if port is None else port, username, password, tls,
+                ),
+                **_given(
+                    client_id=c.string(t, "client_id", path, None, max_len=128),
+                    keepalive=c.integer(t, "keepalive", path, None, 5, 3600),
+                    topic_template=template,
+                    discover=c.boolean(t, "discover", path),
+                    reconnect_min=rmin,
+                    reconnect_max=rmax,
+                ),
             )
         )
     modbus = c.table(doc["modbus"], "modbus") if "modbus" in doc else None
@@ -492,15 +439,17 @@ def _sources(c: _Checker, doc: dict[str, Any]) -> tuple[list[MqttBrokerConfig], 
         if t is None:
             continue
         c.keys(t, path, _MODBUS_KEYS)
-        unit_id = c.integer(t, "unit_id", path, 1, 0, 255)
+        unit_id = c.integer(t, "unit_id", path, None, 0, 255)
         devices.append(
             ModbusDeviceConfig(
                 name=name,
                 host=c.string(t, "host", path, required=True, allow_empty=False) or "",
-                port=c.integer(t, "port", path, 502, 1, 65535) or 502,
-                unit_id=1 if unit_id is None else unit_id,
-                poll_interval=c.number(t, "poll_interval", path, 1.0, 0.01, 3600) or 1.0,
-                timeout=c.number(t, "timeout", path, 2.0, 0.01, 60) or 2.0,
+                **_given(
+                    port=c.integer(t, "port", path, None, 1, 65535),
+                    unit_id=unit_id,
+                    poll_interval=c.number(t, "poll_interval", path, None, 0.01, 3600),
+                    timeout=c.number(t, "timeout", path, None, 0.01, 60),
+                ),
             )
         )
     simulator: SimulatorConfig | None = None
@@ -508,14 +457,16 @@ def _sources(c: _Checker, doc: dict[str, Any]) -> tuple[list[MqttBrokerConfig], 
         t = c.table(doc["simulator"], "simulator")
         if t is not None:
             c.keys(t, "simulator", _SIMULATOR_KEYS)
-            site = c.string(t, "site", "simulator", DEFAULT_SITE) or DEFAULT_SITE
-            if "site" in t:
+            site = c.string(t, "site", "simulator") or None  # an empty site is the default one
+            if site is not None:
                 c.name(site, "simulator.site")
             simulator = SimulatorConfig(
-                units=c.integer(t, "units", "simulator", 6, 1, 1000) or 6,
-                rate=c.number(t, "rate", "simulator", 50.0, 0.01, 1_000_000) or 50.0,
-                seed=c.integer(t, "seed", "simulator", None, 0, 2**32),
-                site=site,
+                **_given(
+                    units=c.integer(t, "units", "simulator", None, 1, 1000),
+                    rate=c.number(t, "rate", "simulator", None, 0.01, 1_000_000),
+                    seed=c.integer(t, "seed", "simulator", None, 0, 2**32),
+                    site=site,
+                )
             )
     return brokers, devices, simulator
 
@@ -530,10 +481,10 @@ def _alarm(c: _Checker, raw: object, path: str) -> AlarmLimits | None:
     if high is not None and low is not None and low >= high:
         c.error(_join(path, "low"), f"must be below high ({high:g}), got {low:g}")
     # ISA-18.2 priority or the older severity: one name for the same setting (docs/alarms.md).
-    severity = c.choice(t, "severity", path, "major", SEVERITIES)
-    if "priority" in t:
-        priority = c.choice(t, "priority", path, "high", tuple(PRIORITIES))
-        if "severity" in t and PRIORITIES[priority] != severity:
+    severity = c.choice(t, "severity", path, None, SEVERITIES)
+    priority = c.choice(t, "priority", path, None, tuple(PRIORITIES))
+    if priority is not None:
+        if severity is not None and PRIORITIES[priority] != severity:
             c.error(_join(path, "priority"), f"priority {priority} is severity {PRIORITIES[priority]}, "
                     f"not {severity}: give one of the two")
         severity = PRIORITIES[priority]
@@ -543,42 +494,42 @@ def _alarm(c: _Checker, raw: object, path: str) -> AlarmLimits | None:
     return AlarmLimits(
         high=high,
         low=low,
-        deadband=c.number(t, "deadband", path, 0.0, 0.0) or 0.0,
-        delay=c.number(t, "delay", path, 0.0, 0.0, 86400) or 0.0,
-        severity=severity,
-        delay_normal=c.number(t, "delay_normal", path, 0.0, 0.0, 86400) or 0.0,
-        ack_required=c.boolean(t, "ack_required", path, True),
-        latch=c.boolean(t, "latch", path, False),
-        group=group,
-        # BACnet notification classes are 0 to 4194303 (22 bits).
-        notification_class=c.integer(t, "notification_class", path, None, 0, 4194303),
+        **_given(
+            severity=severity,
+            group=group,
+            deadband=c.number(t, "deadband", path, None, 0.0),
+            delay=c.number(t, "delay", path, None, 0.0, 86400),
+            delay_normal=c.number(t, "delay_normal", path, None, 0.0, 86400),
+            ack_required=c.boolean(t, "ack_required", path),
+            latch=c.boolean(t, "latch", path),
+            # BACnet notification classes are 0 to 4194303 (22 bits).
+            notification_class=c.integer(t, "notification_class", path, None, 0, 4194303),
+        ),
     )
 
 
-def _register(c: _Checker, t: dict[str, Any], path: str) -> RegisterConfig:
-    table = c.choice(t, "table", path, "holding", MODBUS_TABLES)
-    address = c.integer(t, "register", path, 0, 0, 65535, required=True) or 0
+def _register(c: _Checker, t: dict[str, Any], path: str) -> RegisterConfig | None:
+    """The register map of a Modbus point; None (with errors recorded) when it has none."""
+    table = c.choice(t, "table", path, None, MODBUS_TABLES)
+    address = c.integer(t, "register", path, None, 0, 65535, required=True)
     if table in ("coil", "discrete"):
         for key in ("type", "word_order", "scale", "offset"):
             if key in t:
                 c.error(_join(path, key), f"not used for a {table} (it is read as true/false)")
-        return RegisterConfig(address, table, "bool")
-    kind = c.choice(t, "type", path, "uint16", MODBUS_TYPES)
+        return None if address is None else RegisterConfig(address, table, "bool")
+    kind = c.choice(t, "type", path, None, MODBUS_TYPES) or _default(RegisterConfig, "type")
     if kind.endswith("16") and "word_order" in t:
         c.error(_join(path, "word_order"), f"not used for {kind} (one register)")
-    if kind.endswith("32") and address > 65534:
+    if kind.endswith("32") and address is not None and address > 65534:
         c.error(_join(path, "register"), f"a {kind} needs two registers, {address} is the last one")
-    scale = c.number(t, "scale", path, 1.0)
+    scale = c.number(t, "scale", path)
     if scale == 0:
         c.error(_join(path, "scale"), "must not be 0")
-    return RegisterConfig(
-        address=address,
-        table=table,
-        type=kind,
-        word_order=c.choice(t, "word_order", path, "big", WORD_ORDERS),
-        scale=scale if scale else 1.0,
-        offset=c.number(t, "offset", path, 0.0) or 0.0,
-    )
+    word_order = c.choice(t, "word_order", path, None, WORD_ORDERS)
+    offset = c.number(t, "offset", path)
+    if address is None:
+        return None
+    return RegisterConfig(address, **_given(table=table, type=kind, word_order=word_order, scale=scale, offset=offset))
 
 
 def _simulated(simulator: SimulatorConfig | None) -> tuple[list[str], set[str]]:
@@ -596,11 +547,10 @@ def _clock(c: _Checker, t: dict[str, Any], key: str, path: str) -> float | None:
     text = c.string(t, key, path, None, required=True)
     if text is None:
         return None
-    match = _CLOCK.match(text)
-    if match is None or int(match.group(2)) > 59 or int(match.group(1)) * 60 + int(match.group(2)) > 24 * 60:
+    hours = parse_clock(text)
+    if hours is None:
         c.error(_join(path, key), f"expected a time from '00:00' to '24:00', got {text!r}")
-        return None
-    return int(match.group(1)) + int(match.group(2)) / 60.0
+    return hours
 
 
 def _period(c: _Checker, raw: object, path: str) -> list[tuple[int, float, float]]:
@@ -612,14 +562,11 @@ def _period(c: _Checker, raw: object, path: str) -> list[tuple[int, float, float
     days = c.string(t, "days", path, None, required=True)
     first = last = -1
     if days is not None:
-        match = _DAY_RANGE.match(days.lower())
-        if days.lower() == "daily":
-            first, last = 0, 6
-        elif match is None or match.group(1) not in _WEEKDAYS or (match.group(2) or "mon") not in _WEEKDAYS:
+        found = parse_days(days.lower())
+        if found is None:
             c.error(_join(path, "days"), f"expected a day or a range of days like 'mon-fri', or 'daily', got {days!r}")
         else:
-            first = _WEEKDAYS.index(match.group(1))
-            last = _WEEKDAYS.index(match.group(2)) if match.group(2) else first
+            first, last = found
             if last < first:
                 c.error(_join(path, "days"), f"the range must run from Monday towards Sunday, got {days!r}")
     start, end = _clock(c, t, "start", path), _clock(c, t, "end", path)
@@ -661,24 +608,35 @@ def _schedule(c: _Checker, raw: object, path: str) -> Schedule | None:
 
 def _derived(
     c: _Checker, raw: object, simulator: SimulatorConfig | None, units: Sequence[UnitConfig], point_ids: set[str],
-) -> DerivedConfig | None:
-    """The C{[derived]} table (docs/sources.md); unit and point references are checked against the file."""
+) -> DerivedSettings | None:
+    """The C{[derived]} table (docs/sources.md) as L{DerivedSettings}; None with C{enabled = false}.
+
+    Its keys, checks and defaults are the configurable fields of L{DerivedSettings}, except that
+    with a C{[simulator]} table the simulator's schedules for simulated units are the defaults (a
+    schedule in the file wins). Units' C{kind} keys become C{kinds}. Unit and point references are
+    checked against the file.
+    """
 
     path = "derived"
     t = c.table(raw, path)
     if t is None:
         return None
-    c.keys(t, path, _DERIVED_KEYS)
-    defaults = DerivedConfig()
+    c.keys(t, path, (_DERIVED_SWITCH, *_DERIVED_SETTINGS))
+    before = len(c.errors)
+    enabled = c.boolean(t, _DERIVED_SWITCH, path)
+    values: dict[str, Any] = {}
+    kinds = {f"{unit.site}/{unit.id}": unit.kind for unit in units if unit.kind}
+    if kinds:
+        values["kinds"] = kinds
     minutes: list[int] = []
     if "forecast_minutes" in t:
         fpath = _join(path, "forecast_minutes")
-        values = t["forecast_minutes"]
-        if not isinstance(values, list):
+        raw_minutes = t["forecast_minutes"]
+        if not isinstance(raw_minutes, list):
             c.error(fpath, "expected an array of whole minutes, e.g. [5, 15, 30]")
-        elif not values:
+        elif not raw_minutes:
             c.error(fpath, "must not be empty")
-        for index, value in enumerate(values if isinstance(values, list) else []):
+        for index, value in enumerate(raw_minutes if isinstance(raw_minutes, list) else []):
             where = f"{fpath}[{index}]"
             if isinstance(value, bool) or not isinstance(value, int):
                 c.error(where, "expected an integer")
@@ -688,6 +646,7 @@ def _derived(
                 c.error(where, f"{value} appears twice")
             else:
                 minutes.append(value)
+        values["forecast_minutes"] = tuple(minutes)
     timezone = c.string(t, "timezone", path, None, allow_empty=False)
     if timezone is not None:
         from zoneinfo import ZoneInfo
@@ -696,7 +655,7 @@ def _derived(
             ZoneInfo(timezone)
         except (KeyError, ValueError, OSError):  # ZoneInfoNotFoundError is a KeyError; bad paths: ValueError
             c.error(_join(path, "timezone"), f"unknown time zone {timezone!r} (an IANA name, e.g. 'Europe/Paris')")
-            timezone = None
+        values["timezone"] = timezone
 
     # Schedules, by unit: a [units.KEY] key, a simulated unit's name, or "site/unit".
     unit_ids: dict[str, list[str]] = {}
@@ -708,6 +667,9 @@ def _derived(
         unit_ids.setdefault(unit_id.split("/", 1)[1], []).append(unit_id)
         unit_ids.setdefault(unit_id, []).append(unit_id)
     schedules: dict[str, Schedule] = {}
+    if simulator is not None:
+        names = [unit_id.split("/", 1)[1] for unit_id in simulated_units]
+        schedules.update(simulator_schedules(names, site=simulator.site))
     raw_schedules = c.table(t["schedules"], _join(path, "schedules")) if "schedules" in t else None
     for key, value in (raw_schedules or {}).items():
         spath = _join(_join(path, "schedules"), key)
@@ -720,6 +682,7 @@ def _derived(
         elif schedule is not None:
             for target in targets:
                 schedules[target] = schedule
+    values["schedules"] = schedules
 
     zones: list[Zone] = []
     known_points = point_ids | simulated_points
@@ -730,7 +693,7 @@ def _derived(
         if z is None or not c.name(name, zpath):
             continue
         c.keys(z, zpath, _ZONE_KEYS)
-        before = len(c.errors)
+        zone_before = len(c.errors)
         inputs: list[str] = []
         for key in ("heating", "cooling"):
             point_id = c.string(z, key, zpath, None, required=True)
@@ -741,38 +704,39 @@ def _derived(
         site = c.string(z, "site", zpath, None)
         if site is not None:
             c.name(site, _join(zpath, "site"))
-        heating_threshold = c.number(z, "heating_threshold", zpath, 0.0)
-        cooling_threshold = c.number(z, "cooling_threshold", zpath, 0.0)
-        if len(c.errors) > before:
+        thresholds = _given(
+            heating_threshold=c.number(z, "heating_threshold", zpath),
+            cooling_threshold=c.number(z, "cooling_threshold", zpath),
+        )
+        if len(c.errors) > zone_before:
             continue
-        zones.append(Zone(
-            name, inputs[0], inputs[1], site=site or inputs[0].split("/")[0],
-            heating_threshold=heating_threshold or 0.0, cooling_threshold=cooling_threshold or 0.0,
-        ))
+        zones.append(Zone(name, inputs[0], inputs[1], site=site or inputs[0].split("/")[0], **thresholds))
+    values["zones"] = tuple(zones)
 
-    starts_default = defaults.max_starts_per_hour
-    max_starts = c.number(t, "max_starts_per_hour", path, starts_default, 0, 3600)
-    return DerivedConfig(
-        enabled=c.boolean(t, "enabled", path, True),
-        forecast_minutes=tuple(minutes) or defaults.forecast_minutes,
-        tariff=_or(c.number(t, "tariff", path, defaults.tariff, 0, 1000), defaults.tariff),
-        currency=c.string(t, "currency", path, defaults.currency, max_len=16, allow_empty=False) or defaults.currency,
-        energy_max_gap=_or(
-            c.number(t, "energy_max_gap", path, defaults.energy_max_gap, 0, 86400, positive=True),
-            defaults.energy_max_gap,
-        ),
-        max_starts_per_hour=_or(max_starts, starts_default),
-        cop_window=_or(c.number(t, "cop_window", path, defaults.cop_window, 0, 86400, positive=True), defaults.cop_window),
-        cop_min_power=_or(c.number(t, "cop_min_power", path, defaults.cop_min_power, 0, 100000), defaults.cop_min_power),
-        running_kw=_or(c.number(t, "running_kw", path, defaults.running_kw, 0, 100000), defaults.running_kw),
-        predict_within_min=_or(
-            c.number(t, "predict_within_min", path, defaults.predict_within_min, 0, 1440), defaults.predict_within_min,
-        ),
-        severity=c.choice(t, "severity", path, defaults.severity, SEVERITIES),
-        timezone=timezone,
-        schedules=tuple(schedules.items()),
-        zones=tuple(zones),
-    )
+    for key, setting in _DERIVED_SETTINGS.items():
+        if key not in _DERIVED_CHECKED_ABOVE:
+            value = _derived_setting(c, t, path, setting)
+            if value is not None:
+                values[key] = value
+    if len(c.errors) > before or enabled is False:
+        return None
+    try:
+        return DerivedSettings(**values)
+    except ValueError as e:  # the checks above should leave nothing for it to refuse
+        c.error(path, str(e))
+        return None
+
+
+def _derived_setting(c: _Checker, t: dict[str, Any], path: str, setting: Field[Any]) -> Any:
+    """One plain C{[derived]} setting (a number, a text or a choice), checked as its field says; None when absent."""
+    accepts = setting.metadata[CONFIGURABLE]
+    if "choices" in accepts:
+        return c.choice(t, setting.name, path, None, accepts["choices"])
+    if isinstance(setting.default, float):
+        return c.number(t, setting.name, path, None, **accepts)
+    if isinstance(setting.default, str):
+        return c.string(t, setting.name, path, None, **accepts)
+    raise TypeError(f"DerivedSettings.{setting.name}: the plant file has no check for it")
 
 
 def _check_input_unit(c: _Checker, point: PointConfig, path: str) -> None:
@@ -784,11 +748,6 @@ def _check_input_unit(c: _Checker, point: PointConfig, path: str) -> None:
     problem = check_unit(point.unit, quantity)
     if problem is not None:
         c.error(_join(path, "unit"), f"{problem}: {point.point_id} is an input of [derived]")
-
-
-def _or(value: float | None, default: float) -> float:
-    """C{value}, unless a checker returned None (an error is recorded then)."""
-    return default if value is None else value
 
 
 def _plant(c: _Checker, doc: dict[str, Any]) -> PlantConfig | None:
@@ -807,7 +766,7 @@ def _plant(c: _Checker, doc: dict[str, Any]) -> PlantConfig | None:
         if not c.name(site_id, path) or t is None:
             continue
         c.keys(t, path, _SITE_KEYS)
-        sites.append(SiteConfig(site_id, c.string(t, "name", path, "") or ""))
+        sites.append(SiteConfig(site_id, **_given(name=c.string(t, "name", path))))
     site_ids = [s.id for s in sites]
 
     raw_derived = doc.get("derived")
@@ -848,8 +807,8 @@ def _plant(c: _Checker, doc: dict[str, Any]) -> PlantConfig | None:
             unit_source = None
         # When the unit's own source is wrong, its points need not say so again.
         unit_source_failed = "source" in u and len(c.errors) > errors_before
-        kind = c.choice(u, "kind", upath, EQUIPMENT_KINDS[0], EQUIPMENT_KINDS) if "kind" in u else None
-        units.append(UnitConfig(unit_key, site, unit_id, c.string(u, "name", upath, "") or "", kind))
+        kind = c.choice(u, "kind", upath, None, EQUIPMENT_KINDS)
+        units.append(UnitConfig(unit_key, site, unit_id, **_given(name=c.string(u, "name", upath), kind=kind)))
         raw_points = c.table(u["points"], _join(upath, "points")) if "points" in u else None
         for point_key, praw in (raw_points or {}).items():
             ppath = _join(_join(upath, "points"), point_key)
@@ -955,11 +914,8 @@ def _rules(
         for index, name in enumerate(listed):
             if point_name(name, f"{_join(path, 'stuck')}[{index}]") is not None:
                 stuck.append(name)
-        defaults = Thresholds()
-        thresholds = Thresholds(**{
-            name: _or(c.number(r, name, path, None, 0.0, 1e6), getattr(defaults, name)) for name in _THRESHOLD_KEYS
-        })
-        kind = c.choice(r, "kind", path, "any", RULE_UNIT_KINDS)
+        thresholds = Thresholds(**_given(**{name: c.number(r, name, path, None, 0.0, 1e6) for name in _THRESHOLD_KEYS}))
+        kind = c.choice(r, "kind", path, None, RULE_UNIT_KINDS) or "any"
         if len(c.errors) == errors_before:
             found.append(UnitRules(unit, kind, roles, thresholds, ranges, tuple(stuck)))
     return tuple(found)
@@ -1006,24 +962,26 @@ def _point(
             if key in p:
                 owner = "Modbus" if key in _MODBUS_POINT_KEYS else "MQTT"
                 c.error(_join(path, key), f"only for {owner} points (this one's source is {source})")
-    unit = c.string(p, "unit", path, "", max_len=32) or ""
+    unit = c.string(p, "unit", path, max_len=32)
     limits = _alarm(c, p["alarm"], _join(path, "alarm")) if "alarm" in p else None
     meta = PointMeta(
-        name=c.string(p, "name", path, "") or "",
-        expected_interval=c.number(p, "interval", path, None, 0, 86400, positive=True),
-        limits=limits,
+        **_given(
+            name=c.string(p, "name", path),
+            expected_interval=c.number(p, "interval", path, None, 0, 86400, positive=True),
+            limits=limits,
+        )
     )
     topic: str | None = None
     register: RegisterConfig | None = None
     if kind == "mqtt" and "topic" in p:
         topic = c.string(p, "topic", path, None, max_len=1024)
-        if topic is not None and (problem := _check_topic(topic)):
+        if topic is not None and (problem := check_topic(topic)):
             c.error(_join(path, "topic"), problem)
     if kind == "modbus":
         register = _register(c, p, path)
     if len(c.errors) > before or source is None or kind is None:
         return None
-    return PointConfig(point_id, source, unit, meta, topic, register)
+    return PointConfig(point_id, source, meta=meta, topic=topic, register=register, **_given(unit=unit))
 
 
 # -- entry points -------------------------------------------------------------
@@ -1073,14 +1031,13 @@ def main(argv: Sequence[str] | None = None, out: Callable[[str], None] = print) 
                 out(line)
             status = 1
         else:
-            derived = "; derived points on" if plant.derived is not None and plant.derived.enabled else ""
+            derived = "; derived points on" if plant.derived is not None else ""
             out(f"{path}: ok: {len(plant.points)} points, sources: {', '.join(plant.source_keys()) or 'none'}{derived}")
     return status
 
 
 __all__ = [
     "ConfigError",
-    "DerivedConfig",
     "MqttBrokerConfig",
     "ModbusDeviceConfig",
     "PlantConfig",
@@ -1088,9 +1045,7 @@ __all__ = [
     "RegisterConfig",
     "SimulatorConfig",
     "SiteConfig",
-    "TlsConfig",
     "UnitConfig",
-    "check_topic_template",
     "load_config",
     "parse_config",
 ]

@@ -34,10 +34,10 @@ from hvac_push.core.points import PointMeta
 from hvac_push.core.publisher import Producer
 from hvac_push.sources.supervisor import ProducerService
 
-from hvac_push.analytics.derived import DerivedPoints, DerivedSettings, simulator_schedules
+from hvac_push.analytics.derived import DerivedPoints
 from hvac_push.analytics.rules import FaultRules
 from hvac_push.ops.service import PushService
-from hvac_push.sources.simulator import PlantModel, SimulatorProducer
+from hvac_push.sources.simulator import SimulatorProducer
 
 #: A source config with the producer-facing part of its points: equal specs, same producer.
 Spec = tuple[object, tuple[PointConfig, ...]]
@@ -69,23 +69,16 @@ def build_producer(spec: Spec) -> Producer:
     """The producer for one spec (imports paho / pymodbus only when they are used)."""
     source, points = spec
     if isinstance(source, MqttBrokerConfig):
-        from hvac_push.sources.mqtt import MqttPoint, MqttProducer, MqttTls
+        from hvac_push.sources.mqtt import MqttPoint, MqttProducer
 
-        tls = None
-        if source.tls is not None:
-            tls = MqttTls(source.tls.ca, source.tls.cert, source.tls.key, source.tls.insecure)
         return MqttProducer(
             source.key,
-            source.host,
-            source.port,
+            source.broker,
             points=[MqttPoint(p.point_id, p.topic, p.unit) for p in points],
             topic_template=source.topic_template,
             discover=source.discover,
             client_id=source.client_id,
             keepalive=source.keepalive,
-            username=source.username,
-            password=source.password,
-            tls=tls,
             reconnect_min=source.reconnect_min,
             reconnect_max=source.reconnect_max,
         )
@@ -114,38 +107,6 @@ def build_producer(spec: Spec) -> Producer:
 
         return SimulatorProducer(units=source.units, rate=source.rate, seed=source.seed, site=source.site)
     raise TypeError(f"no producer for {source!r}")
-
-
-def derived_settings(config: PlantConfig) -> DerivedSettings | None:
-    """The C{DerivedSettings} of the config's C{[derived]} table; None without one, or with C{enabled = false}.
-
-    Simulated units get the simulator's schedules (L{simulator_schedules}) unless the table gives one.
-    """
-    derived = config.derived
-    if derived is None or not derived.enabled:
-        return None
-
-    schedules = {}
-    if config.simulator is not None:
-        model = PlantModel(units=config.simulator.units, seed=0, site=config.simulator.site)
-        schedules.update(simulator_schedules(model.unit_names, site=config.simulator.site))
-    schedules.update(derived.schedules)
-    return DerivedSettings(
-        forecast_minutes=derived.forecast_minutes,
-        energy_max_gap=derived.energy_max_gap,
-        tariff=derived.tariff,
-        currency=derived.currency,
-        cop_window=derived.cop_window,
-        cop_min_power=derived.cop_min_power,
-        max_starts_per_hour=derived.max_starts_per_hour,
-        schedules=schedules,
-        running_kw=derived.running_kw,
-        timezone=derived.timezone,
-        zones=derived.zones,
-        predict_within_min=derived.predict_within_min,
-        severity=derived.severity,
-        kinds={f"{unit.site}/{unit.id}": unit.kind for unit in config.units if unit.kind},
-    )
 
 
 class ConfigReloader(Service):
@@ -214,7 +175,7 @@ class ConfigReloader(Service):
         forecasts and the compressor start history begin again. Derived points nothing
         computes any more keep their last value, marked C{stale}.
         """
-        settings = derived_settings(config)
+        settings = config.derived
         old = self.derived
         if old is not None and settings == old.settings:
             return
@@ -382,4 +343,4 @@ def install_plant(
     return ConfigReloader(push, config, sighup=sighup, on_simulator=on_simulator)
 
 
-__all__ = ["ConfigReloader", "build_producer", "derived_settings", "install_plant", "producer_specs"]
+__all__ = ["ConfigReloader", "build_producer", "install_plant", "producer_specs"]

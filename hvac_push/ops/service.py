@@ -57,13 +57,17 @@ class _DeliveryService(Service):
         drained = self.factory.when_drained()
         if drained.called:
             return None
-        timeout = self.reactor.callLater(self.drain_timeout, self._force_close)
-        drained.addBoth(lambda _: timeout.cancel() if timeout.active() else None)
-        return drained
+        # On time-out the Deferred of _force_close is chained in: this fires once the aborted clients are gone.
+        stopped: Deferred[Any] = drained.addTimeout(
+            self.drain_timeout, self.reactor, onTimeoutCancel=self._force_close
+        )
+        return stopped
 
-    def _force_close(self) -> None:
+    def _force_close(self, result: object, timeout: float) -> Deferred[None]:
+        """The drain timed out: abort who is left, and finish once they are gone."""
         for client in list(self.factory.connections):
             client.abort()
+        return self.factory.when_drained()
 
 
 class PushService(MultiService):
@@ -151,8 +155,11 @@ class PushService(MultiService):
         stopped: Deferred[None] = super().stopService()
         return stopped
 
-    def set_limits(self, point_id: str, limits: AlarmLimits | None) -> None:
-        """Set or clear a point's alarm limits (reactor thread); they override the config."""
+    def set_alarm_limits(self, point_id: str, limits: AlarmLimits | None) -> None:
+        """Set or clear a point's alarm limits (reactor thread); they override the config.
+
+        Not to be confused with C{limits=}, the per-client limits of the constructor.
+        """
         self.alarms.set_limits(point_id, limits)
 
     def resource(self) -> PushResource:

@@ -6,9 +6,8 @@ twistd never starts half-configured or dies with a traceback.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
-from twisted.internet.testing import MemoryReactor
 from twisted.python import usage
 
 from hvac_push.transport.tls import MODERN_CIPHERS
@@ -50,6 +49,7 @@ def _choice(name: str, choices: tuple[str, ...]) -> Any:
 
 
 def _broker_url(option: str, text: str) -> Any:
+    """A C{--publish} or C{--subscribe} URL; its errors repeat it with the password hidden."""
     from hvac_push.ops.cluster import parse_broker_url
 
     try:
@@ -63,15 +63,15 @@ def _cluster(service: Any, config: Any, reactor: Any) -> None:
     from hvac_push.ops.cluster import MqttBridge, add_sync_readiness, edge_meta, mqtt_fed, subscriber
     from hvac_push.sources.mqtt import MqttProducer
 
-    for index, broker in enumerate(config.get("subscribe") or []):
-        service.add_producer(subscriber(broker, name=f"subscribe.{index + 1}"))
+    for index, link in enumerate(config.get("subscribe") or []):
+        service.add_producer(subscriber(link, name=f"subscribe.{index + 1}"))
     mqtt_sources = [s.producer for s in service.producers if isinstance(s.producer, MqttProducer)]
     for source in mqtt_sources:
         source.on_meta = edge_meta(service)
     if mqtt_sources:
         add_sync_readiness(service)
-    for index, broker in enumerate(config.get("publish") or []):
-        bridge = MqttBridge(service.hub, reactor, broker, exclude=mqtt_fed(service))
+    for index, link in enumerate(config.get("publish") or []):
+        bridge = MqttBridge(service.hub, reactor, link, exclude=mqtt_fed(service))
         bridge.setServiceParent(service)
         service.add_readiness_check(f"mqtt-publish.{index + 1}", bridge.health)
 
@@ -151,33 +151,34 @@ _SECURITY_PARAMETERS = [
 
 
 def _security(options: usage.Options) -> tuple[Any, Any]:
-    """The authenticator and limits the options describe; a bad file is a one-line usage error."""
-    from hvac_push.transport.auth import Authenticator, JWTVerifier, StaticTokens, TokenVerifier
+    """The authenticator and limits the options describe; a bad file is a one-line usage error.
+
+    L{build_authenticator} assembles the authenticator; here the options are only
+    checked for combinations that make no sense, and its errors are put on the
+    option that caused them.
+    """
+    from hvac_push.transport.auth import build_authenticator
     from hvac_push.transport.limits import Limits
 
-    verifiers: list[TokenVerifier] = []
-    if options["auth-token-file"] is not None:
-        try:
-            verifiers.append(StaticTokens.load(options["auth-token-file"]))
-        except ValueError as e:
-            raise usage.UsageError(f"--auth-token-file: {e}") from None
+    token_file = options["auth-token-file"]
     secret, public = options["auth-jwt-secret-file"], options["auth-jwt-public-key-file"]
     if secret is not None and public is not None:
         raise usage.UsageError("--auth-jwt-secret-file and --auth-jwt-public-key-file: give one, not both")
-    if secret is not None or public is not None:
-        name = "--auth-jwt-secret-file" if secret is not None else "--auth-jwt-public-key-file"
-        try:
-            verifiers.append(JWTVerifier.from_files(
-                secret_file=secret, public_key_file=public, algorithm=options["auth-jwt-algorithm"],
-                audience=options["auth-audience"], issuer=options["auth-issuer"],
-            ))
-        except ValueError as e:
-            raise usage.UsageError(f"{name}: {e}") from None
-    else:
+    if secret is None and public is None:
         for name in ("auth-jwt-algorithm", "auth-audience", "auth-issuer"):
             if options[name] is not None:
                 raise usage.UsageError(f"--{name}: needs --auth-jwt-secret-file or --auth-jwt-public-key-file")
-    authenticator = Authenticator(verifiers) if verifiers else None
+    try:
+        authenticator = build_authenticator(
+            jwt_secret_file=secret, jwt_public_key_file=public, jwt_algorithm=options["auth-jwt-algorithm"],
+            token_file=token_file, audience=options["auth-audience"], issuer=options["auth-issuer"],
+        )
+    except ValueError as e:
+        # The token file's errors start with its path; every other one is about the JWT key.
+        jwt_option = "--auth-jwt-secret-file" if secret is not None else "--auth-jwt-public-key-file"
+        jwt_given = secret is not None or public is not None
+        token_error = token_file is not None and (not jwt_given or str(e).startswith(f"{token_file}: "))
+        raise usage.UsageError(f"{'--auth-token-file' if token_error else jwt_option}: {e}") from None
     try:
         limits = Limits(
             max_message_size=options["max-message-size"],
@@ -274,7 +275,9 @@ class Options(usage.Options):
         from twisted.internet.endpoints import serverFromString
 
         try:
-            serverFromString(MemoryReactor(), description)
+            # Parsing builds an endpoint object but nothing that listens; an endpoint only
+            # keeps its reactor for listen(), so none is needed (makeService passes the real one).
+            serverFromString(None, description)
         except Exception as e:
             raise usage.UsageError(f"--listen {description!r}: {e}") from None
         self["listen"].append(description)
@@ -309,13 +312,16 @@ class Options(usage.Options):
                 self["plant"] = load_config(self["config"])
             except ConfigError as e:
                 raise usage.UsageError(str(e)) from None
-        # Catch bad Autobahn option values now, not at start-up.
+        # Catch bad Autobahn option values now, not at start-up, on Autobahn's protocol-level
+        # factory: the base of the Twisted one, with the same setProtocolOptions, and no reactor.
+        # (apply_protocol_options is annotated with the Twisted subclass, hence the cast.)
         from autobahn.twisted.websocket import WebSocketServerFactory
+        from autobahn.websocket.protocol import WebSocketServerFactory as ProtocolLevelFactory
 
         from hvac_push.transport.wsoptions import apply_protocol_options
 
         try:
-            apply_protocol_options(WebSocketServerFactory(reactor=MemoryReactor()), self["ws-option"])
+            apply_protocol_options(cast(WebSocketServerFactory, ProtocolLevelFactory()), self["ws-option"])
         except ValueError as e:
             raise usage.UsageError(str(e)) from None
         self["authenticator"], self["limits"] = _security(self)

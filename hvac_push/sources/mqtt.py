@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import math
-import ssl
 import threading
 import time
 from collections import Counter
@@ -29,6 +28,7 @@ from typing import Any, Callable, Sequence
 
 from hvac_push.core.points import STATUSES, InvalidPoint, Sample, Status, Value, check_point_id, check_value
 from hvac_push.sources.common import PointStates, QuietLog, log
+from hvac_push.sources.mqtt_client import MqttBroker, make_client
 
 DEFAULT_TEMPLATE = "hvac/{site}/{unit}/{point}"
 MAX_PAYLOAD = 4096
@@ -49,14 +49,6 @@ class MqttPoint:
     point_id: str
     topic: str | None = None
     unit: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class MqttTls:
-    ca: str | None = None
-    cert: str | None = None
-    key: str | None = None
-    insecure: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +141,44 @@ def parse_message(payload: bytes) -> Message:
         raise BadPayload(str(e)) from None
 
 
+def check_topic_template(template: str) -> str | None:
+    """Return what is wrong with a topic template, or L{None} if it is fine.
+
+    Each of C{{site}}, C{{unit}} and C{{point}} must fill one whole topic level,
+    exactly once; other levels are literal names or the C{+} wildcard.
+    """
+    if not template:
+        return None  # no template: only points with an explicit topic
+    levels = template.split("/")
+    seen: list[str] = []
+    for level in levels:
+        if level in _PLACEHOLDERS:
+            if level in seen:
+                return f"{level} appears twice"
+            seen.append(level)
+        elif level == "#":
+            return "'#' is not allowed (each level must map to something)"
+        elif "{" in level or "}" in level:
+            return f"level {level!r}: placeholders must fill a whole level: {{site}}, {{unit}} or {{point}}"
+        elif level != "+" and ("+" in level or "\0" in level):
+            return f"level {level!r}: '+' must fill a whole level"
+    missing = [p for p in _PLACEHOLDERS if p not in seen]
+    if missing:
+        return f"missing {', '.join(missing)}"
+    return None
+
+
+def check_topic(topic: str) -> str | None:
+    """Return what is wrong with a point's own (exact) topic, or L{None} if it is fine."""
+    if not topic:
+        return "must not be empty"
+    if "+" in topic or "#" in topic:
+        return "must be an exact topic, without '+' or '#'"
+    if "\0" in topic or len(topic.encode("utf-8")) > 65535:
+        return "not a valid MQTT topic"
+    return None
+
+
 class TopicMap:
     """Which topics to subscribe to, and which point (and unit) a topic feeds."""
 
@@ -156,18 +186,18 @@ class TopicMap:
         self.template = template
         self.discover = discover
         self._levels = template.split("/") if template else []
-        if template:
-            for placeholder in _PLACEHOLDERS:
-                if self._levels.count(placeholder) != 1:
-                    raise ValueError(f"topic template {template!r} needs {placeholder} once, as a whole level")
+        problem = check_topic_template(template)
+        if problem is not None:
+            raise ValueError(f"topic template {template!r}: {problem}")
         self._exact: dict[str, MqttPoint] = {}
         self._by_id: dict[str, MqttPoint] = {}
         for point in points:
             check_point_id(point.point_id)
             self._by_id[point.point_id] = point
             if point.topic is not None:
-                if "+" in point.topic or "#" in point.topic or not point.topic:
-                    raise ValueError(f"{point.point_id}: topic {point.topic!r} must be exact")
+                problem = check_topic(point.topic)
+                if problem is not None:
+                    raise ValueError(f"{point.point_id}: topic {point.topic!r}: {problem}")
                 self._exact[point.topic] = point
             elif not template:
                 raise ValueError(f"{point.point_id}: no topic and no topic template")
@@ -228,17 +258,13 @@ class MqttProducer:
     def __init__(
         self,
         name: str,
-        host: str,
-        port: int = 1883,
+        broker: MqttBroker,
         *,
         points: Sequence[MqttPoint] = (),
         topic_template: str = DEFAULT_TEMPLATE,
         discover: bool = True,
         client_id: str = "",
         keepalive: int = 30,
-        username: str | None = None,
-        password: str | None = None,
-        tls: MqttTls | None = None,
         qos: int = 1,
         reconnect_min: float = 1.0,
         reconnect_max: float = 30.0,
@@ -246,14 +272,10 @@ class MqttProducer:
         malformed_log_period: float = 60.0,
     ):
         self.name = name
-        self.host = host
-        self.port = port
+        self.broker = broker
         self.topics = TopicMap(topic_template, points, discover)
         self.client_id = client_id
         self.keepalive = keepalive
-        self.username = username
-        self.password = password
-        self.tls = tls
         self.qos = qos
         self.reconnect_min = reconnect_min
         self.reconnect_max = max(reconnect_min, reconnect_max)
@@ -288,15 +310,15 @@ class MqttProducer:
         as an unready server.
         """
         if self.synced:
-            return True, f"synced with {self.host}:{self.port} ({self.retained} retained messages)"
+            return True, f"synced with {self.broker.host}:{self.broker.port} ({self.retained} retained messages)"
         subscribed = self._subscribed_at
         if subscribed is None:
-            return False, f"waiting for {self.host}:{self.port}"
+            return False, f"waiting for {self.broker.host}:{self.broker.port}"
         now = time.monotonic()
         if now - max(subscribed, self._last_retained_at) >= self.sync_quiet or now - subscribed >= self.sync_max:
             self.synced = True
             return self.initial_sync()
-        return False, f"receiving retained messages from {self.host}:{self.port} ({self.retained} so far)"
+        return False, f"receiving retained messages from {self.broker.host}:{self.broker.port} ({self.retained} so far)"
 
     def count_malformed(self, topic: str, why: str) -> None:
         with self._lock:
@@ -312,30 +334,17 @@ class MqttProducer:
 
     def run(self, publish: Callable[[Sequence[Sample]], None], stop: threading.Event) -> None:
         """Connect, subscribe and hand messages over until C{stop} is set."""
-        from paho.mqtt.client import Client, MQTTv311
-        from paho.mqtt.enums import CallbackAPIVersion
-
         session = _Session(self, publish)
-        client = Client(
-            CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=MQTTv311, clean_session=True
+        client = make_client(
+            self.broker, client_id=self.client_id, reconnect_min=self.reconnect_min,
+            reconnect_max=self.reconnect_max, connect_timeout=self.connect_timeout,
         )
-        # paho annotates these as int, but uses them as seconds of any size.
-        client.reconnect_delay_set(self.reconnect_min, self.reconnect_max)  # type: ignore[arg-type]
-        client.connect_timeout = self.connect_timeout
-        if self.username is not None:
-            client.username_pw_set(self.username, self.password)
-        if self.tls is not None:
-            client.tls_set(
-                ca_certs=self.tls.ca, certfile=self.tls.cert, keyfile=self.tls.key, cert_reqs=ssl.CERT_REQUIRED
-            )
-            if self.tls.insecure:
-                client.tls_insecure_set(True)
         client.on_connect = session.on_connect
         client.on_connect_fail = session.on_connect_fail
         client.on_disconnect = session.on_disconnect
         client.on_subscribe = session.on_subscribe
         client.on_message = session.on_message
-        client.connect_async(self.host, self.port, self.keepalive)
+        client.connect_async(self.broker.host, self.broker.port, self.keepalive)
         client.loop_start()
         try:
             stop.wait()
@@ -370,7 +379,7 @@ class _Session:
         self.states.mark(self.publish, self._known(), "fault")
         p = self.producer
         log.warn("mqtt {name} ({host}:{port}): {why}; its points are fault until it is back",
-                 name=p.name, host=p.host, port=p.port, why=why)
+                 name=p.name, host=p.broker.host, port=p.broker.port, why=why)
 
     def on_connect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         try:
@@ -408,7 +417,7 @@ class _Session:
         self.up = True
         if was is False:
             self.states.mark(self.publish, self._known(), "ok")
-            log.info("mqtt {name} ({host}:{port}) is back", name=p.name, host=p.host, port=p.port)
+            log.info("mqtt {name} ({host}:{port}) is back", name=p.name, host=p.broker.host, port=p.broker.port)
 
     def on_connect_fail(self, client: Any, userdata: Any) -> None:
         try:
@@ -463,4 +472,7 @@ class _Session:
             log.failure("mqtt {name}: handling a message on {topic!r} failed", name=producer.name, topic=topic)
 
 
-__all__ = ["BadPayload", "Message", "MqttPoint", "MqttProducer", "MqttTls", "TopicMap", "parse_message", "parse_payload"]
+__all__ = [
+    "BadPayload", "Message", "MqttPoint", "MqttProducer", "TopicMap",
+    "check_topic", "check_topic_template", "parse_message", "parse_payload",
+]

@@ -87,17 +87,14 @@ class ProducerService(Service):
         if finished is None or self._thread is None or not self._thread.is_alive():
             return None
         # Wait without blocking the reactor; give up (the thread is a daemon) after a bound.
-        timeout = self._reactor.callLater(self.stop_timeout, self._gave_up, finished)
-        finished.addBoth(lambda r: timeout.cancel() if timeout.active() else None)
-        return finished
+        return finished.addTimeout(self.stop_timeout, self._reactor, onTimeoutCancel=self._gave_up)
 
-    def _gave_up(self, finished: Deferred[None]) -> None:
+    def _gave_up(self, result: object, timeout: float) -> None:
         self.log.warn(
             "producer {name} did not stop within {timeout}s; abandoning its thread",
             name=self.producer.name,
             timeout=self.stop_timeout,
         )
-        finished.callback(None)
 
     def _in_reactor(self, f: Callable[..., object], *args: object, **kw: object) -> None:
         try:
