@@ -49,6 +49,8 @@ setup(
             "playwright>=1.40",
             "jsonschema>=4",  # tests/test_asyncapi.py checks real messages against docs/asyncapi.yaml
             "pyyaml>=6",
+            "types-PyYAML",
+            "types-jsonschema",
         ],
         "docs": ["sphinx>=7", "myst-parser>=2"],
         "bench": ["websockets>=13", "psutil>=5"],

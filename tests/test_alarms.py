@@ -125,7 +125,7 @@ def test_shelving_is_capped_and_an_unshelved_cleared_alarm_is_normal():
     temp(hub, clock, 26)
     assert engine.shelve(HIGH, 24 * 60).shelved_until == clock.seconds() + 3600  # max_shelve
     temp(hub, clock, 20)
-    assert engine.unshelve(HIGH, by="ann").state == "normal"  # type: ignore[union-attr]
+    assert engine.unshelve(HIGH, by="ann").state == "normal"
     assert states(heard) == ["active", "shelved", "normal"] and engine.alarms == {}
     clock.advance(3600)  # the cancelled expiry does nothing
     assert states(heard) == ["active", "shelved", "normal"]

@@ -9,12 +9,13 @@ from hvac_push.analytics.rules import FaultRules, simulator_rules
 from hvac_push.core.hub import Hub
 from hvac_push.core.points import PointMeta
 from hvac_push.ops.tap import Options, _demo_limits
-from hvac_push.sources.simulator import FAULT_FIRST_S, PlantModel
+from hvac_push.sources.simulator import FAULT_FIRST_S, PlantModel, SimulatorProducer
 
 T0 = 1_800_000_000.0
 
 
-def run_plant(seconds: float, *, faults: bool, seed: int = 7, rules: bool = False, step: float = 1.0):
+def run_plant(seconds: float, *, faults: bool, seed: int = 7, rules: bool = False,
+              step: float = 1.0) -> tuple[AlarmEngine, list[tuple[float, str, str]], FaultRules | None]:
     """Drive the simulator model for C{seconds} of plant time, publishing every point each step into
     a hub with the demo limits; no wall clock anywhere. Returns (engine, transitions, rules or None)."""
     clock = Clock()
@@ -65,7 +66,8 @@ def test_faults_default_on_for_a_plain_run_and_off_with_a_seed():
         options = Options()
         options.parseOptions(argv)
         service = makeService(options, MemoryReactorClock())
-        simulator = service.producers[0].producer  # type: ignore[attr-defined]
+        simulator = service.producers[0].producer
+        assert isinstance(simulator, SimulatorProducer)
         assert simulator.model.faults is expected, argv
 
 
@@ -75,7 +77,7 @@ def test_the_longest_shelve_is_an_option():
 
     options = Options()
     options.parseOptions(["--max-shelve", "30"])
-    assert makeService(options, MemoryReactorClock()).alarms.max_shelve == 1800.0  # type: ignore[attr-defined]
+    assert makeService(options, MemoryReactorClock()).alarms.max_shelve == 1800.0
     options = Options()
     options.parseOptions([])
-    assert makeService(options, MemoryReactorClock()).alarms.max_shelve == 8 * 3600.0  # type: ignore[attr-defined]
+    assert makeService(options, MemoryReactorClock()).alarms.max_shelve == 8 * 3600.0

@@ -67,7 +67,7 @@ async def answer(client, kinds=("shelved", "out_of_service", "acked", "error")):
 
 
 @pytest_twisted.ensureDeferred
-async def test_shelve_unshelve_out_of_service_and_ack_need_their_claims_and_reach_everyone(tmp_path: Path):
+async def test_shelve_unshelve_out_of_service_and_ack_need_their_claims_and_reach_everyone(tmp_path: Path) -> None:
     server = await start_server(authenticator=Authenticator([Tokens()]), store=open_store(f"sqlite:{tmp_path}/a.db"))
     op = sup = None
     try:

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 from jsonschema import Draft7Validator
-from referencing import Registry, Resource
+from referencing import Registry
 from referencing.jsonschema import DRAFT7
 from websockets.sync.client import ClientConnection, connect
 
@@ -49,16 +49,17 @@ def diagnostics(path: Path) -> list[dict[str, Any]]:
         capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
+    found: list[dict[str, Any]] = json.loads(result.stdout)
+    return found
 
 
-def test_the_official_parser_finds_no_error_in_the_document():
+def test_the_official_parser_finds_no_error_in_the_document() -> None:
     found = diagnostics(SPEC)
     errors = [d for d in found if d["severity"] == 0]
     assert not errors, json.dumps(errors, indent=1)
 
 
-def test_the_parser_check_can_fail(tmp_path: Path):
+def test_the_parser_check_can_fail(tmp_path: Path) -> None:
     """The check above is not vacuous: a broken copy gets errors."""
     spec = yaml.safe_load(SPEC.read_text(encoding="utf-8"))
     spec["channels"]["stream"]["address"] = 17
@@ -79,7 +80,7 @@ class Schemas:
 
     def __init__(self) -> None:
         self.document = yaml.safe_load(SPEC.read_text(encoding="utf-8"))
-        registry: Registry[Any] = Registry().with_resource(self.BASE, Resource(self.document, DRAFT7))
+        registry: Registry[Any] = Registry().with_resource(self.BASE, DRAFT7.create_resource(self.document))
         self.validators = {
             name: Draft7Validator({"$ref": f"{self.BASE}#/components/messages/{name}/payload"}, registry=registry)
             for name in self.document["components"]["messages"]
@@ -97,12 +98,12 @@ def receive(ws: ClientConnection, kind: str, timeout: float = 15) -> dict[str, A
     """The next message of type C{kind} (updates in between are skipped)."""
     deadline = time.monotonic() + timeout
     while True:
-        message = json.loads(ws.recv(timeout=max(0.01, deadline - time.monotonic())))
+        message: dict[str, Any] = json.loads(ws.recv(timeout=max(0.01, deadline - time.monotonic())))
         if message["type"] == kind:
             return message
 
 
-def test_every_message_a_server_sends_or_accepts_fits_its_schema(tmp_path: Path):
+def test_every_message_a_server_sends_or_accepts_fits_its_schema(tmp_path: Path) -> None:
     from hvac_push.transport.auth import hash_token
 
     token = "asyncapi-test-token-" + "z" * 24

@@ -35,7 +35,7 @@ def test_help_lists_the_commands_and_each_has_its_own():
 
 
 @pytest.mark.slow
-def test_tail_prints_one_decoded_line_per_point_change_and_the_alarms(tmp_path: Path):
+def test_tail_prints_one_decoded_line_per_point_change_and_the_alarms(tmp_path: Path) -> None:
     (tmp_path / "plant.toml").write_text(ALARM_PLANT, encoding="utf-8")
     with running(tmp_path, "--config", "plant.toml") as server:
         shown = hvac_push("tail", server.url, "--points", "plant/chiller-1/supply_temp,plant/chiller-1/power",
@@ -63,7 +63,7 @@ def test_tail_says_clearly_when_nothing_listens_or_the_url_is_wrong():
 
 
 @pytest.mark.slow
-def test_hash_token_makes_an_entry_that_admits_its_token_and_tail_uses_it(tmp_path: Path):
+def test_hash_token_makes_an_entry_that_admits_its_token_and_tail_uses_it(tmp_path: Path) -> None:
     made = hvac_push("hash-token", "--generate", "--name", "cli-test", "--points", "plant/chiller-1/#")
     assert made.returncode == 0, made.stderr
     token = made.stderr.strip().rsplit(" ", 1)[-1]
@@ -89,7 +89,7 @@ def test_hash_token_makes_an_entry_that_admits_its_token_and_tail_uses_it(tmp_pa
         assert "Traceback" not in refused.stderr + missing.stderr
 
 
-def test_check_config_reports_every_problem_or_a_summary(tmp_path: Path):
+def test_check_config_reports_every_problem_or_a_summary(tmp_path: Path) -> None:
     good = tmp_path / "good.toml"
     good.write_text(ALARM_PLANT, encoding="utf-8")
     bad = tmp_path / "bad.toml"
@@ -104,7 +104,7 @@ def test_check_config_reports_every_problem_or_a_summary(tmp_path: Path):
     assert missing.returncode == 2 and "FILE" in missing.stderr
 
 
-def test_the_old_module_entry_points_still_work(tmp_path: Path):
+def test_the_old_module_entry_points_still_work(tmp_path: Path) -> None:
     good = tmp_path / "good.toml"
     good.write_text(ALARM_PLANT, encoding="utf-8")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from hvac_push.client import (
     Connected,
     ConnectionLost,
     Disconnected,
+    Event,
     Filter,
     HandshakeError,
     Mirror,
@@ -40,12 +42,12 @@ SIM = ("--sim-seed", "11", "--sim-units", "3", "--sim-rate", "60")
 
 
 @pytest.fixture(scope="module")
-def sim(tmp_path_factory: pytest.TempPathFactory):
+def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     with running(tmp_path_factory.mktemp("sim"), *SIM) as server:
         yield server
 
 
-def test_mirror_holds_the_subscribed_points_and_follows_their_updates(sim: Server):
+def test_mirror_holds_the_subscribed_points_and_follows_their_updates(sim: Server) -> None:
     async def main() -> None:
         async with Mirror(sim.url, points=["plant/chiller-1/#", "plant/+/supply_temp"]) as plant:
             assert plant.points and plant.epoch and plant.version
@@ -77,7 +79,7 @@ def test_mirror_holds_the_subscribed_points_and_follows_their_updates(sim: Serve
     asyncio.run(main())
 
 
-def test_subscribe_with_a_filter_then_unsubscribe(sim: Server):
+def test_subscribe_with_a_filter_then_unsubscribe(sim: Server) -> None:
     async def main() -> None:
         async with Mirror(sim.url, points=["plant/chiller-1/#"]) as plant:
             # A deadband no simulated value ever crosses: numbers of ahu-1 never move after its snapshot.
@@ -108,7 +110,7 @@ def test_subscribe_with_a_filter_then_unsubscribe(sim: Server):
     asyncio.run(main())
 
 
-def test_a_dropped_connection_resumes_without_a_gap(sim: Server):
+def test_a_dropped_connection_resumes_without_a_gap(sim: Server) -> None:
     async def main() -> None:
         proxy = await CuttableProxy(sim.port).start()
         try:
@@ -123,7 +125,7 @@ def test_a_dropped_connection_resumes_without_a_gap(sim: Server):
                 assert plant.resyncs == 0 and plant.connections == 2
                 assert plant.version is not None and plant.version > version_at_cut + 20
                 await matches_a_fresh_snapshot(plant, sim)
-                kinds = []
+                kinds: list[Event] = []
                 while len(kinds) < 200:
                     try:
                         event = await asyncio.wait_for(events.__anext__(), 0.01)
@@ -138,7 +140,7 @@ def test_a_dropped_connection_resumes_without_a_gap(sim: Server):
     asyncio.run(main())
 
 
-def test_a_server_restart_resyncs_the_whole_mirror(tmp_path: Path):
+def test_a_server_restart_resyncs_the_whole_mirror(tmp_path: Path) -> None:
     port = free_port()
 
     async def main() -> None:
@@ -165,7 +167,7 @@ def test_a_server_restart_resyncs_the_whole_mirror(tmp_path: Path):
     asyncio.run(main())
 
 
-def test_alarms_arrive_listed_and_can_be_acknowledged(tmp_path: Path):
+def test_alarms_arrive_listed_and_can_be_acknowledged(tmp_path: Path) -> None:
     (tmp_path / "plant.toml").write_text(ALARM_PLANT, encoding="utf-8")
     alarm_id = "plant/chiller-1/supply_temp:high"
 
@@ -194,7 +196,7 @@ def test_alarms_arrive_listed_and_can_be_acknowledged(tmp_path: Path):
         asyncio.run(main(server))
 
 
-def test_alarm_transitions_missed_while_away_are_replayed_on_resume(tmp_path: Path):
+def test_alarm_transitions_missed_while_away_are_replayed_on_resume(tmp_path: Path) -> None:
     (tmp_path / "plant.toml").write_text(ALARM_PLANT, encoding="utf-8")
     alarm_id = "plant/chiller-1/supply_temp:high"
 
@@ -224,7 +226,7 @@ def test_alarm_transitions_missed_while_away_are_replayed_on_resume(tmp_path: Pa
         asyncio.run(main(server))
 
 
-def test_tokens_go_in_the_header_the_subprotocol_or_the_query_and_a_bad_one_is_a_clear_error(tmp_path: Path):
+def test_tokens_go_in_the_header_the_subprotocol_or_the_query_and_a_bad_one_is_a_clear_error(tmp_path: Path) -> None:
     from hvac_push.transport.auth import hash_token
 
     token = "a-test-token-" + "x" * 30
@@ -259,7 +261,7 @@ def test_tokens_go_in_the_header_the_subprotocol_or_the_query_and_a_bad_one_is_a
         asyncio.run(main(server))
 
 
-def test_a_refusal_on_reconnect_ends_the_streams_with_that_error(tmp_path: Path):
+def test_a_refusal_on_reconnect_ends_the_streams_with_that_error(tmp_path: Path) -> None:
     from hvac_push.transport.auth import hash_token
 
     port = free_port()
@@ -294,7 +296,7 @@ def test_a_refusal_on_reconnect_ends_the_streams_with_that_error(tmp_path: Path)
     asyncio.run(main())
 
 
-def test_without_reconnect_a_drop_ends_the_streams_and_close_never_hangs(sim: Server):
+def test_without_reconnect_a_drop_ends_the_streams_and_close_never_hangs(sim: Server) -> None:
     async def main() -> None:
         proxy = await CuttableProxy(sim.port).start()
         try:
@@ -328,7 +330,7 @@ def test_nobody_listening_is_an_oserror_at_start():
     asyncio.run(main())
 
 
-def test_the_readme_example_runs_as_printed(sim: Server, tmp_path: Path):
+def test_the_readme_example_runs_as_printed(sim: Server, tmp_path: Path) -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     blocks = [part.split("```")[0] for part in readme.split("```python\n")[1:]]
     (code,) = [block for block in blocks if "hvac_push.client" in block]
@@ -363,7 +365,8 @@ def test_null_values_unknown_statuses_and_unknown_fields_are_kept_not_fatal():
     assert state.receive({"type": "something_new", "x": 1}, opening=False) == []
     assert state.receive({"type": "update", "epoch": "e1", "version": 6, "points": {
         "plant/a/never": {"value": 3, "status": "ok", "version": 6}}}, opening=False)
-    assert state.points["plant/a/never"].value == 3 and state.version == 6
+    updated = state.points["plant/a/never"]  # the update replaced what was asserted None above
+    assert updated.value == 3 and state.version == 6
     # A subscribe answer adds points but does not move the resume version.
     state.receive({"type": "snapshot", "epoch": "e1", "version": 99, "points": {
         "plant/b/x": {"value": 1, "version": 7}}}, opening=False)

@@ -136,6 +136,8 @@ def handshake(port: int, cipher: str | None, version: ssl.TLSVersion) -> str:
 
 @pytest_twisted.ensureDeferred
 async def test_tls_12_takes_only_forward_secret_aead_suites_and_tls_13_works(tmp_path):
+    from twisted.internet.address import IPv4Address
+    from twisted.internet.defer import maybeDeferred
     from twisted.internet.threads import deferToThread
     from twisted.web.resource import Resource
     from twisted.web.server import Site
@@ -143,7 +145,9 @@ async def test_tls_12_takes_only_forward_secret_aead_suites_and_tls_13_works(tmp
     key_path, cert_path = rsa_self_signed(tmp_path)
     description = f"ssl:0:interface=127.0.0.1:privateKey={key_path}:certKey={cert_path}"
     port = await server_endpoint(reactor(), description).listen(Site(Resource()))
-    number = port.getHost().port
+    address = port.getHost()
+    assert isinstance(address, IPv4Address)
+    number = address.port
     try:
         async def attempt(cipher: str | None, version: ssl.TLSVersion) -> str:
             return str(await within(10, deferToThread(handshake, number, cipher, version)))
@@ -155,7 +159,7 @@ async def test_tls_12_takes_only_forward_secret_aead_suites_and_tls_13_works(tmp
             assert (await attempt(weak, v12)).startswith("refused"), weak
         assert (await attempt(None, ssl.TLSVersion.TLSv1_3)).startswith("TLS_")
     finally:
-        await port.stopListening()
+        await maybeDeferred(port.stopListening)
 
 
 def test_a_cipher_string_openssl_cannot_use_is_a_clear_error(tmp_path):
@@ -176,10 +180,10 @@ def test_tls_ciphers_option_defaults_to_the_policy_and_refuses_what_openssl_cann
 
     options = Options()
     options.parseOptions(["--listen", "tcp:0:interface=127.0.0.1"])
-    assert makeService(options, reactor=MemoryReactorClock()).tls_ciphers == MODERN_CIPHERS  # type: ignore[attr-defined]
+    assert makeService(options, reactor=MemoryReactorClock()).tls_ciphers == MODERN_CIPHERS
     twisted_defaults = Options()
     twisted_defaults.parseOptions(["--tls-ciphers", "twisted"])
-    assert makeService(twisted_defaults, reactor=MemoryReactorClock()).tls_ciphers is None  # type: ignore[attr-defined]
+    assert makeService(twisted_defaults, reactor=MemoryReactorClock()).tls_ciphers is None
     with pytest.raises(usage.UsageError, match=r"^--tls-ciphers: OpenSSL selects no cipher from 'NOPE'$"):
         Options().parseOptions(["--tls-ciphers", "NOPE"])
 

@@ -3,6 +3,8 @@ itself, and stays silent on an hour of the simulator's normal operation."""
 
 from __future__ import annotations
 
+from typing import Callable
+
 import pytest
 from twisted.internet.task import Clock
 
@@ -19,7 +21,7 @@ CHILLER = {"supply": "chws", "return": "chwr", "running": "run", "approach_leavi
            "approach_reference": "evap"}
 
 
-def setup(rules: UnitRules):
+def setup(rules: UnitRules) -> tuple[AlarmEngine, Callable[..., None]]:
     clock = Clock()
     hub = Hub(epoch="E", clock=clock.seconds)
     engine = AlarmEngine(hub, clock)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import pytest
 from twisted.internet.task import Clock
-from twisted.logger import LogLevel, globalLogPublisher
+from twisted.logger import LogLevel
 from twisted.python import usage
 
 from hvac_push.analytics.alarms import AlarmEngine
@@ -23,6 +23,8 @@ from hvac_push.store.recorder import StoreService
 from hvac_push.store.sqlite import SqliteStore
 from hvac_push.store.url import check_store_url, make_store, open_store
 from hvac_push.store.writer import StoreWriter
+from tests.helpers import point_of
+from tests.logwatch import LogWatch, watch_log
 
 T0 = 1_800_000_000.0  # a whole hour: 2027-01-15T08:00:00Z
 P = "plant/chiller-1/supply_temp"
@@ -196,34 +198,33 @@ def test_a_full_disk_is_counted_and_logged_once_and_writing_resumes_without_loss
     pages = sqlite3.connect(tmp_path / "test.db").execute("PRAGMA page_count").fetchone()[0]
     store.page_limit = pages  # the "disk" is now full
     writer = StoreWriter(store, retry_min=0.01, retry_max=0.05)
-    errors: list[str] = []
 
-    def observe(event: dict[str, Any]) -> None:
-        if event.get("log_namespace", "").startswith("hvac_push.store") and event["log_level"] == LogLevel.error:
-            errors.append(event["log_format"])
+    def store_errors(log: LogWatch) -> list[str]:
+        return [e["log_format"] for e in log.events
+                if e.get("log_namespace", "").startswith("hvac_push.store") and e["log_level"] == LogLevel.error]
 
-    globalLogPublisher.addObserver(observe)
-    writer.start()
-    try:
-        writer.add_samples([point(P, float(i), T0 + 1 + i) for i in range(5000)])
-        writer.add_journal([JournalEntry(T0, 1, f"{P}:high", P, "high", "acknowledged", "major", 1, 0.0, "", "bob", "ok")])
-        for _ in range(500):
-            if writer.stats.failures >= 3:
-                break
-            time.sleep(0.01)
-        assert writer.stats.failures >= 3 and not writer.stats.healthy
-        assert "full" in writer.stats.last_error
-        assert writer.pending == 5001
-        assert sum("writing failed" in e for e in errors) == 1  # logged once, not per attempt
-        store.page_limit = None  # space again
-        assert writer.wait_idle(10)
-        assert writer.stats.healthy and writer.stats.samples_dropped == 0
-        assert len(store.raw(P, 0, 2e9, 10_000)) == 5001
-        assert store.current_alarms()[0].by == "bob"
-    finally:
-        globalLogPublisher.removeObserver(observe)
-        writer.close()
-        writer.join(10)
+    with watch_log() as log:
+        writer.start()
+        try:
+            writer.add_samples([point(P, float(i), T0 + 1 + i) for i in range(5000)])
+            writer.add_journal([JournalEntry(T0, 1, f"{P}:high", P, "high", "acknowledged", "major", 1, 0.0, "", "bob", "ok")])
+            for _ in range(500):
+                if writer.stats.failures >= 3:
+                    break
+                time.sleep(0.01)
+            assert writer.stats.failures >= 3 and not writer.stats.healthy
+            assert "full" in writer.stats.last_error
+            assert writer.pending == 5001
+            assert sum("writing failed" in e for e in store_errors(log)) == 1  # logged once, not per attempt
+            store.page_limit = None  # space again
+            assert writer.wait_idle(10)
+            recovered = writer.stats  # the writer thread changed it while we waited
+            assert recovered.healthy and recovered.samples_dropped == 0
+            assert len(store.raw(P, 0, 2e9, 10_000)) == 5001
+            assert store.current_alarms()[0].by == "bob"
+        finally:
+            writer.close()
+            writer.join(10)
 
 
 def test_past_its_bound_the_writer_drops_the_oldest_samples_and_counts_them(store):
@@ -304,9 +305,9 @@ def test_energy_totals_and_compressor_starts_continue_across_a_restart(store):
     for i, (kw, on) in enumerate([(100.0, False), (100.0, True), (100.0, False), (100.0, True)]):
         hub.publish_many([Sample("plant/chiller-1/power", kw, "kW", T0 + 60 * i),
                           Sample("plant/chiller-1/compressor", on, "", T0 + 60 * i)])
-    energy = hub.get("plant/chiller-1/energy_kwh").value  # type: ignore[union-attr]
-    assert energy == pytest.approx(5.0)  # 100 kW for 3 minutes
-    assert hub.get("plant/chiller-1/compressor_starts").value == 2  # type: ignore[union-attr]
+    energy = point_of(hub, "plant/chiller-1/energy_kwh").value
+    assert isinstance(energy, float) and energy == pytest.approx(5.0)  # 100 kW for 3 minutes
+    assert point_of(hub, "plant/chiller-1/compressor_starts").value == 2
     derived.close()
     clock.advance(0.25)
     stop(service)
@@ -317,10 +318,10 @@ def test_energy_totals_and_compressor_starts_continue_across_a_restart(store):
     hub2.publish_many([Sample("plant/chiller-1/power", 100.0, "kW", T0 + 240),
                        Sample("plant/chiller-1/compressor", False, "", T0 + 240)])
     hub2.publish_many([Sample("plant/chiller-1/compressor", True, "", T0 + 250)])
-    assert hub2.get("plant/chiller-1/energy_kwh").value == pytest.approx(energy + 100.0 / 60)  # type: ignore[union-attr]
-    assert hub2.get("plant/site/energy_kwh").value == pytest.approx(energy + 100.0 / 60)  # type: ignore[union-attr]
-    assert hub2.get("plant/chiller-1/compressor_starts").value == 3  # type: ignore[union-attr]
-    assert hub2.get("plant/chiller-1/compressor_starts").status == "ok"  # type: ignore[union-attr]
+    assert point_of(hub2, "plant/chiller-1/energy_kwh").value == pytest.approx(energy + 100.0 / 60)
+    assert point_of(hub2, "plant/site/energy_kwh").value == pytest.approx(energy + 100.0 / 60)
+    assert point_of(hub2, "plant/chiller-1/compressor_starts").value == 3
+    assert point_of(hub2, "plant/chiller-1/compressor_starts").status == "ok"
     derived2.close()
 
 
@@ -361,7 +362,11 @@ def test_under_twistd_the_default_store_is_sqlite_in_the_working_folder(tmp_path
 
     monkeypatch.chdir(tmp_path)
     options = Options()
-    options.parent = {"nodaemon": True, "logger": None}  # type: ignore[attr-defined]
+    from twisted.scripts.twistd import ServerOptions
+
+    twistd = ServerOptions()
+    twistd["nodaemon"], twistd["logger"] = True, None
+    options.parent = twistd
     options.parseOptions([])
     try:
         assert isinstance(options["store-backend"], SqliteStore)
@@ -424,7 +429,7 @@ def test_retention_is_three_durations():
 
 def test_a_batch_that_fails_for_another_reason_than_the_database_is_dropped_not_retried_forever(tmp_path):
     class Broken(SqliteStore):
-        def write(self, samples, journal):  # type: ignore[no-untyped-def]
+        def write(self, samples: Sequence[Point], journal: Sequence[JournalEntry]) -> None:
             if any(p.point_id == "plant/bad/point" for p in samples):
                 raise TypeError("a bug")
             super().write(samples, journal)

@@ -150,7 +150,8 @@ class Ws:
             opcode = self.buffer[0] & 0x0F
             payload, self.buffer = self.buffer[start:start + length], self.buffer[start + length:]
             if opcode == 1:
-                return json.loads(payload)
+                message: dict[str, Any] = json.loads(payload)
+                return message
 
     def until(self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 30.0) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
@@ -256,6 +257,7 @@ def live(message: dict[str, Any], point_id: str, check: Callable[[dict[str, Any]
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_history_alarms_acks_and_totals_survive_a_kill_9(tmp_path, backend, request):
+    args: tuple[str, ...]
     if backend == "sqlite":
         store_key, args = 'store = "sqlite:plant.db"', ()
     else:
@@ -396,7 +398,8 @@ def test_postgresql_round_trip_rollups_journal_and_a_database_that_goes_away(pos
         finally:
             postgres.start()
         assert writer.wait_idle(30)
-        assert writer.stats.healthy and writer.stats.samples_dropped == 0
+        recovered = writer.stats  # the writer thread changed it while we waited
+        assert recovered.healthy and recovered.samples_dropped == 0
         assert len(store.raw(p, t0 + 1000, t0 + 1100, 1000)) == 100
         writer.close()
         assert writer.join(10)

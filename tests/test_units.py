@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import pytest
 import pytest_twisted
-from twisted.logger import globalLogPublisher
 
 from hvac_push.analytics import equipment
 from hvac_push.analytics.derived import DerivedSettings, split_trapezoid
 from hvac_push.analytics.units import UnitError, check, conversion
+from hvac_push.ops.plant_file import PlantConfig
 from tests.brokers import mosquitto  # noqa: F401 (fixture)
+from tests.helpers import point_of
+from tests.logwatch import watch_log
 from tests.test_derived import POWER, RETURN, SUPPLY, T0, put, setup, value
 
 LOAD = "plant/chiller-1/load"
@@ -68,7 +70,7 @@ def test_power_in_watts_integrates_to_kwh():
     put(hub, POWER, 100_000.0, 0, "W")
     put(hub, POWER, 100_000.0, 3600, "W")  # 100 kW for an hour
     assert value(hub, "plant/chiller-1/energy_kwh") == pytest.approx(100.0)
-    assert hub.get("plant/chiller-1/energy_kwh").unit == "kWh"
+    assert point_of(hub, "plant/chiller-1/energy_kwh").unit == "kWh"
 
 
 def _feed_cop(hub, load_value, load_unit, power_value, power_unit, until=900):
@@ -98,7 +100,7 @@ def test_fahrenheit_and_mixed_temperatures_give_delta_t_in_kelvin():
     put(hub, SUPPLY, 44.0, 0, "°F")
     put(hub, RETURN, 64.0, 1, "degF")
     assert value(hub, "plant/chiller-1/delta_t") == pytest.approx(20 * 5 / 9, abs=1e-3)  # 11.111 K, not 20
-    assert hub.get("plant/chiller-1/delta_t").unit == "K"
+    assert point_of(hub, "plant/chiller-1/delta_t").unit == "K"
     put(hub, SUPPLY, 7.0, 2, "°C")  # the site changed one sensor: 7 °C against 64 °F (17.78 °C)
     assert value(hub, "plant/chiller-1/delta_t") == pytest.approx(10.778, abs=1e-3)  # not 57 "K"
     put(hub, RETURN, 54.5, 3, "°F")  # 12.5 °C
@@ -126,9 +128,9 @@ def test_split_trapezoid_cuts_at_zero():
     assert split_trapezoid(100.0, 200.0, 3600.0) == (150.0, 0.0)
     assert split_trapezoid(-100.0, -200.0, 3600.0) == (0.0, 150.0)
     drawn, exported = split_trapezoid(100.0, -100.0, 3600.0)  # crosses zero half-way
-    assert (drawn, exported) == (pytest.approx(25.0), pytest.approx(25.0))
+    assert (drawn, exported) == pytest.approx((25.0, 25.0))
     drawn, exported = split_trapezoid(-30.0, 90.0, 3600.0)  # zero at a quarter of the hour
-    assert (drawn, exported) == (pytest.approx(33.75), pytest.approx(3.75))
+    assert (drawn, exported) == pytest.approx((33.75, 3.75))
 
 
 def test_negative_power_never_decreases_energy_and_is_counted_as_export():
@@ -150,21 +152,13 @@ def test_negative_power_never_decreases_energy_and_is_counted_as_export():
 
 
 def test_an_incompatible_unit_is_refused_and_logged_once_per_point():
-    events = []
-
-    def observer(event):
-        if "refused as an input" in event.get("log_format", ""):
-            events.append(event)
-
-    globalLogPublisher.addObserver(observer)
-    try:
+    with watch_log() as log:
         clock, hub, derived, _ = setup(DerivedSettings(energy_max_gap=3600.0))
         for at in range(5):
             put(hub, POWER, 12.0, at, "°C")
             put(hub, SUPPLY, 7.0, at, "kW")
             put(hub, RETURN, 12.0, at, "°C")
-    finally:
-        globalLogPublisher.removeObserver(observer)
+    events = [e for e in log.events if "refused as an input" in e.get("log_format", "")]
     assert hub.get("plant/chiller-1/energy_kwh") is None
     assert hub.get("plant/chiller-1/delta_t") is None
     assert hub.get(f"{SUPPLY}.forecast_5m") is None
@@ -197,7 +191,7 @@ unit = "tons"
 """
 
 
-def _plant(power_unit: str = "W", derived: str = "\n[derived]\n"):
+def _plant(power_unit: str = "W", derived: str = "\n[derived]\n") -> PlantConfig:
     from hvac_push.ops.plant_file import parse_config
 
     return parse_config(PLANT.replace("{power_unit}", power_unit) + derived, "plant.toml")
@@ -247,6 +241,7 @@ async def test_power_in_watts_over_mqtt_reaches_a_client_as_kwh(tmp_path, mosqui
 
     from hvac_push.ops.plant_file import load_config
     from hvac_push.ops.plant_sources import ConfigReloader
+    from hvac_push.sources.mqtt import MqttProducer
     from hvac_push.testing import connect
     from tests.conftest import start_server, stop_server
     from tests.helpers import eventually, until_state, within
@@ -272,7 +267,9 @@ energy_max_gap = 60
     reloader = ConfigReloader(running.service, load_config(str(path)))
     try:
         client = await within(5, connect(reactor, running.port, "/ws?points=plant/chiller-1/%23"))
-        await eventually(lambda: reloader.sources["mqtt.main"].producer.connected, timeout=5)
+        producer = reloader.sources["mqtt.main"].producer
+        assert isinstance(producer, MqttProducer)
+        await eventually(lambda: producer.connected, timeout=5)
         now = reactor.seconds()
         for at in (0.0, 10.0):  # 360,000 W for 10 s = 1 kWh (not 1,000)
             payload = json.dumps({"value": 360_000, "ts": now + at})
@@ -334,13 +331,13 @@ def test_gated_forecasts_appear_once_they_beat_the_baselines_and_go_stale_when_t
         if seen_at is None and hub.get(forecast) is not None:
             seen_at = at
     assert seen_at is not None and seen_at >= 300 + 20 * 30  # first due at 5 min, then 20 checks
-    assert hub.get(forecast).status == "ok"
+    assert point_of(hub, forecast).status == "ok"
     gate = derived._gates[SUPPLY]
     gate.min_checks = 10**9  # the skill can no longer be shown: the point goes stale, once
     put(hub, SUPPLY, 11.0, 4000, "°C")
-    assert hub.get(forecast).status == "stale"
+    assert point_of(hub, forecast).status == "stale"
     put(hub, SUPPLY, 11.0, 4010, "°C")
-    assert hub.get(forecast).ts == T0 + 4000
+    assert point_of(hub, forecast).ts == T0 + 4000
 
 
 def test_a_restart_continues_the_export_total_too():

@@ -51,7 +51,8 @@ def server_endpoint(reactor: Any, description: str, ciphers: str | None = MODERN
     C{ciphers=None} keeps Twisted's own defaults. A cipher string OpenSSL
     cannot use at all raises C{ValueError}.
     """
-    endpoint = serverFromString(reactor, description)
+    # serverFromString is untyped; adapting checks at run time that it built an endpoint.
+    endpoint = IStreamServerEndpoint(serverFromString(reactor, description))
     if ciphers is not None and isinstance(endpoint, SSL4ServerEndpoint):
         policy = PolicyContextFactory(endpoint._sslContextFactory, ciphers)
         try:
