@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -133,9 +134,11 @@ class MqttBridge(Service):
         reconnect_min: float = 0.5,
         reconnect_max: float = 30.0,
         exclude: Callable[[str], bool] | None = None,
+        name: str = "mqtt-publish",
     ):
         super().__init__()
-        self.setName("mqtt-publish")
+        #: Unique per bridge: a collector may publish to several brokers (--publish repeated).
+        self.setName(name)
         self.hub = hub
         self.reactor = reactor
         self.link = link
@@ -160,6 +163,9 @@ class MqttBridge(Service):
         #: Counters (read from any thread).
         self.connected = False
         self.connects = 0
+        #: Why the broker is not connected (refused, unreachable, lost), for /healthz; None once connected.
+        self.last_error: str | None = "not connected yet"
+        self._last_warned = float("-inf")
         self.published = 0
         self.acked = 0
         self.conflated = 0
@@ -279,10 +285,11 @@ class MqttBridge(Service):
             return self.connected and not self._pending and self._inflight == 0
 
     def health(self) -> tuple[bool, dict[str, Any]]:
-        """A readiness check that never holds the server back, but shows the bridge's state."""
-        return True, {
-            "broker": self.link.describe(), "connected": self.connected, "points": len(self._last),
-            "pending": len(self._pending), "published": self.published, "dropped": self.dropped,
+        """Ready while the broker takes what this collector publishes; the detail says why not otherwise."""
+        return self.connected, {
+            "broker": self.link.describe(), "connected": self.connected, "error": self.last_error,
+            "points": len(self._last), "pending": len(self._pending), "published": self.published,
+            "dropped": self.dropped,
         }
 
     # -- paho's thread -------------------------------------------------------
@@ -305,6 +312,7 @@ class MqttBridge(Service):
         with self._lock:
             self.connected = True
             self._inflight = 0
+            self.last_error = None
         self.connects += 1
         log.info("mqtt publish: connected to {broker}", broker=self.link.describe())
         self._schedule_drain(resend_all=True)
@@ -320,9 +328,18 @@ class MqttBridge(Service):
             was = self.connected
             self.connected = False
             self._inflight = 0
-        if was and self.running:
+            # paho follows a refused login with a disconnect; the refusal is the reason worth showing.
+            if was or not (self.last_error or "").startswith("connection refused"):
+                self.last_error = why
+        if not self.running:
+            return
+        if was:
             log.warn("mqtt publish: {broker}: {why}; holding the newest value of each point until it is back",
                      broker=self.link.describe(), why=why)
+        elif time.monotonic() - self._last_warned >= 60.0:
+            # A broker that refuses or cannot be reached is retried quietly: one line a minute.
+            self._last_warned = time.monotonic()
+            log.warn("mqtt publish: {broker}: {why}; retrying", broker=self.link.describe(), why=why)
 
     def _on_publish(self, client: Any, userdata: Any, mid: int, reason_code: Any, properties: Any) -> None:
         with self._lock:

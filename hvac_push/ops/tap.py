@@ -71,7 +71,7 @@ def _cluster(service: Any, config: Any, reactor: Any) -> None:
     if mqtt_sources:
         add_sync_readiness(service)
     for index, link in enumerate(config.get("publish") or []):
-        bridge = MqttBridge(service.hub, reactor, link, exclude=mqtt_fed(service))
+        bridge = MqttBridge(service.hub, reactor, link, exclude=mqtt_fed(service), name=f"mqtt-publish.{index + 1}")
         bridge.setServiceParent(service)
         service.add_readiness_check(f"mqtt-publish.{index + 1}", bridge.health)
 
