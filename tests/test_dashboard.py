@@ -596,3 +596,58 @@ def test_an_alarm_appears_and_can_be_acknowledged(workdir: Path, watched: Watche
     finally:
         server.stop()
     assert "Traceback" not in server.output()
+
+
+# -- the server's limits, served to the page -------------------------------------------
+
+#: Non-default limits on the command line, as a (client_limits key, value) list.
+LIMITED = {
+    "client_rate": 2.0, "client_burst": 4, "max_message_size": 4096, "max_subscriptions": 7,
+    "history_window": 300.0, "history_max_samples": 2000,
+}
+
+
+@pytest.fixture(scope="module")
+def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One simulated unit (7 charts) behind a low message rate: 2 per second, a burst of 4."""
+    server = start_server(
+        tmp_path_factory.mktemp("limited"), "--sim-units", "1", "--sim-seed", "3",
+        "--client-rate", "2", "--client-burst", "4", "--max-message-size", "4096",
+        "--max-subscriptions", "7", "--history-window", "300",
+    )
+    yield server
+    server.stop()
+    assert "Traceback" not in server.output()
+
+
+def get_json(url: str) -> tuple[Any, Any]:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return response.headers, json.loads(response.read())
+
+
+def test_client_limits_json_serves_the_limits_given_on_the_command_line(limited: Server, plant: Server) -> None:
+    headers, document = get_json(limited.url + "client-limits.json")
+    assert headers["content-type"] == "application/json"
+    assert headers["cache-control"] == "no-store"
+    assert document == LIMITED
+    # Without options: the defaults of Limits and History.
+    _, document = get_json(plant.url + "client-limits.json")
+    assert document == {
+        "client_rate": 20.0, "client_burst": 40, "max_message_size": 65536, "max_subscriptions": 256,
+        "history_window": 900.0, "history_max_samples": 2000,
+    }
+
+
+def test_client_limits_of_a_factory_without_history_say_so() -> None:
+    from twisted.internet.task import Clock
+
+    from hvac_push.core.hub import Hub
+    from hvac_push.transport.fanout import PushServerFactory
+    from hvac_push.transport.limits import Limits
+    from hvac_push.transport.web import client_limits
+
+    factory = PushServerFactory(Hub(), Clock(), limits=Limits(client_rate=0, max_subscriptions=3))
+    assert client_limits(factory) == {
+        "client_rate": 0, "client_burst": 40, "max_message_size": 65536, "max_subscriptions": 3,
+        "history_window": None, "history_max_samples": None,
+    }
