@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import select
 import signal
 import socket
@@ -26,6 +27,7 @@ from typing import Any, Iterator
 import pytest
 
 from hvac_push.testing import TEXT, decode_frame, json_object, upgrade_request
+from hvac_push.transport.web import STATIC_DIR
 from tests.wsprobe import free_port
 
 pytestmark = pytest.mark.slow
@@ -165,14 +167,24 @@ class Watched:
             self.errors.append(f"console: {text}")
 
     def _websocket(self, ws: Any) -> None:
-        record: dict[str, Any] = {"url": ws.url, "frames": []}
+        # frames: the first five received; sent: everything the page sent; errors: the server's error messages.
+        record: dict[str, Any] = {"url": ws.url, "frames": [], "sent": [], "errors": []}
         self.sockets.append(record)
 
         def received(payload: Any) -> None:
-            if len(record["frames"]) < 5 and isinstance(payload, str):
+            if not isinstance(payload, str):
+                return
+            if len(record["frames"]) < 5:
                 record["frames"].append(json.loads(payload))
+            if '"type":"error"' in payload:
+                record["errors"].append(json.loads(payload))
+
+        def sent(payload: Any) -> None:
+            if isinstance(payload, str):
+                record["sent"].append(json.loads(payload))
 
         ws.on("framereceived", received)
+        ws.on("framesent", sent)
 
     def live(self, timeout: float = 10.0) -> None:
         self.page.wait_for_selector('#conn[data-state="live"]', timeout=timeout * 1000)
@@ -284,7 +296,12 @@ def shown(value: float) -> str:
 
 
 def test_the_page_and_its_assets_come_from_the_server(plant: Server) -> None:
-    for path, kind in (("", "text/html"), ("static/app.js", "text/javascript"), ("static/style.css", "text/css")):
+    assets = [("", "text/html"), ("static/app.js", "text/javascript"), ("static/style.css", "text/css")]
+    # Every ES module the page loads (app.js imports the others).
+    modules = sorted(p.name for p in Path(STATIC_DIR).glob("*.js"))
+    assert "app.js" in modules and len(modules) > 1, modules
+    assets += [(f"static/{name}", "text/javascript") for name in modules if name != "app.js"]
+    for path, kind in assets:
         with urllib.request.urlopen(plant.url + path, timeout=5) as response:
             assert response.headers["content-type"].startswith(kind), (path, response.headers["content-type"])
             body = response.read().decode("utf-8")
@@ -292,6 +309,32 @@ def test_the_page_and_its_assets_come_from_the_server(plant: Server) -> None:
     with pytest.raises(urllib.error.HTTPError) as e:
         urllib.request.urlopen(plant.url + "static/", timeout=5)
     assert e.value.code == 404  # no directory listing
+
+
+IMPORT = re.compile(r"""^import\s[^;]*?from\s+'(?P<path>[^']+)';""", re.M | re.S)
+
+
+def test_the_modules_import_only_each_other_without_circles() -> None:
+    """Plain ES modules, no build step: every import is a sibling file, and the graph has no cycle."""
+    static = Path(STATIC_DIR)
+    graph: dict[str, list[str]] = {}
+    for module in sorted(static.glob("*.js")):
+        text = module.read_text(encoding="utf-8")
+        assert text.startswith("/* "), f"{module.name} has no header comment saying why it exists"
+        imports = [m.group("path") for m in IMPORT.finditer(text)]
+        assert all(p.startswith("./") and (static / p[2:]).is_file() for p in imports), (module.name, imports)
+        graph[module.name] = [p[2:] for p in imports]
+    order: list[str] = []
+
+    def visit(name: str, path: tuple[str, ...]) -> None:
+        assert name not in path, f"import circle: {' -> '.join(path + (name,))}"
+        if name not in order:
+            for dependency in graph[name]:
+                visit(dependency, path + (name,))
+            order.append(name)
+
+    visit("app.js", ())
+    assert sorted(order) == sorted(graph), f"not reached from app.js: {set(graph) - set(order)}"
 
 
 def test_every_unit_is_a_card_with_its_points_and_nothing_is_fetched_from_elsewhere(
@@ -582,3 +625,96 @@ def test_an_alarm_appears_and_can_be_acknowledged(workdir: Path, watched: Watche
     finally:
         server.stop()
     assert "Traceback" not in server.output()
+
+
+# -- the server's limits, served to the page -------------------------------------------
+
+#: Non-default limits on the command line, as a (client_limits key, value) list.
+LIMITED = {
+    "client_rate": 2.0, "client_burst": 4, "max_message_size": 4096, "max_subscriptions": 7,
+    "history_window": 300.0, "history_max_samples": 2000,
+}
+
+
+@pytest.fixture(scope="module")
+def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One simulated unit (7 charts) behind a low message rate: 2 per second, a burst of 4."""
+    server = start_server(
+        tmp_path_factory.mktemp("limited"), "--sim-units", "1", "--sim-seed", "3",
+        "--client-rate", "2", "--client-burst", "4", "--max-message-size", "4096",
+        "--max-subscriptions", "7", "--history-window", "300",
+    )
+    yield server
+    server.stop()
+    assert "Traceback" not in server.output()
+
+
+def get_json(url: str) -> tuple[Any, Any]:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return response.headers, json.loads(response.read())
+
+
+def test_client_limits_json_serves_the_limits_given_on_the_command_line(limited: Server, plant: Server) -> None:
+    headers, document = get_json(limited.url + "client-limits.json")
+    assert headers["content-type"] == "application/json"
+    assert headers["cache-control"] == "no-store"
+    assert document == LIMITED
+    # Without options: the defaults of Limits and History.
+    _, document = get_json(plant.url + "client-limits.json")
+    assert document == {
+        "client_rate": 20.0, "client_burst": 40, "max_message_size": 65536, "max_subscriptions": 256,
+        "history_window": 900.0, "history_max_samples": 2000,
+    }
+
+
+def test_client_limits_of_a_factory_without_history_say_so() -> None:
+    from twisted.internet.task import Clock
+
+    from hvac_push.core.hub import Hub
+    from hvac_push.transport.fanout import PushServerFactory
+    from hvac_push.transport.limits import Limits
+    from hvac_push.transport.web import client_limits
+
+    factory = PushServerFactory(Hub(), Clock(), limits=Limits(client_rate=0, max_subscriptions=3))
+    assert client_limits(factory) == {
+        "client_rate": 0, "client_burst": 40, "max_message_size": 65536, "max_subscriptions": 3,
+        "history_window": None, "history_max_samples": None,
+    }
+
+
+def test_the_page_paces_its_requests_by_the_limits_the_server_serves(limited: Server, watched: Watched) -> None:
+    page = watched.page
+    page.goto(limited.url)
+    watched.live()
+    loaded = page.evaluate("({...document.documentElement.dataset})")
+    assert loaded["terms"] == "server", loaded
+    assert (float(loaded["clientRate"]), int(loaded["clientBurst"])) == (2.0, 4)
+    assert float(loaded["historyWindow"]) == 300.0
+    # It sends inside the server's bucket: 90 % of its rate, a burst of 2 of its 4.
+    assert (float(loaded["sendRate"]), int(loaded["sendBurst"])) == (1.8, 2)
+    # Every chart is filled from history: 7 requests (and a ping) that the default pace
+    # (20 at once) would have sent in one go, against a server that allows 4.
+    page.wait_for_selector('body[data-history-pending="0"]', state="attached", timeout=20000)
+    assert len(watched.sockets) == 1
+    socket_record = watched.sockets[0]
+    asked = [m["point"] for m in socket_record["sent"] if m["type"] == "history"]
+    rows = page.eval_on_selector_all(".card .pt", "rows => rows.map(r => r.dataset.point)")
+    assert len(rows) == 7 and sorted(asked) == sorted(rows), (asked, rows)
+    # ... and the server refused none of them.
+    assert socket_record["errors"] == []
+
+
+def test_without_client_limits_json_the_page_uses_the_default_limits(plant: Server, watched: Watched) -> None:
+    page = watched.page
+    page.route("**/client-limits.json", lambda route: route.abort())
+    page.goto(plant.url)
+    watched.live()
+    loaded = page.evaluate("({...document.documentElement.dataset})")
+    assert loaded["terms"] == "fallback", loaded
+    assert (float(loaded["clientRate"]), int(loaded["clientBurst"])) == (20.0, 40)
+    assert (float(loaded["sendRate"]), int(loaded["sendBurst"])) == (18.0, 20)
+    page.wait_for_selector('body[data-history-pending="0"]', state="attached", timeout=10000)
+    assert page.eval_on_selector_all(".card", "c => c.length") == 6
+    assert all(record["errors"] == [] for record in watched.sockets)
+    # Chromium reports the aborted request on the console; nothing else may be there.
+    watched.errors[:] = [e for e in watched.errors if not e.startswith("console: Failed to load resource")]

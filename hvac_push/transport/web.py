@@ -1,4 +1,5 @@
-"""The twisted.web side: the C{/ws} resource, C{/healthz}, the dashboard's files, and the C{Site} that holds them."""
+"""The twisted.web side: the C{/ws} resource, C{/healthz}, the dashboard's files and the
+C{/client-limits.json} it reads, and the C{Site} that holds them."""
 
 from __future__ import annotations
 
@@ -39,6 +40,13 @@ class PushResource(WebSocketResource):
         return result
 
 
+def _json_response(request: Request, document: dict[str, Any]) -> bytes:
+    """A small JSON document that is never cached: it describes this server as it is now."""
+    request.setHeader(b"content-type", b"application/json")
+    request.setHeader(b"cache-control", b"no-store")
+    return json.dumps(document, sort_keys=True).encode("utf-8") + b"\n"
+
+
 class HealthResource(Resource):
     """JSON health: 200 when ready, 503 when not, with a summary either way.
 
@@ -57,11 +65,44 @@ class HealthResource(Resource):
     def render_GET(self, request: Request) -> bytes:
         summary = self._summary()
         request.setResponseCode(200 if summary.get("ready") else 503)
-        request.setHeader(b"content-type", b"application/json")
-        request.setHeader(b"cache-control", b"no-store")
         if self._operators is not None and not _has_valid_token(self._operators, request):
             summary = {"ready": bool(summary.get("ready"))}
-        return json.dumps(summary, sort_keys=True).encode("utf-8") + b"\n"
+        return _json_response(request, summary)
+
+    render_HEAD = render_GET
+
+
+def client_limits(factory: PushServerFactory) -> dict[str, Any]:
+    """What this server allows one client, for clients that pace themselves (the dashboard).
+
+    Built from the factory's own L{Limits} and history, so a client never has
+    to copy the server's constants. C{history_*} are L{None} when the server
+    keeps no history.
+    """
+    limits = factory.limits
+    history = factory.history
+    return {
+        "client_rate": limits.client_rate,
+        "client_burst": limits.client_burst,
+        # The cap in force: an explicit --ws-option maxMessagePayloadSize wins over the limits (0: none).
+        "max_message_size": factory.maxMessagePayloadSize,
+        "max_subscriptions": limits.max_subscriptions,
+        "history_window": history.window if history is not None else None,
+        "history_max_samples": history.max_samples if history is not None else None,
+    }
+
+
+class ClientLimitsResource(Resource):
+    """C{/client-limits.json}: L{client_limits}, read when asked (the history is attached after the factory)."""
+
+    isLeaf = True
+
+    def __init__(self, factory: PushServerFactory):
+        super().__init__()
+        self._factory = factory
+
+    def render_GET(self, request: Request) -> bytes:
+        return _json_response(request, client_limits(self._factory))
 
     render_HEAD = render_GET
 
@@ -247,11 +288,12 @@ def make_root(
     With C{operators}, C{/metrics} and the details of C{/healthz} need a token it accepts.
     """
     root = Resource()
-    # The live dashboard: / is its page, /static/ its script and style sheet.
+    # The live dashboard: / is its page, /static/ its scripts and style sheet.
     root.putChild(b"", StaticFiles(os.path.join(STATIC_DIR, "index.html")))
     root.putChild(b"static", StaticFiles(STATIC_DIR))
     root.putChild(b"ws", PushResource(factory))
     root.putChild(b"healthz", HealthResource(summary, operators))
+    root.putChild(b"client-limits.json", ClientLimitsResource(factory))
     if metrics is not None:
         root.putChild(b"metrics", metrics if operators is None else OperatorsOnly(metrics, operators))
     if api is not None:
