@@ -28,6 +28,8 @@ from hvac_push.core.points import AlarmLimits, Point, Value
 #: States in which an alarm is listed (anything but normal).
 LISTED = ("active", "acknowledged", "returned")
 STATUS_SEVERITY = "major"
+#: Alarm kinds this engine evaluates itself: limits and point statuses.
+ENGINE_KINDS = ("high", "low", "stale", "fault", "down")
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,9 +104,9 @@ class AlarmEngine:
 
         The alarm C{<point_id>:<kind>} then follows the usual life (active,
         acknowledged, returned, normal), with no delay. C{kind} must not be one
-        this engine evaluates itself (C{high}, C{low}, C{stale}, C{fault}).
+        this engine evaluates itself (C{high}, C{low}, C{stale}, C{fault}, C{down}).
         """
-        if kind in ("high", "low", "stale", "fault"):
+        if kind in ENGINE_KINDS:
             raise ValueError(f"alarm kind {kind!r} is evaluated by the engine itself")
         point = self.hub.get(point_id)
         if point is not None:
@@ -117,10 +119,12 @@ class AlarmEngine:
                         f"{point.point_id} stopped reporting")
         self._condition(point, "fault", point.status == "fault", None, STATUS_SEVERITY, 0.0,
                         f"{point.point_id}: source fault")
+        self._condition(point, "down", point.status == "down", None, STATUS_SEVERITY, 0.0,
+                        f"{point.point_id}: the source cannot reach its device")
         limits = self.limits_for(point.point_id)
         value = point.value
-        if point.status != "ok" or isinstance(value, (bool, str)):
-            return  # an old or non-numeric value says nothing new about limits
+        if point.status != "ok" or value is None or isinstance(value, (bool, str)):
+            return  # an old, missing or non-numeric value says nothing new about limits
         if limits is None:
             for kind in ("high", "low"):
                 self._condition(point, kind, False, None, "", 0.0, "")

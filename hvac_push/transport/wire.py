@@ -201,6 +201,22 @@ class Custom:
 
 Command = Union[Subscribe, Unsubscribe, Ping, Resume, HistoryRequest, Ack, Auth]
 
+#: The fields each client message type may carry; any other is an C{unknown_field}
+#: error, so a misspelt option is reported instead of silently ignored. Every
+#: message may carry an C{id} (only C{ping} echoes it).
+MESSAGE_FIELDS: dict[str, frozenset[str]] = {
+    kind: frozenset(("type", "id", *names))
+    for kind, names in (
+        ("subscribe", ("points", "deadband", "min_interval_ms", "max_interval_ms")),
+        ("unsubscribe", ("points",)),
+        ("ping", ()),
+        ("resume", ("since", "epoch", "alarm_seq")),
+        ("history", ("point", "since")),
+        ("ack", ("alarm",)),
+        ("auth", ("token",)),
+    )
+}
+
 
 def parse_patterns(raw: object) -> tuple[Pattern, ...]:
     """Validate a list of pattern strings (from a message or the C{points} query)."""
@@ -293,6 +309,11 @@ def parse_client_message(
         raise WireError("bad_message", "a message needs a string 'type'")
     if kind in custom_types:
         return Custom(kind, message)
+    fields = MESSAGE_FIELDS.get(kind)
+    if fields is not None:
+        for name in message:
+            if name not in fields:
+                raise WireError("unknown_field", f"unknown field {name[:40]!r} in a {kind} message")
     if kind == "subscribe":
         return Subscribe(parse_patterns(message.get("points")), parse_cov_rule(message))
     if kind == "resume":
@@ -360,8 +381,12 @@ def query_resume(query: dict[str, list[str]]) -> Resume | None:
     message: dict[str, Any] = {"epoch": query["epoch"][-1] if "epoch" in query else None}
     for key in ("since", "alarm_seq"):
         if key in query:
-            text = query[key][-1]
-            if not text.isdigit() or len(text) > 16:
-                raise WireError("bad_message", f"'{key}' must be a non-negative integer")
-            message[key] = int(text)
+            message[key] = _query_int(query[key][-1], key)
     return parse_resume(message)
+
+
+def _query_int(text: str, key: str) -> int:
+    """A non-negative integer of ASCII digits (C{str.isdigit} also takes C{²} and Arabic-Indic digits)."""
+    if not (text.isascii() and text.isdigit()) or len(text) > 16:
+        raise WireError("bad_message", f"'{key}' must be a non-negative integer of the digits 0-9")
+    return int(text)
