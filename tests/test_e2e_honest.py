@@ -23,7 +23,7 @@ from hvac_push.sources.simulator import SimulatorProducer
 from hvac_push.testing import connect
 from hvac_push.transport.auth import Authenticator, JWTVerifier
 from hvac_push.transport.limits import Limits
-from tests.brokers import modbus_server  # noqa: F401 (fixture)
+from tests.brokers import modbus_server, mosquitto  # noqa: F401 (fixtures)
 from tests.conftest import start_server, stop_server
 from tests.helpers import eventually, sleep, until_state, within
 from tests.logwatch import watch_log
@@ -229,6 +229,61 @@ async def test_an_exception_register_and_a_nan_float_are_faults_counted_by_reaso
             await until_state(client, lambda s: s.get(supply, {}).get("value") == 6.5 and s[supply]["status"] == "ok")
             await closed(client)
         assert not log.failures()
+    finally:
+        await stop_server(running)
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_mqtt_source_reports_its_broker_and_counts_malformed_messages(mosquitto):
+    from twisted.internet.threads import deferToThread
+
+    from hvac_push.sources.mqtt import MqttProducer
+
+    producer = MqttProducer("mqtt.main", "127.0.0.1", mosquitto.port, reconnect_min=0.05, reconnect_max=0.2)
+    running = await start_server([producer])
+    try:
+        status = running.service.producers[0].status
+        await eventually(lambda: status.connected, timeout=5)
+        for payload in ("warm", "{broken"):
+            await deferToThread(mosquitto.publish, "hvac/plant/crac-1/supply_temp", payload)
+        await deferToThread(mosquitto.publish, "hvac/plant/crac-1/supply_temp", "18.5")
+        await eventually(lambda: running.hub.get("plant/crac-1/supply_temp") is not None)
+        _, doc = await health(running.port)
+        source = doc["producers"]["mqtt.main"]
+        assert source["connected"] is True and source["last_error"] is None and source["last_sample"] is not None
+        _, _, body = await http_get(running.port, "/metrics")
+        found = samples(body)
+        assert found[("hvacpush_source_errors_total", (("producer", "mqtt.main"), ("reason", "malformed")))] == 2
+        assert found[("hvacpush_producer_connected", (("producer", "mqtt.main"),))] == 1
+
+        mosquitto.kill()
+        await eventually(lambda: not status.connected, timeout=10)
+        _, doc = await health(running.port)
+        assert doc["producers"]["mqtt.main"]["last_error"]
+    finally:
+        await stop_server(running)
+
+
+@pytest_twisted.ensureDeferred
+async def test_sources_that_do_not_report_connections_are_judged_by_their_samples():
+    from hvac_push.testing import ScriptedProducer
+
+    silent = ScriptedProducer([], name="silent")
+    crashing = ScriptedProducer([[Sample("plant/u/p", 1.0)]], crash_after=1, name="crashing",
+                                heartbeat=lambda i: [Sample("plant/u/p", float(i))])
+    running = await start_server([silent, crashing])
+    try:
+        services = {p.producer.name: p for p in running.service.producers}
+        await eventually(lambda: services["crashing"].status.restarts == 1 and services["crashing"].status.connected,
+                         timeout=10)
+        code, doc = await health(running.port)
+        crashed, quiet = doc["producers"]["crashing"], doc["producers"]["silent"]
+        assert code == 200
+        # Back after its crash: connected again, the crash still on record.
+        assert crashed["state"] == "running" and crashed["last_error"] == "scripted crash in run 1"
+        assert crashed["last_error_at"] is not None and crashed["last_sample"] is not None
+        # Running, but it has never delivered anything: it does not claim a connection.
+        assert quiet["state"] == "running" and quiet["connected"] is False and quiet["last_sample"] is None
     finally:
         await stop_server(running)
 
