@@ -7,7 +7,8 @@ reached, or stops answering, turns all its points to C{down} and is retried
 with an exponential backoff; a point whose read gets a Modbus exception
 response, or whose value cannot be carried (a NaN float), turns C{fault}
 alone. The next good reading of a point carries status C{ok} again. Failed
-reads are counted by reason: C{unreachable}, C{exception}, C{decode}. Nothing here runs on, or blocks, the reactor thread.
+reads are counted by reason: C{unreachable}, C{exception}, C{decode}.
+Nothing here runs on, or blocks, the reactor thread.
 """
 
 from __future__ import annotations
