@@ -108,7 +108,17 @@ async def test_subscribe_resume_and_alarm_answers_over_the_size_limit_arrive_who
             assert update["type"] == "update" and len(update["points"]) == 1500
             alarms = await within(5, resumed.next())
             assert alarms["type"] == "alarms" and alarms["resync"] is True and len(alarms["alarms"]) == 1500
-            for c in (client, narrow, resumed):
+
+            # A client with a change-of-value filter gets its own (large) update frames.
+            filtered = await within(5, connect(r, running.port))
+            await within(5, filtered.next("snapshot"))
+            filtered.send_json({"type": "subscribe", "points": ["#"], "deadband": 0.5})
+            assert (await within(5, filtered.next("snapshot")))["points"] == {}
+            hub.publish_many([Sample(point_id, 31.0, "°C", time.time()) for point_id in ids])
+            changed = await within(5, filtered.next("update"))
+            assert len(changed["points"]) == 1500
+            assert (await within(5, client.next("update")))["version"] == hub.version  # the shared frame too
+            for c in (client, narrow, resumed, filtered):
                 await closed(c)
         no_payload_complaints(log)
     finally:
