@@ -365,9 +365,9 @@ class _Session:
 
     def _down(self, why: str) -> None:
         self.producer.connected = False
-        report_connection(self.publish, why)
         if self.stopping or self.up is False:
             return
+        report_connection(self.publish, why)
         self.up = False
         self.states.mark(self.publish, self._known(), "fault")
         p = self.producer

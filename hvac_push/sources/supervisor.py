@@ -3,9 +3,9 @@
 A producer is any object with a C{name} and a C{run(publish, stop)} method that
 blocks until C{stop} is set. It never sees the hub: it is handed a thread-safe
 C{publish} callable (a L{ProducerLink}, through which a source also reports
-whether it reaches its device, for the health page). If C{run} raises (or returns early) it is logged and
-restarted after an exponential backoff, without touching the reactor or the
-other producers.
+whether it reaches its device, for the health page). If C{run} raises (or
+returns early) it is logged and restarted after an exponential backoff,
+without touching the reactor or the other producers.
 """
 
 from __future__ import annotations
