@@ -102,6 +102,8 @@ class ProducerLink:
         self._reports_connection = False
 
     def __call__(self, samples: Sequence[Sample]) -> None:
+        if not samples:
+            return
         service = self._service
         service.point_ids.update(s.point_id for s in samples)
         service._publisher.publish_many(samples)
