@@ -54,7 +54,8 @@ async def test_messages_over_the_size_limit_close_with_1009():
         with watch_log() as log:
             bystander = await within(5, connect(r, running.port))
             client = await within(5, connect(r, running.port))
-            padded = json.dumps({"type": "ping", "id": "x" * 100, "pad": "p" * 800}).encode()
+            # Padded with JSON whitespace: an unknown field would be an error of its own.
+            padded = (json.dumps({"type": "ping", "id": "x" * 100}) + " " * 800).encode()
             assert len(padded) < 1000
             client.sendMessage(padded)
             assert (await within(5, client.next("pong")))["id"] == "x" * 100
@@ -116,6 +117,8 @@ BAD_MESSAGES = [
     (b'{"type":"auth","token":null}', "bad_message"),
     (b'{"type":"resume","since":"x","epoch":5}', "bad_message"),
     (b'{"type":"history","point":"../../etc/passwd"}', "bad_message"),
+    (b'{"type":"subscribe","points":["#"],"deadband_percent":5}', "unknown_field"),
+    (b'{"type":"ping","id":1,"' + b"k" * 5000 + b'":1}', "unknown_field"),
 ]
 
 
@@ -449,3 +452,32 @@ def _server_side(running, client):
         if proto.transport.getPeer().port == port:
             return proto
     return None
+
+
+#: Handshake queries whose numbers are not ASCII digits: 400, never a 500 or a misread.
+HOSTILE_QUERIES = [
+    "/ws?since=%C2%B2&epoch=x",  # superscript two: isdigit() but not int()
+    "/ws?since=1&epoch=x&alarm_seq=%C2%B3",
+    "/ws?since=%D9%A1&epoch=x",  # Arabic-Indic one: int() would read 1
+    "/ws?since=%EF%BC%91&epoch=x",  # fullwidth one
+    "/ws?since=-1&epoch=x",
+    "/ws?since=1e3&epoch=x",
+    "/ws?since=%00&epoch=x",
+    "/ws?since=" + "9" * 40 + "&epoch=x",
+]
+
+
+@pytest_twisted.ensureDeferred
+async def test_non_ascii_digits_in_the_query_get_400_without_a_traceback(server):
+    r = reactor()
+    with watch_log() as log:
+        bystander = await within(5, connect(r, server.port))
+        for path in HOSTILE_QUERIES:
+            assert await within(5, handshake_status(r, server.port, path)) == 400, path
+        assert server.factory.stats.handshakes_denied == {400: len(HOSTILE_QUERIES)}
+        resumed = await within(5, connect(r, server.port, f"/ws?since=0&epoch={server.hub.epoch}&alarm_seq=0"))
+        assert (await within(5, resumed.next()))["type"] == "update"
+        await still_serving(server, bystander, 5)
+    assert not log.failures()
+    await closed(resumed)
+    await closed(bystander)

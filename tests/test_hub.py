@@ -121,3 +121,37 @@ def test_the_same_reading_with_another_status_is_a_change_and_the_exact_same_one
     assert hub.publish(Sample("s/u/p", 1.0, "°C", 5.0)) is None  # a replay changes nothing
     marked = hub.publish(Sample("s/u/p", 1.0, "°C", 5.0, "stale"))
     assert marked is not None and marked.status == "stale" and hub.version == 2
+
+
+def test_declared_points_exist_without_a_value_until_their_first_sample():
+    hub = make_hub()
+    heard = []
+    hub.add_listener(lambda: heard.append(hub.version))
+    assert hub.declare([("p/u/a", "°C"), ("p/u/b", "")]) == 2
+    assert heard == [2]
+    a = hub.get("p/u/a")
+    assert (a.value, a.unit, a.ts, a.status, a.version) == (None, "°C", 1000.0, "waiting", 1)
+    # Declaring again changes nothing, and never overwrites a value.
+    hub.publish(Sample("p/u/b", 3, ts=1.0))  # older than the declaration: still the first reading
+    assert hub.declare([("p/u/a", "°C"), ("p/u/b", "")]) == 0
+    assert hub.get("p/u/b").value == 3 and hub.get("p/u/b").status == "ok"
+    assert hub.status_counts() == {"ok": 1, "stale": 0, "fault": 0, "down": 0, "waiting": 1}
+
+
+def test_a_point_without_a_value_is_never_ok():
+    hub = make_hub()
+    hub.declare([("p/u/a", "")])
+    assert hub.set_status(["p/u/a"], "down") == 1
+    assert (hub.get("p/u/a").value, hub.get("p/u/a").status) == (None, "down")
+    assert hub.set_status(["p/u/a"], "ok") == 1  # the source is back, the reading not yet
+    assert hub.get("p/u/a").status == "waiting"
+    hub.publish(Sample("p/u/a", 1.5, ts=2000.0))
+    assert hub.set_status(["p/u/a"], "waiting") == 0  # it has a value now
+    assert hub.get("p/u/a").status == "ok"
+
+
+def test_samples_cannot_claim_to_be_waiting():
+    hub = make_hub()
+    assert hub.publish(Sample("p/u/a", 1, ts=1.0, status="waiting")) is None
+    assert hub.publish(Sample("p/u/a", 1, ts=1.0, status="down")).status == "down"
+    assert hub.rejected == 1

@@ -12,7 +12,7 @@ from hvac_push.sources.modbus import ModbusPoint, ModbusProducer, decode, encode
 from hvac_push.testing import connect
 from tests.brokers import ModbusServer, modbus_server  # noqa: F401 (fixture)
 from tests.conftest import start_server, stop_server
-from tests.helpers import until_state, within
+from tests.helpers import eventually, until_state, within
 
 
 def reactor():
@@ -136,9 +136,13 @@ async def test_device_down_is_fault_and_back_up_is_ok_with_fresh_values(modbus_s
         await until_state(client, lambda s: s.get("plant/ahu-1/fan_speed", {}).get("value") == 55)
 
         modbus_server.stop()
-        state = await until_state(client, lambda s: s["plant/ahu-1/fan_speed"]["status"] == "fault")
+        # "down": the source cannot reach the device (a bad reading alone would be "fault").
+        state = await until_state(client, lambda s: s["plant/ahu-1/fan_speed"]["status"] == "down")
         assert state["plant/ahu-1/fan_speed"]["value"] == 55  # the last value stays visible
         assert producer.failures >= 1 and not producer.connected
+        status = running.service.producers[0].status
+        await eventually(lambda: not status.connected)
+        assert f"127.0.0.1:{modbus_server.port}" in status.last_error and status.errors()["unreachable"] >= 1
 
         modbus_server.start()
         modbus_server.set("holding", 7, [61])
@@ -186,8 +190,6 @@ async def test_an_unreachable_device_never_blocks_the_reactor():
         client = await within(5, connect(reactor(), running.port))
         snapshot = await within(5, client.next("snapshot"))
         assert snapshot["points"] == {}
-        from tests.helpers import eventually
-
         await eventually(lambda: producer.failures >= 2, timeout=5)
         assert not producer.connected
         client.sendClose()

@@ -164,7 +164,8 @@ interval = 10
         await eventually(lambda: bms.connected, timeout=5)
         await deferToThread(mosquitto.publish, "bms/north/floor-2/ahu-1/fan_speed", "48")
         await deferToThread(mosquitto.publish, "bms/north/floor-2/ahu-7/fan_speed", "1")  # not declared
-        state = await until_state(client, lambda s: len(s) >= 3)
+        # Declared points are there from the start (value null): wait for all three readings.
+        state = await until_state(client, lambda s: len(s) >= 3 and all(p["value"] is not None for p in s.values()))
         assert state["north/chiller-1/supply_temp"]["value"] == -1.25
         assert state["north/chiller-1/supply_temp"]["unit"] == "°C"
         assert state["north/chiller-1/running"]["value"] is True

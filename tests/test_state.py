@@ -212,3 +212,40 @@ def test_max_interval_sends_a_small_change_once_it_is_due():
     steps = [(1, 20.1), (1, 20.2), (1, None), (1, None), (1, 20.25)]
     # 20.1 and 20.2 are inside the band; at t=3 the newest (20.2) is due; 20.25 is again too soon.
     assert cov_run(CovRule(deadband=1.0, max_interval=3.0), steps) == [20.2]
+
+
+# -- points that never had a value ------------------------------------------------
+
+
+def test_a_declared_point_that_never_reports_goes_stale_and_down_raises_an_alarm():
+    clock, hub = setup()
+    hub.configure("p/u/t", PointMeta(expected_interval=2.0, limits=AlarmLimits(high=25.0)))
+    engine = AlarmEngine(hub, clock)
+    heard = []
+    engine.add_listener(lambda seq, alarm: heard.append((alarm.kind, alarm.state, alarm.value)))
+    history = History(hub)
+    watcher = StalenessWatcher(hub, clock, default_interval=60.0, check_every=0.5)
+    watcher.start()
+    hub.declare([("p/u/t", "°C")])
+    clock.pump([0.5] * 13)  # 6.5 s > 3 x 2 s without a first reading
+    point = hub.get("p/u/t")
+    assert (point.value, point.status) == (None, "stale")
+    hub.set_status(["p/u/t"], "down")
+    assert heard == [("stale", "active", None), ("stale", "returned", None), ("down", "active", None)]
+    assert "p/u/t" not in history and history.samples("p/u/t", 0, clock.seconds()) == []
+    temp(hub, clock, 30)  # the first reading: ok, and a limit alarm with it
+    assert hub.get("p/u/t").status == "ok"
+    assert heard[-2:] == [("down", "returned", 30.0), ("high", "active", 30.0)]
+    assert history.samples("p/u/t", 0, clock.seconds()) == [(clock.seconds(), 30.0)]
+    watcher.stop()
+
+
+def test_change_of_value_filters_send_the_first_value_whatever_the_deadband():
+    clock, hub = setup()
+    hub.declare([("p/u/t", "°C")])
+    cov = CovFilter()
+    cov.set_rule([Pattern.parse("#")], CovRule(deadband=5.0))
+    cov.record(hub.points(), clock.seconds())
+    clock.advance(1)
+    temp(hub, clock, 20.0)
+    assert [p.value for p in cov.select(hub, 1, EVERYTHING, clock.seconds())] == [20.0]

@@ -67,3 +67,57 @@ def test_parser_never_raises_anything_but_wire_error(payload):
         wire.parse_client_message(payload)
     except wire.WireError:
         pass
+
+
+@pytest.mark.parametrize(
+    "message, field",
+    [
+        ({"type": "subscribe", "points": ["#"], "deadband_percent": 5}, "deadband_percent"),
+        ({"type": "unsubscribe", "points": ["#"], "deadband": 1}, "deadband"),
+        ({"type": "ping", "id": 1, "ids": 2}, "ids"),
+        ({"type": "resume", "since": 1, "epoch": "e", "alarmseq": 1}, "alarmseq"),
+        ({"type": "history", "point": "a/b/c", "since": 0, "until": 5}, "until"),
+        ({"type": "ack", "alarm": "a/b/c:high", "note": "x"}, "note"),
+        ({"type": "auth", "token": "t", "refresh": True}, "refresh"),
+        ({"type": "ping", "x" * 500: 1}, "x" * 40),
+    ],
+)
+def test_unknown_fields_are_errors_that_name_the_field(message, field):
+    with pytest.raises(wire.WireError) as e:
+        wire.parse_client_message(json.dumps(message))
+    assert e.value.code == "unknown_field"
+    assert repr(field) in e.value.detail and len(e.value.detail) < 200
+
+
+def test_id_is_allowed_in_every_message_and_custom_types_are_not_checked():
+    for message in (
+        {"type": "subscribe", "points": ["#"], "deadband": 0.5, "min_interval_ms": 10, "max_interval_ms": 100},
+        {"type": "unsubscribe", "points": ["#"]},
+        {"type": "ping"},
+        {"type": "resume", "since": 1, "epoch": "e", "alarm_seq": 3},
+        {"type": "history", "point": "a/b/c", "since": 0},
+        {"type": "ack", "alarm": "a/b/c:high"},
+        {"type": "auth", "token": "t"},
+    ):
+        wire.parse_client_message(json.dumps({**message, "id": 7}))
+        wire.parse_client_message(json.dumps(message))
+    custom = wire.parse_client_message(b'{"type":"note","anything":1}', frozenset({"note"}))
+    assert custom == wire.Custom("note", {"type": "note", "anything": 1})
+
+
+@pytest.mark.parametrize("text", ["\u00b2", "\u00b3", "\u0661", "1\u0662", "\uff11", "-1", "1.0", "", " 1", "1" * 17])
+def test_only_ascii_digits_are_numbers_in_the_handshake_query(text):
+    for key in ("since", "alarm_seq"):
+        query = {"since": ["1"], "epoch": ["e"], key: [text]}
+        with pytest.raises(wire.WireError) as e:
+            wire.query_resume(query)
+        assert e.value.code == "bad_message"
+    assert wire.query_resume({"since": ["12"], "epoch": ["e"], "alarm_seq": ["0"]}) == wire.Resume(12, "e", 0)
+
+
+def test_a_point_without_a_value_encodes_as_null():
+    point = Point("p/u/a", None, "°C", 5.0, "down", 3)
+    assert json.loads(wire.encode_snapshot("E", 3, [point]))["points"]["p/u/a"] == {
+        "value": None, "unit": "°C", "ts": 5.0, "version": 3, "status": "down"
+    }
+    assert wire.encode_point(point)["value"] is None

@@ -49,7 +49,7 @@ def check(payload: bytes | str) -> None:
     try:
         command = wire.parse_client_message(payload)
     except wire.WireError as e:
-        assert e.code in {"bad_json", "bad_message", "bad_pattern", "unknown_type"}
+        assert e.code in {"bad_json", "bad_message", "bad_pattern", "unknown_type", "unknown_field"}
         assert isinstance(e.detail, str) and len(e.detail) < 1000
         wire.encode_error(e.code, e.detail)  # the error itself always encodes
         return

@@ -318,8 +318,8 @@ class AlarmEngine:
             self._condition(point, "down", point.status == "down", status, None,
                             f"{point.point_id}: device down")
         value = point.value
-        if point.status != "ok" or isinstance(value, (bool, str)):
-            return  # an old or non-numeric value says nothing new about limits
+        if point.status != "ok" or value is None or isinstance(value, (bool, str)):
+            return  # an old, missing or non-numeric value says nothing new about limits
         if limits is None:
             for kind in ("high", "low"):
                 self._condition(point, kind, False, _Settings(), None, "")
@@ -694,9 +694,9 @@ class AlarmEngine:
 _EVALUATED = ("stale", "fault", "down", "high", "low")
 
 
-def _beyond(value: Value, limits: AlarmLimits | None) -> bool:
+def _beyond(value: Value | None, limits: AlarmLimits | None) -> bool:
     """Whether a numeric value is past one of its limits (no deadband: nothing is on)."""
-    if limits is None or isinstance(value, (bool, str)):
+    if limits is None or value is None or isinstance(value, (bool, str)):
         return False
     return (limits.high is not None and value > limits.high) or (limits.low is not None and value < limits.low)
 

@@ -270,13 +270,13 @@ def simulator_schedules(unit_names: list[str], site: str | None = None) -> dict[
     return {f"{prefix}{name}": office if name.startswith("ahu") else always for name in unit_names}
 
 
-def _number(value: Value) -> float | None:
+def _number(value: Value | None) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     return float(value)
 
 
-def _active(value: Value, threshold: float) -> bool | None:
+def _active(value: Value | None, threshold: float) -> bool | None:
     if isinstance(value, bool):
         return value
     number = _number(value)
@@ -483,7 +483,7 @@ class DerivedPoints:
             self._load(point, site, unit)
         elif name == "compressor":
             self._compressor(point, site, unit)
-        elif name == "mode":
+        elif name == "mode" and point.value is not None:
             self._unit(site, unit).heat_mode = equipment.heating_mode(point.value)
 
     def _unit(self, site: str, unit: str) -> _Unit:

@@ -30,6 +30,8 @@ class History:
             self.record(point)
 
     def record(self, point: Point) -> None:
+        if point.value is None:
+            return  # a declared point without a reading: nothing to draw
         ring = self._rings.get(point.point_id)
         if ring is None:
             ring = self._rings[point.point_id] = deque(maxlen=self.max_samples)

@@ -140,7 +140,7 @@ class FaultRules:
         if name is None:
             return None
         point = self.hub.get(f"{rules.unit}/{name}")
-        if point is None or point.status != "ok" or isinstance(point.value, str):
+        if point is None or point.status != "ok" or point.value is None or isinstance(point.value, str):
             return None
         return float(point.value)
 

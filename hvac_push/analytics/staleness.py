@@ -1,4 +1,8 @@
-"""Staleness: a point that stops reporting is marked C{stale}, the BAS rule of 3x its interval."""
+"""Staleness: a point that stops reporting is marked C{stale}, the BAS rule of 3x its interval.
+
+A declared point that never reports at all (status C{waiting}) is judged from
+the time it was declared, so it turns C{stale} the same way.
+"""
 
 from __future__ import annotations
 
@@ -57,7 +61,8 @@ class StalenessWatcher:
         for point_id, (arrived, _) in self._arrived.items():
             if now - arrived > STALE_FACTOR * self.expected_interval(point_id):
                 point = self.hub.get(point_id)
-                if point is not None and point.status == "ok":
+                # A declared point still waiting for its first reading goes stale too.
+                if point is not None and point.status in ("ok", "waiting"):
                     stale.append(point_id)
         if stale:
             self.hub.set_status(stale, "stale")

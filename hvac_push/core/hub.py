@@ -25,6 +25,13 @@ from hvac_push.core.points import (
 )
 
 ChangeListener = Callable[[], None]
+#: What a sample may say about itself: C{waiting} belongs to points without a value.
+SAMPLE_STATUSES = tuple(s for s in STATUSES if s != "waiting")
+
+
+def _check_unit(unit: object) -> None:
+    if not isinstance(unit, str) or len(unit) > 32:
+        raise InvalidPoint("unit must be a string of at most 32 characters")
 
 
 class Hub:
@@ -88,10 +95,9 @@ class Hub:
         try:
             check_point_id(sample.point_id)
             value = check_value(sample.value)
-            if sample.status not in STATUSES:
-                raise InvalidPoint(f"status must be one of {', '.join(STATUSES)}")
-            if not isinstance(sample.unit, str) or len(sample.unit) > 32:
-                raise InvalidPoint("unit must be a string of at most 32 characters")
+            if sample.status not in STATUSES or sample.status == "waiting":
+                raise InvalidPoint(f"status must be one of {', '.join(SAMPLE_STATUSES)}")
+            _check_unit(sample.unit)
             ts = self._clock() if sample.ts is None else float(sample.ts)
         except (InvalidPoint, TypeError, ValueError) as e:
             self.rejected += 1
@@ -105,7 +111,8 @@ class Hub:
             return None
         old = self._points.get(sample.point_id)
         if old is not None:
-            if ts < old.ts:
+            # A declared point's ts is only when it was declared: any first reading is newer news.
+            if ts < old.ts and old.value is not None:
                 return None
             if (
                 ts == old.ts
@@ -125,7 +132,9 @@ class Hub:
         """Change the status of known points, keeping value and ts; return how many changed.
 
         For sources that lose their device or broker: the last value stays
-        visible, marked as no longer trustworthy.
+        visible, marked as no longer trustworthy. A point without a value is
+        never C{ok}: asking for it makes it C{waiting} (the source is fine,
+        the first reading has not come).
         """
         if status not in STATUSES:
             raise InvalidPoint(f"status must be one of {', '.join(STATUSES)}")
@@ -136,15 +145,45 @@ class Hub:
         changed = 0
         for point_id in point_ids:
             old = self._points.get(point_id)
-            if old is None or old.status == status:
+            if old is None:
+                continue
+            new_status = status
+            if old.value is None:
+                if status == "ok":
+                    new_status = "waiting"
+            elif status == "waiting":
+                continue  # a point with a value is not waiting for one
+            if old.status == new_status:
                 continue
             del self._points[point_id]
             self.version += 1
-            self._points[point_id] = Point(point_id, old.value, old.unit, old.ts, status, self.version)
+            self._points[point_id] = Point(point_id, old.value, old.unit, old.ts, new_status, self.version)
             changed += 1
         if changed:
             self._notify()
         return changed
+
+    def declare(self, points: Iterable[tuple[str, str]]) -> int:
+        """Make configured C{(point id, unit)} points exist before their first sample.
+
+        A declared point has no value and the status C{waiting}, so clients
+        and metrics see every configured point from the start, not only those
+        that reported. Points the hub already holds are left alone. Returns
+        how many were added (one notification for all of them).
+        """
+        now = self._clock()
+        added = 0
+        for point_id, unit in points:
+            check_point_id(point_id)
+            _check_unit(unit)
+            if point_id in self._points:
+                continue
+            self.version += 1
+            self._points[point_id] = Point(point_id, None, unit, now, "waiting", self.version)
+            added += 1
+        if added:
+            self._notify()
+        return added
 
     def configure(self, point_id: str, meta: PointMeta) -> None:
         """Record configuration for a point (it need not have a value yet)."""
@@ -157,6 +196,13 @@ class Hub:
 
     def __len__(self) -> int:
         return len(self._points)
+
+    def status_counts(self) -> dict[str, int]:
+        """How many points have each status (every status listed, zeros included)."""
+        counts: dict[str, int] = dict.fromkeys(STATUSES, 0)
+        for point in self._points.values():
+            counts[point.status] += 1
+        return counts
 
     def points(self, subscription: Subscription | None = None) -> list[Point]:
         """Every current point matching C{subscription} (all if L{None}), oldest change first."""

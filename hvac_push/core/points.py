@@ -14,9 +14,10 @@ Value = Union[float, int, bool, str]
 
 #: A point id is ``site/unit/point``; each level is a safe, JSON-clean token.
 _LEVEL = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,63}$")
-#: What a point's value is worth: fresh, too old, or from a source that failed.
-Status = Literal["ok", "stale", "fault"]
-STATUSES: tuple[Status, ...] = ("ok", "stale", "fault")
+#: What a point's value is worth (docs/protocol.md, Status): fresh; too old; a reading
+#: that failed; a source that cannot reach its device; declared but not heard from yet.
+Status = Literal["ok", "stale", "fault", "down", "waiting"]
+STATUSES: tuple[Status, ...] = ("ok", "stale", "fault", "down", "waiting")
 MAX_STRING_VALUE = 256
 
 
@@ -78,10 +79,15 @@ class Sample:
 
 @dataclass(frozen=True, slots=True)
 class Point:
-    """A point as the hub holds it: the latest sample plus the hub version that stored it."""
+    """A point as the hub holds it: the latest sample plus the hub version that stored it.
+
+    C{value} is L{None} for a declared point that never had a reading; its
+    C{ts} is then when the hub last learned its status, and its status is
+    never C{ok}.
+    """
 
     point_id: str
-    value: Value
+    value: Value | None
     unit: str
     ts: float
     status: Status

@@ -60,7 +60,7 @@ class Publisher:
     __call__ = publish_many
 
     def publish_status(self, point_ids: Sequence[str], status: Status) -> None:
-        """Mark points C{ok}, C{stale} or C{fault} without a new value (from any thread)."""
+        """Mark points C{ok}, C{stale}, C{fault} or C{down} without a new value (from any thread)."""
         self._reactor.callFromThread(self._sink.set_status, list(point_ids), status)
 
     def publish(

@@ -210,8 +210,8 @@ class MqttBridge(Service):
         return finished.addTimeout(5.0, self.reactor, onTimeoutCancel=lambda result, timeout: None)
 
     def _changed(self, point: Point) -> None:
-        if self.exclude is not None and self.exclude(point.point_id):
-            return
+        if point.value is None or (self.exclude is not None and self.exclude(point.point_id)):
+            return  # a declared point without a reading yet has nothing to relay
         payload = self.payload(point)
         point_id = point.point_id
         if point_id not in self._last and len(self._last) >= self.max_points:

@@ -10,7 +10,7 @@ build as many services as they like (the global registry is never used).
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Iterator, Protocol, Sequence
+from typing import Any, Iterator, Protocol, Sequence
 
 from twisted.web.resource import Resource
 from twisted.web.server import Request
@@ -133,8 +133,7 @@ class PushCollector:
         # -- hub
         yield gauge("hub_version", "The hub version: number of accepted changes this epoch", hub.version)
         by_status = GaugeMetricFamily("hvacpush_points", "Current points, by status", labels=["status"])
-        counts = _count_statuses(hub.points())
-        for status, count in counts.items():
+        for status, count in hub.status_counts().items():
             by_status.add_metric([status], count)
         yield by_status
         yield counter("samples_rejected", "Samples the hub refused as invalid", hub.rejected)
@@ -146,14 +145,36 @@ class PushCollector:
         restarts = CounterMetricFamily(
             "hvacpush_producer_restarts", "Producer restarts after a crash or early return", labels=["producer"]
         )
+        connected = GaugeMetricFamily(
+            "hvacpush_producer_connected", "1 while the source reaches its device or broker", labels=["producer"]
+        )
+        last_sample = GaugeMetricFamily(
+            "hvacpush_producer_last_sample_timestamp_seconds",
+            "When the source last handed samples over (epoch seconds; absent before the first)",
+            labels=["producer"],
+        )
+        errors = CounterMetricFamily(
+            "hvacpush_source_errors",
+            "Failed reads and dropped messages, by source and reason "
+            "(Modbus: unreachable, exception, decode; MQTT: malformed)",
+            labels=["producer", "reason"],
+        )
         for producer in service.producers:
             current = producer.status
             known = PRODUCER_STATES if current.state in PRODUCER_STATES else (*PRODUCER_STATES, current.state)
             for name in known:
                 state.add_metric([current.name, name], 1 if current.state == name else 0)
             restarts.add_metric([current.name], current.restarts)
+            connected.add_metric([current.name], 1 if current.connected else 0)
+            if current.last_sample is not None:
+                last_sample.add_metric([current.name], current.last_sample)
+            for reason, count in sorted(current.errors().items()):
+                errors.add_metric([current.name, reason], count)
         yield state
         yield restarts
+        yield connected
+        yield last_sample
+        yield errors
         yield from _alarm_families(factory.alarms)
 
 
@@ -182,14 +203,6 @@ def _alarm_families(alarms: AlarmEngine | None) -> Iterator[Any]:
     for state, count in by_state.items():
         listed.add_metric([state], count)
     yield listed
-
-
-def _count_statuses(points: Iterable[Point]) -> dict[str, int]:
-    counts: dict[str, int]
-    counts = dict.fromkeys(STATUSES, 0)
-    for point in points:
-        counts[point.status] = counts.get(point.status, 0) + 1
-    return counts
 
 
 def make_registry(service: MetricsSource) -> Any:

@@ -167,6 +167,9 @@ class ConfigReloader(Service):
             hub.meta.pop(point_id, None)
         for point in config.points:
             hub.configure(point.point_id, point.meta)
+        # Every configured point exists from the start (no value, status waiting),
+        # so a device that never answers shows as its points, not as nothing.
+        hub.declare((point.point_id, point.unit) for point in config.points)
 
     def _apply_derived(self, config: PlantConfig) -> None:
         """Start, replace or stop the derived points to match C{config}; unchanged settings keep them running.

@@ -225,7 +225,7 @@ class PushService(MultiService):
         return service
 
     def health(self) -> dict[str, Any]:
-        """The C{/healthz} document."""
+        """The C{/healthz} document (docs/operations.md): readiness, and what each source is really doing."""
         hub = self.hub
         ready, checks = self.readiness.check()
         return {
@@ -235,6 +235,7 @@ class PushService(MultiService):
             "epoch": hub.epoch,
             "hub_version": hub.version,
             "points": len(hub),
+            "points_by_status": hub.status_counts(),
             "clients": len(self.factory.clients),
             "producers": {p.producer.name: p.status.as_dict() for p in self.producers},
         }

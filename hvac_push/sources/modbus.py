@@ -3,10 +3,12 @@
 Each poll reads the device's points in as few requests as possible (nearby
 addresses of one table are read together), decodes them with our own
 C{struct} code and hands them over as one batch. A device that cannot be
-reached, or stops answering, turns all its points to C{fault} and is retried
+reached, or stops answering, turns all its points to C{down} and is retried
 with an exponential backoff; a point whose read gets a Modbus exception
-response turns C{fault} alone. The next good reading of a point carries
-status C{ok} again. Nothing here runs on, or blocks, the reactor thread.
+response, or whose value cannot be carried (a NaN float), turns C{fault}
+alone. The next good reading of a point carries status C{ok} again. Failed
+reads are counted by reason: C{unreachable}, C{exception}, C{decode}.
+Nothing here runs on, or blocks, the reactor thread.
 """
 
 from __future__ import annotations
@@ -16,11 +18,13 @@ import math
 import struct
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence
 
 from hvac_push.core.points import Sample, Value, check_point_id
 from hvac_push.sources.common import Backoff, PointStates, log
+from hvac_push.sources.supervisor import count_error, report_connection
 
 TABLES = ("holding", "input", "coil", "discrete")
 TYPES = ("int16", "uint16", "int32", "uint32", "float32", "bool")
@@ -208,28 +212,39 @@ class ModbusProducer:
         self.connected = False
 
     def run(self, publish: Callable[[Sequence[Sample]], None], stop: threading.Event) -> None:
-        """Poll until C{stop} is set; failures mark points C{fault} and back off."""
+        """Poll until C{stop} is set; an unreachable device marks its points C{down} and backs off.
+
+        A point whose read gets an exception response, or whose value cannot
+        be carried (NaN), is C{fault}. Through a supervisor's C{publish}
+        (L{hvac_push.sources.supervisor.ProducerLink}) it also reports whether
+        the device is reached, and counts failed reads by reason.
+        """
         ids = [p.point_id for p in self.points]
         backoff = Backoff(self.initial_backoff, max(self.initial_backoff, self.max_backoff))
         client = self._client_factory(self.host, self.port, self.timeout)
         point_faults: set[str] = set()
         states = PointStates()
-        device_down = False
+        #: L{None} until the first poll's outcome, then whether the device answered.
+        reachable: bool | None = None
         try:
             while not stop.is_set():
                 started = time.monotonic()
+                errors: Counter[str] = Counter()
                 try:
-                    samples, failed = self._poll(client, stop)
+                    samples, failed = self._poll(client, stop, errors)
                 except DeviceUnreachable as e:
                     self.connected = False
                     self.failures += 1
+                    count_error(publish, "unreachable")
                     _close(client)
                     delay = backoff.next()
-                    if not device_down:
-                        device_down = True
-                        states.mark(publish, ids, "fault")
+                    if reachable is not False:
+                        reachable = False
+                        point_faults = set()  # all down now; a bad register is found again once back
+                        report_connection(publish, str(e))
+                        states.mark(publish, ids, "down")
                         log.warn(
-                            "modbus {name} ({host}:{port}): {error}; points marked fault, retrying",
+                            "modbus {name} ({host}:{port}): {error}; its points are down, retrying",
                             name=self.name, host=self.host, port=self.port, error=str(e),
                         )
                     stop.wait(delay)
@@ -237,9 +252,13 @@ class ModbusProducer:
                 self.connected = True
                 self.polls += 1
                 backoff.reset()
-                if device_down:
-                    device_down = False
-                    log.info("modbus {name} ({host}:{port}) is back", name=self.name, host=self.host, port=self.port)
+                for reason, count in errors.items():
+                    count_error(publish, reason, count)
+                if reachable is not True:
+                    if reachable is False:
+                        log.info("modbus {name} ({host}:{port}) is back", name=self.name, host=self.host, port=self.port)
+                    reachable = True
+                    report_connection(publish, None)
                 if samples:
                     states.remember(samples)
                     publish(samples)
@@ -253,8 +272,8 @@ class ModbusProducer:
         finally:
             _close(client)
 
-    def _poll(self, client: Any, stop: threading.Event) -> tuple[list[Sample], set[str]]:
-        """One pass over every block: the samples read, and the ids that failed."""
+    def _poll(self, client: Any, stop: threading.Event, errors: Counter[str]) -> tuple[list[Sample], set[str]]:
+        """One pass over every block: the samples read, and the ids that failed (counted by reason in C{errors})."""
         try:
             if not client.connect():
                 raise DeviceUnreachable(f"cannot connect to {self.host}:{self.port}")
@@ -271,6 +290,7 @@ class ModbusProducer:
                 break
             words = self._read(client, block)
             if words is None:
+                errors["exception"] += 1
                 # An exception response for a merged read: read its points one by one
                 # to find the bad one(s), and keep that split for the next polls.
                 if len(block.points) == 1:
@@ -282,12 +302,13 @@ class ModbusProducer:
                 for single in singles:
                     got = self._read(client, single)
                     if got is None:
+                        errors["exception"] += 1
                         failed.update(p.point_id for p in single.points)
                     else:
-                        self._decode_into(single, got, samples, failed)
+                        self._decode_into(single, got, samples, failed, errors)
                 continue
             split.append(block)
-            self._decode_into(block, words, samples, failed)
+            self._decode_into(block, words, samples, failed, errors)
         if len(split) != len(blocks) and not stop.is_set():
             self._blocks = split
         return samples, failed
@@ -313,7 +334,12 @@ class ModbusProducer:
         return registers
 
     def _decode_into(
-        self, block: _Block, words: Sequence[int] | Sequence[bool], samples: list[Sample], failed: set[str]
+        self,
+        block: _Block,
+        words: Sequence[int] | Sequence[bool],
+        samples: list[Sample],
+        failed: set[str],
+        errors: Counter[str],
     ) -> None:
         now = time.time()
         for point in block.points:
@@ -321,6 +347,7 @@ class ModbusProducer:
             try:
                 value = decode(point, words[start : start + point.count])
             except (ValueError, struct.error, IndexError):
+                errors["decode"] += 1
                 failed.add(point.point_id)
                 continue
             samples.append(Sample(point.point_id, value, point.unit, now))

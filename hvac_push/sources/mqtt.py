@@ -29,6 +29,7 @@ from typing import Any, Callable, Sequence
 from hvac_push.core.points import STATUSES, InvalidPoint, Sample, Status, Value, check_point_id, check_value
 from hvac_push.sources.common import PointStates, QuietLog, log
 from hvac_push.sources.mqtt_client import MqttBroker, make_client
+from hvac_push.sources.supervisor import count_error, report_connection
 
 DEFAULT_TEMPLATE = "hvac/{site}/{unit}/{point}"
 MAX_PAYLOAD = 4096
@@ -375,6 +376,7 @@ class _Session:
         self.producer.connected = False
         if self.stopping or self.up is False:
             return
+        report_connection(self.publish, why)
         self.up = False
         self.states.mark(self.publish, self._known(), "fault")
         p = self.producer
@@ -411,6 +413,7 @@ class _Session:
     def _subscribed(self) -> None:
         p = self.producer
         p.connected = True
+        report_connection(self.publish, None)
         if p._subscribed_at is None:
             p._subscribed_at = time.monotonic()
         was = self.up
@@ -443,6 +446,7 @@ class _Session:
                 target = producer.topics.lookup(topic)
             except InvalidPoint as e:
                 producer.count_malformed(topic, f"topic does not map to a point id: {e}")
+                count_error(self.publish, "malformed")
                 return
             if target is None:
                 return
@@ -451,6 +455,7 @@ class _Session:
                 parsed = parse_message(payload)
             except BadPayload as e:
                 producer.count_malformed(topic, str(e))
+                count_error(self.publish, "malformed")
                 return
             producer.received += 1
             if message.retain:

@@ -2,15 +2,17 @@
 
 A producer is any object with a C{name} and a C{run(publish, stop)} method that
 blocks until C{stop} is set. It never sees the hub: it is handed a thread-safe
-C{publish} callable. If C{run} raises (or returns early) it is logged and
-restarted after an exponential backoff, without touching the reactor or the
-other producers.
+C{publish} callable (a L{ProducerLink}, through which a source also reports
+whether it reaches its device, for the health page). If C{run} raises (or
+returns early) it is logged and restarted after an exponential backoff,
+without touching the reactor or the other producers.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 from typing import Any, Callable, Sequence
 
 from twisted.application.service import Service
@@ -18,7 +20,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from hvac_push.core.points import Sample
+from hvac_push.core.points import Sample, Status
 from hvac_push.core.publisher import Producer, Publisher
 
 #: A reactor providing IReactorTime, IReactorThreads and IReactorCore (zope
@@ -27,16 +29,116 @@ ReactorLike = Any
 
 
 class ProducerState:
-    """What the health page and metrics report about one producer."""
+    """What the health page and metrics report about one producer.
+
+    C{state} is the thread's life (C{idle}, C{running}, C{backoff},
+    C{stopped}); C{connected} is whether the source reaches its device or
+    broker, as it last reported (a source that does not report is taken as
+    connected once it hands a sample over). Connection fields are written on
+    the reactor thread; C{last_sample} and the error counts come straight from
+    the producer's thread.
+    """
 
     def __init__(self, name: str):
         self.name = name
         self.state = "idle"
         self.restarts = 0
+        self.connected = False
+        #: The newest failure (crash, or lost device), kept after recovery with its time.
         self.last_error: str | None = None
+        self.last_error_at: float | None = None
+        #: Epoch seconds at which the newest batch of samples was handed over.
+        self.last_sample: float | None = None
+        self._errors: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def count_error(self, reason: str, count: int = 1) -> None:
+        """Count failed reads or dropped messages by reason (any thread)."""
+        with self._lock:
+            self._errors[reason] += count
+
+    def errors(self) -> dict[str, int]:
+        """Failures counted so far, by reason."""
+        with self._lock:
+            return dict(self._errors)
+
+    def set_connection(self, error: str | None) -> None:
+        """Record a connection report (reactor thread): L{None} means reached."""
+        if error is None:
+            self.connected = True
+        else:
+            self.connected = False
+            self.failed(error)
+
+    def failed(self, error: str) -> None:
+        self.last_error = error[:200]
+        self.last_error_at = time.time()
 
     def as_dict(self) -> dict[str, object]:
-        return {"state": self.state, "restarts": self.restarts, "last_error": self.last_error}
+        return {
+            "state": self.state,
+            "connected": self.connected,
+            "last_error": self.last_error,
+            "last_error_at": self.last_error_at,
+            "last_sample": self.last_sample,
+            "restarts": self.restarts,
+            "errors": self.errors(),
+        }
+
+
+class ProducerLink:
+    """What a supervised producer's C{run} is handed as C{publish}.
+
+    Calling it hands a batch of samples over, like any publish callable.
+    Sources with a device or broker also report through it, from any thread
+    (see L{report_connection} and L{count_error}, which accept any publish
+    callable): whether the device is reached, and reads that failed. Its
+    C{publish_status} marks points without new values, including points that
+    have never had one (L{hvac_push.sources.common.PointStates} uses it).
+    """
+
+    def __init__(self, service: "ProducerService"):
+        self._service = service
+        self._reports_connection = False
+
+    def __call__(self, samples: Sequence[Sample]) -> None:
+        if not samples:
+            return
+        service = self._service
+        service.point_ids.update(s.point_id for s in samples)
+        service._publisher.publish_many(samples)
+        state = service.status
+        state.last_sample = time.time()
+        if not state.connected and not self._reports_connection:
+            service._in_reactor(state.set_connection, None)
+
+    def publish_status(self, point_ids: Sequence[str], status: Status) -> None:
+        self._service.point_ids.update(point_ids)
+        self._service._publisher.publish_status(point_ids, status)
+
+    def connection(self, error: str | None) -> None:
+        """The device or broker is reached (C{error} L{None}), or not, and why."""
+        self._reports_connection = True
+        self._service._in_reactor(self._service.status.set_connection, error)
+
+    def count_error(self, reason: str, count: int = 1) -> None:
+        self._service.status.count_error(reason, count)
+
+
+def report_connection(publish: object, error: str | None) -> None:
+    """For sources: say whether the device or broker is reached (L{None}) or why not.
+
+    A no-op unless C{publish} is a supervisor's L{ProducerLink}, so a source
+    also runs with a plain callable (in tests, or embedded).
+    """
+    if isinstance(publish, ProducerLink):
+        publish.connection(error)
+
+
+def count_error(publish: object, reason: str, count: int = 1) -> None:
+    """For sources: count C{count} failures of one kind (a failed read, a malformed message)."""
+    if isinstance(publish, ProducerLink):
+        publish.count_error(reason, count)
 
 
 class ProducerService(Service):
@@ -67,6 +169,8 @@ class ProducerService(Service):
         self.max_backoff = max_backoff
         self.stop_timeout = stop_timeout
         self.status = ProducerState(producer.name)
+        #: What C{run} is handed as its C{publish}.
+        self.link = ProducerLink(self)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._finished: Deferred[None] | None = None
@@ -110,7 +214,7 @@ class ProducerService(Service):
             started = time.monotonic()
             self._in_reactor(self._set_state, "running")
             try:
-                self.producer.run(self._publish, self._stop)
+                self.producer.run(self.link, self._stop)
             except Exception:
                 failure = Failure()
                 self._in_reactor(self._crashed, failure, backoff)
@@ -129,17 +233,16 @@ class ProducerService(Service):
         if finished is not None:
             self._in_reactor(_fire_once, finished)
 
-    def _publish(self, samples: Sequence[Sample]) -> None:
-        self.point_ids.update(s.point_id for s in samples)
-        self._publisher.publish_many(samples)
-
     def _set_state(self, state: str) -> None:
         self.status.state = state
+        if state == "stopped":
+            self.status.connected = False
 
     def _crashed(self, failure: Failure, backoff: float) -> None:
         self.status.state = "backoff"
         self.status.restarts += 1
-        self.status.last_error = failure.getErrorMessage()[:200]
+        self.status.connected = False
+        self.status.failed(failure.getErrorMessage())
         self.log.failure(
             "producer {name} crashed; restarting in {backoff:.1f}s",
             failure,
@@ -150,6 +253,7 @@ class ProducerService(Service):
     def _returned_early(self, backoff: float) -> None:
         self.status.state = "backoff"
         self.status.restarts += 1
+        self.status.connected = False
         self.log.warn(
             "producer {name} returned without being stopped; restarting in {backoff:.1f}s",
             name=self.producer.name,
@@ -162,4 +266,4 @@ def _fire_once(d: Deferred[None]) -> None:
         d.callback(None)
 
 
-__all__ = ["ProducerService", "ProducerState", "ReactorLike"]
+__all__ = ["ProducerLink", "ProducerService", "ProducerState", "ReactorLike", "count_error", "report_connection"]

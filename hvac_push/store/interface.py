@@ -143,9 +143,9 @@ def encode_value(value: Value | None) -> tuple[float | None, str | None]:
     return None, value
 
 
-def numeric(value: Value) -> float | None:
-    """The number a rollup aggregates (booleans as 0/1), or L{None} for strings."""
-    if isinstance(value, str):
+def numeric(value: Value | None) -> float | None:
+    """The number a rollup aggregates (booleans as 0/1), or L{None} for strings and missing values."""
+    if value is None or isinstance(value, str):
         return None
     return float(value)
 

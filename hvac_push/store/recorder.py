@@ -90,7 +90,8 @@ class StoreService(Service):
         values raise no alarm and are not written back. Blocking: start-up only.
         """
         points = self.store.last_values()
-        hub.publish_many(Sample(p.point_id, p.value, p.unit, p.ts, "stale") for p in points)
+        # A point stored before it ever had a value (declared, waiting) has nothing to restore.
+        hub.publish_many(Sample(p.point_id, p.value, p.unit, p.ts, "stale") for p in points if p.value is not None)
         for point in points:
             self._recorded[point.point_id] = point.ts
         return len(points)
@@ -113,7 +114,8 @@ class StoreService(Service):
             alarms.add_listener(self._journal)
 
     def _record(self, point: Point) -> None:
-        if self._recorded.get(point.point_id) == point.ts:
+        # A status change keeps the reading's ts (not a new sample); a point with no value has none to keep.
+        if point.value is None or self._recorded.get(point.point_id) == point.ts:
             return
         self._recorded[point.point_id] = point.ts
         self._pending.append(point)

@@ -18,7 +18,7 @@ class CovFilter:
     def __init__(self) -> None:
         self.rules: dict[Pattern, CovRule] = {}
         #: point id -> (value, status, when sent on the reactor clock)
-        self.sent: dict[str, tuple[Value, str, float]] = {}
+        self.sent: dict[str, tuple[Value | None, str, float]] = {}
         #: Points whose newest value was held back and must be looked at again.
         self.held: set[str] = set()
 
@@ -80,8 +80,10 @@ class CovFilter:
         return False
 
 
-def _moved(old: Value, new: Value) -> float | None:
-    """How far a number moved; L{None} (always send) for a change of a bool or string."""
+def _moved(old: Value | None, new: Value | None) -> float | None:
+    """How far a number moved; L{None} (always send) for a change of a bool or string, or to or from no value."""
+    if old is None or new is None:
+        return None if old is not new else 0.0
     if isinstance(old, (bool, str)) or isinstance(new, (bool, str)):
         return None if old != new else 0.0
     return abs(new - old)

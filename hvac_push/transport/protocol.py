@@ -36,6 +36,8 @@ class PushServerProtocol(WebSocketServerProtocol):
 
     _log = Logger()
     factory: ClientHost
+    #: Set per connection by Autobahn from the factory's options (C{--max-message-size}).
+    maxMessagePayloadSize: int
 
     #: Message types a subclass handles in L{onCustomMessage}.
     customMessageTypes: ClassVar[frozenset[str]] = frozenset()
@@ -345,8 +347,27 @@ class PushServerProtocol(WebSocketServerProtocol):
         self.send_bytes(wire.encode_error(code, detail))
 
     def send_bytes(self, payload: bytes) -> None:
-        """Send one text message built by L{wire} (used for per-client replies)."""
+        """Send one text message built by L{wire} (used for per-client replies), whole whatever its size."""
         if self.streaming:
+            self._send_whole(payload)
+
+    def _send_whole(self, payload: bytes) -> None:
+        """C{sendMessage} without Autobahn's outgoing size check.
+
+        Autobahn holds what it sends to C{maxMessagePayloadSize} too, but that
+        limit (C{--max-message-size}) is for what clients send: a snapshot of
+        a large plant must still arrive, as one message. The limit is lifted
+        for this one synchronous call only; incoming frames are not parsed
+        meanwhile.
+        """
+        limit = self.maxMessagePayloadSize
+        if 0 < limit < len(payload):
+            self.maxMessagePayloadSize = 0
+            try:
+                self.sendMessage(payload, isBinary=False)
+            finally:
+                self.maxMessagePayloadSize = limit
+        else:
             self.sendMessage(payload, isBinary=False)
 
     def write_frame(self, frame: bytes, prepared: Any) -> None:
@@ -385,7 +406,8 @@ class PushServerProtocol(WebSocketServerProtocol):
         if compress is None:
             self.transport.write(prepared.payloadHybi)  # type: ignore[union-attr]
         else:
-            self.sendPreparedMessage(prepared)
+            # What sendPreparedMessage does with compression on, minus the outgoing size check.
+            self._send_whole(prepared.payload)
 
     # -- who may connect and what a client may cost (hvac_push.transport.auth, hvac_push.transport.limits)
 
@@ -548,6 +570,26 @@ class PushServerProtocol(WebSocketServerProtocol):
         if transport is not None and not getattr(transport, "disconnected", False):
             self.factory.guard_stats.aborted += 1
             transport.abortConnection()
+
+    def sendCloseFrame(self, code: int | None = None, reasonUtf8: bytes | None = None, isReply: bool = False) -> None:
+        """Every close frame goes through here (ours, the reply to a client's, protocol errors).
+
+        RFC 6455 5.5.1: no data frame may follow a close frame, so this client
+        stops receiving first: it leaves the fan-out, and L{write_frame} and
+        L{send_bytes} see it as gone (no check is added per frame).
+        """
+        self._stop_sending()
+        super().sendCloseFrame(code=code, reasonUtf8=reasonUtf8, isReply=isReply)
+
+    def dropConnection(self, abort: bool = False) -> None:
+        """Dropping the connection without a close frame ends sending just the same."""
+        self._stop_sending()
+        super().dropConnection(abort)
+
+    def _stop_sending(self) -> None:
+        self.streaming = False
+        self.direct_socket = None
+        self.factory.client_closed(self)
 
     def send_close(self, code: int, reason: str) -> None:
         """Start the close handshake with any code, RFC ones included (Autobahn's C{sendClose} refuses those)."""

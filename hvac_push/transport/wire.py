@@ -260,6 +260,25 @@ Command = Union[Subscribe, Unsubscribe, Ping, Resume, HistoryRequest, Ack, Auth,
 #: The longest shelve a message may ask for (the server's own maximum is usually lower).
 MAX_SHELVE_MINUTES = 7 * 24 * 60
 
+#: The fields each client message type may carry; any other is an C{unknown_field}
+#: error, so a misspelt option is reported instead of silently ignored. Every
+#: message may carry an C{id} (only C{ping} echoes it).
+MESSAGE_FIELDS: dict[str, frozenset[str]] = {
+    kind: frozenset(("type", "id", *names))
+    for kind, names in (
+        ("subscribe", ("points", "deadband", "min_interval_ms", "max_interval_ms")),
+        ("unsubscribe", ("points",)),
+        ("ping", ()),
+        ("resume", ("since", "epoch", "alarm_seq")),
+        ("history", ("point", "since")),
+        ("ack", ("alarm", "comment")),
+        ("auth", ("token",)),
+        ("shelve", ("alarm", "minutes", "comment")),
+        ("unshelve", ("alarm", "comment")),
+        ("out_of_service", ("point", "on", "comment")),
+    )
+}
+
 
 def parse_patterns(raw: object) -> tuple[Pattern, ...]:
     """Validate a list of pattern strings (from a message or the C{points} query)."""
@@ -352,6 +371,11 @@ def parse_client_message(
         raise WireError("bad_message", "a message needs a string 'type'")
     if kind in custom_types:
         return Custom(kind, message)
+    fields = MESSAGE_FIELDS.get(kind)
+    if fields is not None:
+        for name in message:
+            if name not in fields:
+                raise WireError("unknown_field", f"unknown field {name[:40]!r} in a {kind} message")
     if kind == "subscribe":
         return Subscribe(parse_patterns(message.get("points")), parse_cov_rule(message))
     if kind == "resume":
@@ -394,20 +418,13 @@ def parse_client_message(
     raise WireError("unknown_type", f"unknown message type {kind[:40]!r}")
 
 
-_MANAGEMENT_FIELDS = {
-    "shelve": ({"alarm", "minutes"}, {"comment"}),
-    "unshelve": ({"alarm"}, {"comment"}),
-    "out_of_service": ({"point", "on"}, {"comment"}),
-}
+#: The members C{shelve}, C{unshelve} and C{out_of_service} cannot do without (the rest: L{MESSAGE_FIELDS}).
+_MANAGEMENT_REQUIRED = {"shelve": {"alarm", "minutes"}, "unshelve": {"alarm"}, "out_of_service": {"point", "on"}}
 
 
 def _parse_alarm_management(kind: str, message: dict[str, Any]) -> Shelve | Unshelve | OutOfService:
-    """C{shelve}, C{unshelve} and C{out_of_service}: every member checked, unknown ones refused."""
-    required, optional = _MANAGEMENT_FIELDS[kind]
-    unknown = sorted(set(message) - required - optional - {"type"})
-    if unknown:
-        raise WireError("bad_message", f"{kind}: unknown member {unknown[0][:40]!r}")
-    missing = sorted(required - set(message))
+    """C{shelve}, C{unshelve} and C{out_of_service}: every member checked (unknown ones already refused)."""
+    missing = sorted(_MANAGEMENT_REQUIRED[kind] - set(message))
     if missing:
         raise WireError("bad_message", f"{kind}: '{missing[0]}' is required")
     comment = message.get("comment", "")
@@ -463,8 +480,12 @@ def query_resume(query: dict[str, list[str]]) -> Resume | None:
     message: dict[str, Any] = {"epoch": query["epoch"][-1] if "epoch" in query else None}
     for key in ("since", "alarm_seq"):
         if key in query:
-            text = query[key][-1]
-            if not text.isdigit() or len(text) > 16:
-                raise WireError("bad_message", f"'{key}' must be a non-negative integer")
-            message[key] = int(text)
+            message[key] = _query_int(query[key][-1], key)
     return parse_resume(message)
+
+
+def _query_int(text: str, key: str) -> int:
+    """A non-negative integer of ASCII digits (C{str.isdigit} also takes C{²} and Arabic-Indic digits)."""
+    if not (text.isascii() and text.isdigit()) or len(text) > 16:
+        raise WireError("bad_message", f"'{key}' must be a non-negative integer of the digits 0-9")
+    return int(text)
