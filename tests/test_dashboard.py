@@ -627,6 +627,47 @@ def test_an_alarm_appears_and_can_be_acknowledged(workdir: Path, watched: Watche
     assert "Traceback" not in server.output()
 
 
+def test_a_dead_device_looks_down_and_the_badge_does_not_say_live(workdir: Path, watched: Watched) -> None:
+    """A plant file whose Modbus device is unreachable: its points are shown down, not fine (issue: honest state)."""
+    dead = free_port()  # nothing listens here
+    (workdir / "plant.toml").write_text(f"""
+[modbus.plc]
+host = "127.0.0.1"
+port = {dead}
+poll_interval = 0.2
+timeout = 0.2
+
+[units.chiller-1]
+source = "modbus.plc"
+
+[units.chiller-1.points.supply_temp]
+register = 0
+unit = "°C"
+
+[units.chiller-1.points.return_temp]
+register = 1
+unit = "°C"
+""")
+    server = start_server(workdir, "--config", str(workdir / "plant.toml"))
+    try:
+        page = watched.page
+        page.goto(server.url)
+        watched.live()
+        page.wait_for_function(
+            "() => document.querySelectorAll('.card .pt[data-status=\"down\"]').length === 2", timeout=10000
+        )
+        assert page.get_attribute('.card[data-unit="plant/chiller-1"]', "data-status") == "down"
+        tags = page.eval_on_selector_all(".card .pt .pt-tag", "tags => tags.map(t => t.textContent)")
+        assert tags == ["DOWN", "DOWN"]  # said in words, not only in colour
+        label = page.text_content("#conn-label") or ""
+        assert "Live" not in label and "no live data" in label, label
+        assert page.get_attribute("#conn", "data-plant") == "blind"
+        assert "2 down" in (page.text_content("#summary") or "")
+    finally:
+        server.stop()
+    assert "Traceback" not in server.output()
+
+
 # -- the server's limits, served to the page -------------------------------------------
 
 #: Non-default limits on the command line, as a (client_limits key, value) list.

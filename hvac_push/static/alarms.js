@@ -13,7 +13,10 @@ import { clearPendingAck, mirror } from './state.js';
 import { displayNumber, displayUnit } from './units.js';
 
 const ACK_TIMEOUT_MS = 8000;
-const KIND_LABEL = { high: 'High', low: 'Low', stale: 'Stale', fault: 'Fault', predicted: 'Predicted', short_cycling: 'Short cycling' };
+const KIND_LABEL = {
+  high: 'High', low: 'Low', stale: 'Stale', fault: 'Fault', down: 'Down', source_down: 'Source down',
+  out_of_service: 'Out of service', predicted: 'Predicted', short_cycling: 'Short cycling'
+};
 const STATE_LABEL = { active: 'Active', acknowledged: 'Acknowledged', returned: 'Returned', normal: 'Normal' };
 
 let openPoint = () => {};

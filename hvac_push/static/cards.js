@@ -6,6 +6,7 @@
 
 import { markAllDirty, track, untrack } from './charts.js';
 import { $, el } from './dom.js';
+import { showPlantState } from './header.js';
 import { formatClock, formatNumber, formatValue } from './format.js';
 import {
   collator, comparePoints, derivedOf, isFlag, kindOf, prettyName, SITE_UNIT, splitId, unitKey
@@ -16,7 +17,8 @@ import { displayUnit } from './units.js';
 const LOOKAHEAD_CAP_MIN = 120;    // minutes_to_limit at this value means "no crossing expected"
 const LIMIT_SOON_MIN = 15;        // the server's "predicted" alarm horizon: highlight from here
 export const SEVERITY_RANK = { critical: 0, major: 1, minor: 2, warning: 3 };
-const STATUS_RANK = { ok: 0, stale: 1, fault: 2 };
+// waiting: declared, no reading yet; down: the source cannot reach the device (docs/protocol.md).
+const STATUS_RANK = { ok: 0, waiting: 1, stale: 2, fault: 3, down: 4 };
 
 const cards = new Map();   // unit key -> {card, rows, chips, badge, title, site}
 const views = new Map();   // point id -> {kind, el, num, uom, tag, canvas, notes, label}
@@ -276,9 +278,9 @@ export function showAlarms() {
   });
 }
 
-/** The header's count of units and points, and of the stale and faulty ones. */
+/** The header's count of units and points, and of those that are not fine; the badge hears of down ones. */
 export function renderSummary() {
-  const counts = { ok: 0, stale: 0, fault: 0 };
+  const counts = { ok: 0, waiting: 0, stale: 0, fault: 0, down: 0 };
   mirror.points.forEach((p) => {
     if (counts[p.status] !== undefined) counts[p.status] += 1;
   });
@@ -288,4 +290,7 @@ export function renderSummary() {
   box.appendChild(el('span', 'sum', parts.join(' \u00b7 ')));
   if (counts.stale) box.appendChild(el('span', 'sum sum-stale', counts.stale + ' stale'));
   if (counts.fault) box.appendChild(el('span', 'sum sum-fault', counts.fault + ' fault'));
+  if (counts.down) box.appendChild(el('span', 'sum sum-down', counts.down + ' down'));
+  if (counts.waiting) box.appendChild(el('span', 'sum sum-waiting', counts.waiting + ' waiting'));
+  showPlantState(counts.ok, mirror.points.size);
 }

@@ -9,6 +9,22 @@ import { connectionState, hasBeenLive, retryDueAt } from './socket.js';
 import { mirror } from './state.js';
 
 const LABEL = { live: 'Live', connecting: 'Connecting', reconnecting: 'Reconnecting' };
+// Points whose value is fine, of all: a connection to the server is not a view of the plant.
+const plant = { ok: 0, total: 0 };
+
+/** How much of the plant the page can see (cards.js counts it); the badge says so. */
+export function showPlantState(ok, total) {
+  if (plant.ok === ok && plant.total === total) return;
+  plant.ok = ok;
+  plant.total = total;
+  showConnection();
+}
+
+function liveLabel() {
+  if (plant.total > 0 && plant.ok === 0) return 'Connected \u00b7 no live data';
+  if (plant.ok < plant.total) return 'Live \u00b7 ' + (plant.total - plant.ok) + ' of ' + plant.total + ' points not live';
+  return LABEL.live;
+}
 
 /** The connection state changed (socket.js). */
 export function showConnection() {
@@ -16,7 +32,8 @@ export function showConnection() {
   const box = $('conn');
   box.dataset.state = state;
   if (mirror.epoch) box.dataset.epoch = mirror.epoch;
-  $('conn-label').textContent = LABEL[state] || 'Reconnecting';
+  $('conn-label').textContent = state === 'live' ? liveLabel() : LABEL[state] || 'Reconnecting';
+  box.dataset.plant = plant.total > 0 && plant.ok === 0 ? 'blind' : plant.ok < plant.total ? 'partial' : 'whole';
   const offline = state !== 'live' && hasBeenLive();
   document.body.classList.toggle('offline', offline);
   $('offline-banner').hidden = !offline;
