@@ -673,7 +673,7 @@ unit = "°C"
 #: Non-default limits on the command line, as a (client_limits key, value) list.
 LIMITED = {
     "client_rate": 2.0, "client_burst": 4, "max_message_size": 4096, "max_subscriptions": 7,
-    "history_window": 300.0, "history_max_samples": 2000,
+    "history_window": 300.0, "history_max_samples": 2000, "auth_required": False,
 }
 
 
@@ -704,7 +704,7 @@ def test_client_limits_json_serves_the_limits_given_on_the_command_line(limited:
     _, document = get_json(plant.url + "client-limits.json")
     assert document == {
         "client_rate": 20.0, "client_burst": 40, "max_message_size": 65536, "max_subscriptions": 256,
-        "history_window": 900.0, "history_max_samples": 2000,
+        "history_window": 900.0, "history_max_samples": 2000, "auth_required": False,
     }
 
 
@@ -719,7 +719,7 @@ def test_client_limits_of_a_factory_without_history_say_so() -> None:
     factory = PushServerFactory(Hub(), Clock(), limits=Limits(client_rate=0, max_subscriptions=3))
     assert client_limits(factory) == {
         "client_rate": 0, "client_burst": 40, "max_message_size": 65536, "max_subscriptions": 3,
-        "history_window": None, "history_max_samples": None,
+        "history_window": None, "history_max_samples": None, "auth_required": False,
     }
 
 
@@ -759,3 +759,143 @@ def test_without_client_limits_json_the_page_uses_the_default_limits(plant: Serv
     assert all(record["errors"] == [] for record in watched.sockets)
     # Chromium reports the aborted request on the console; nothing else may be there.
     watched.errors[:] = [e for e in watched.errors if not e.startswith("console: Failed to load resource")]
+
+
+# -- signing in to a server that needs a token -------------------------------------------
+
+SECRET = b"a shared secret for the dashboard tests, 32 bytes or more"
+
+
+def mint(lifetime: float, points: list[str] | None = None, secret: bytes = SECRET) -> str:
+    """An HS256 token as a site's identity system would hand one out."""
+    import jwt
+
+    claims = {"points": points or ["plant/#"], "exp": int(time.time() + lifetime), "sub": "control-room"}
+    return jwt.encode(claims, secret, algorithm="HS256")
+
+
+def start_guarded(workdir: Path) -> Server:
+    secret = workdir / "jwt-secret"
+    secret.write_bytes(SECRET)
+    return start_server(workdir, "--sim-units", "1", "--sim-seed", "5", "--auth-jwt-secret-file", str(secret))
+
+
+def session_token(page: Any) -> Any:
+    return page.evaluate("sessionStorage.getItem('hvac-push.token')")
+
+
+def test_without_a_token_the_page_is_a_sign_in_form_and_shows_no_data(workdir: Path, watched: Watched) -> None:
+    server = start_guarded(workdir)
+    try:
+        _, document = get_json(server.url + "client-limits.json")
+        assert document["auth_required"] is True
+        page = watched.page
+        page.goto(server.url)
+        page.wait_for_selector('#signin[data-reason="required"]', timeout=10000)
+        page.wait_for_selector('#conn[data-state="signed-out"]', state="attached", timeout=5000)
+        assert page.get_attribute("#signin-token", "type") == "password"
+        assert "needs an access token" in page.inner_text("#signin-note")
+        assert page.is_visible("#signin-token") and not page.is_visible("#units")
+        time.sleep(1.0)
+        # It never knocked without a token, and there is nothing to show.
+        assert watched.sockets == []
+        assert page.eval_on_selector_all(".card", "c => c.length") == 0
+        assert page.is_hidden("#signout")
+    finally:
+        server.stop()
+    assert "Traceback" not in server.output()
+
+
+def test_a_token_in_the_fragment_goes_live_and_leaves_no_trace_in_urls_or_logs(
+    workdir: Path, watched: Watched
+) -> None:
+    server = start_guarded(workdir)
+    token = mint(600)
+    page = watched.page
+    try:
+        page.goto(server.url + "#token=" + token)
+        watched.live()
+        # The fragment is gone from the address bar (and so from history); the session keeps the token.
+        assert "#" not in page.url and token not in page.url, page.url
+        assert page.evaluate("location.hash") == ""
+        assert session_token(page) == token
+        page.wait_for_selector(ROW, timeout=10000)
+        _, value, number, _ = watched.row()
+        assert isinstance(value, float) and number == shown(value)
+        assert page.is_hidden("#signin") and page.is_visible("#signout")
+        # Offered as a subprotocol, never in the URL.
+        assert len(watched.sockets) == 1 and token not in watched.sockets[0]["url"]
+
+        # A new token while live refreshes the grant on the same connection.
+        fresh = mint(900)
+        page.click("#token-change")
+        page.fill("#signin-token", fresh)
+        page.click("#signin-submit")
+        page.wait_for_selector("#signin", state="hidden", timeout=5000)
+        assert session_token(page) == fresh
+        assert len(watched.sockets) == 1
+        assert {"type": "auth", "token": fresh} in watched.sockets[0]["sent"]
+        watched.live()
+
+        # A refresh the server refuses keeps the connection and the old token.
+        page.click("#token-change")
+        page.fill("#signin-token", mint(900, secret=b"another secret, not the server's, 32+ bytes"))
+        page.click("#signin-submit")
+        page.wait_for_selector('#signin[data-reason="refresh-refused"]', timeout=5000)
+        assert session_token(page) == fresh and len(watched.sockets) == 1
+        watched.live()
+        page.click("#signin-cancel")
+
+        # Sign out: the token is forgotten and the form is back.
+        page.click("#signout")
+        page.wait_for_selector('#signin[data-reason="signed-out"]', timeout=5000)
+        assert session_token(page) is None
+        page.wait_for_selector('#conn[data-state="signed-out"]', state="attached", timeout=5000)
+
+        # Signing in through the form connects again (the token pasted, not in any URL).
+        page.fill("#signin-token", fresh)
+        page.click("#signin-submit")
+        watched.live()
+        assert all(fresh not in s["url"] and token not in s["url"] for s in watched.sockets)
+        assert token not in page.url and fresh not in page.url
+    finally:
+        server.stop()
+    log = server.output()
+    # The access log is there (upgraded WebSockets never finish as HTTP requests, so only the rest shows).
+    assert '"GET / HTTP/1.1" 200' in log and '"GET /client-limits.json HTTP/1.1" 200' in log
+    assert token not in log and fresh not in log
+    assert "Traceback" not in log
+
+
+def test_an_expired_or_refused_token_says_so_and_asks_again(workdir: Path, watched: Watched) -> None:
+    server = start_guarded(workdir)
+    page = watched.page
+    try:
+        # Expires while live: the server closes with 4001 and the page says the token expired.
+        page.goto(server.url + "#token=" + mint(3))
+        watched.live()
+        page.wait_for_selector('#signin[data-reason="expired"]', timeout=15000)
+        assert "expired" in page.inner_text("#signin-note")
+        assert session_token(page) is None
+        page.wait_for_selector('#conn[data-state="signed-out"]', state="attached", timeout=5000)
+        opened = len(watched.sockets)
+        time.sleep(1.5)
+        assert len(watched.sockets) == opened  # no retries with a token the server will not take
+
+        # A token the server does not accept (signed with another secret) is refused at the handshake.
+        refused = mint(600, secret=b"another secret, not the server's, 32+ bytes")
+        page.fill("#signin-token", refused)
+        page.click("#signin-submit")
+        page.wait_for_selector('#signin[data-reason="refused"]', timeout=15000)
+        assert "refused" in page.inner_text("#signin-note")
+        assert session_token(page) is None
+
+        # Something that cannot be a token is turned away by the page itself.
+        page.fill("#signin-token", "not a token")
+        page.click("#signin-submit")
+        page.wait_for_selector('#signin[data-reason="malformed"]', timeout=5000)
+        assert refused not in page.url
+    finally:
+        server.stop()
+    log = server.output()
+    assert "Traceback" not in log and refused not in log

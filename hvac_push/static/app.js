@@ -6,7 +6,7 @@
  * WebSocket to ./ws (socket.js) -> messages, dispatched here -> state.js (the
  * mirror) -> the views: cards.js, alarms.js, header.js, detail.js (text updated
  * at once) and charts.js (canvases redrawn on the next frame). history.js fills
- * the charts' past.
+ * the charts' past. signin.js asks for a token when the server needs one.
  */
 
 import { onOpenAlarmPoint, acksUnsupported, renderAlarms } from './alarms.js';
@@ -18,11 +18,12 @@ import { showConnection, showConnectionAge, showTemperatureUnit } from './header
 import {
   historyUnsupported, pumpHistory, requestHistory, resetHistory, retryHistory
 } from './history.js';
-import { abandon, answered, firstState, holdRequests, startSocket } from './socket.js';
+import { refreshAccepted, refreshRefused, initSignin, tokenFailed } from './signin.js';
+import { abandon, answered, firstState, holdRequests, requireToken, startSocket } from './socket.js';
 import {
   applyAlarm, applyHistory, applySnapshot, applyUpdate, clearPendingAck, mirror, replaceAlarms
 } from './state.js';
-import { loadTerms } from './terms.js';
+import { loadTerms, terms } from './terms.js';
 import {
   loadTemperatureUnit, saveTemperatureUnit, setTemperatureUnit, TEMP_KEY, temperatureUnit
 } from './units.js';
@@ -49,6 +50,11 @@ function handleMessage(m) {
       break;
     case 'acked': answered('ack', m.alarm); break; // the alarm transition carries the new state
     case 'pong': answered('ping'); break;
+    case 'authenticated': {
+      const asked = answered('auth');
+      if (asked) refreshAccepted(asked.token);
+      break;
+    }
     case 'error': onError(m); break;
     default: break; // anything newer than this page
   }
@@ -102,6 +108,10 @@ function onError(m) {
     renderAlarms();
     return;
   }
+  if (failed && failed.type === 'auth') {
+    refreshRefused();  // the connection keeps its current grant
+    return;
+  }
   const unsupported = code === 'unknown_type' || code === 'unavailable' || code === 'forbidden';
   if (failed && failed.type === 'history' && unsupported) {
     historyUnsupported();
@@ -147,6 +157,8 @@ async function start() {
   showConnection();
   // The server's limits first: the page paces its requests by them from the first one.
   await loadTerms();
+  requireToken(terms.auth_required);
+  initSignin();
   setInterval(() => {
     showConnectionAge();
     pumpHistory();
@@ -159,6 +171,7 @@ async function start() {
   startSocket({
     onConnect: resetHistory,
     onMessage: handleMessage,
+    onAuthFailed: tokenFailed,
     onStatus() {
       showConnection();
       renderAlarms();  // the Acknowledge buttons work only while live

@@ -8,7 +8,7 @@ import { formatAge } from './format.js';
 import { connectionState, hasBeenLive, retryDueAt } from './socket.js';
 import { mirror } from './state.js';
 
-const LABEL = { live: 'Live', connecting: 'Connecting', reconnecting: 'Reconnecting' };
+const LABEL = { live: 'Live', connecting: 'Connecting', reconnecting: 'Reconnecting', 'signed-out': 'Signed out' };
 // Points whose value is fine, of all: a connection to the server is not a view of the plant.
 const plant = { ok: 0, total: 0 };
 

@@ -20,7 +20,8 @@ const FALLBACK = Object.freeze({
   max_message_size: 65536,   // bytes
   max_subscriptions: 256,
   history_window: 900,       // seconds of samples the server keeps per point
-  history_max_samples: 2000  // ... and at most this many
+  history_max_samples: 2000, // ... and at most this many
+  auth_required: false       // whether the WebSocket needs a token (signin.js)
 });
 
 /** The terms in force: the fallback, then what the server served. */
@@ -39,6 +40,7 @@ function accept(served) {
   // No history (null) or none kept (0): the page still keeps its own live samples for the window.
   if (positive(served.history_window)) terms.history_window = served.history_window;
   if (positive(served.history_max_samples)) terms.history_max_samples = served.history_max_samples;
+  terms.auth_required = served.auth_required === true;
   terms.source = 'server';
   return true;
 }
@@ -60,6 +62,7 @@ function publish() {
   data.sendRate = String(pace.rate);
   data.sendBurst = String(pace.burst);
   data.historyWindow = String(terms.history_window);
+  data.authRequired = String(terms.auth_required);
 }
 
 /** Read the server's terms; never fails (the fallback stays in force). */

@@ -77,7 +77,8 @@ def client_limits(factory: PushServerFactory) -> dict[str, Any]:
 
     Built from the factory's own L{Limits} and history, so a client never has
     to copy the server's constants. C{history_*} are L{None} when the server
-    keeps no history.
+    keeps no history. C{auth_required} tells the page to ask for a token before
+    it connects: a browser only sees a refused handshake as a failed WebSocket.
     """
     limits = factory.limits
     history = factory.history
@@ -89,6 +90,7 @@ def client_limits(factory: PushServerFactory) -> dict[str, Any]:
         "max_subscriptions": limits.max_subscriptions,
         "history_window": history.window if history is not None else None,
         "history_max_samples": history.max_samples if history is not None else None,
+        "auth_required": factory.authenticator is not None,
     }
 
 
