@@ -28,6 +28,7 @@ setup(
         "prometheus_client>=0.17",
         "paho-mqtt>=2",
         "pymodbus>=3.16",
+        "bacpypes3>=0.0.100",  # BACnet/IP source (asyncio, run in its producer thread)
     ],
     extras_require={
         "test": [

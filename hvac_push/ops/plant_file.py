@@ -121,6 +121,37 @@ class RegisterConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class BacnetConfig:
+    """A C{[bacnet.NAME]} table: the local BACnet/IP interface and the device hvac-push is on it."""
+
+    name: str
+    #: Local interface C{A.B.C.D[/PREFIX]:PORT} (the prefix enables broadcast Who-Is).
+    address: str
+    device_instance: int = 4194302
+    device_name: str = "hvac-push"
+    apdu_timeout: float = 3.0
+    retries: int = 3
+    #: Seconds between polls of each device (points that refuse COV), and between liveness checks.
+    interval: float = 10.0
+    cov_lifetime: int = 300
+
+    @property
+    def key(self) -> str:
+        return f"bacnet.{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class BacnetObjectConfig:
+    """Where a BACnet point lives: a property of an object in a remote device."""
+
+    object: str
+    device: int | None = None
+    address: str | None = None
+    property: str = "present-value"
+    cov_increment: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class SimulatorConfig:
     units: int = 6
     rate: float = 50.0
@@ -181,6 +212,8 @@ class PointConfig:
     topic: str | None = None
     #: Modbus only: the register map.
     register: RegisterConfig | None = None
+    #: BACnet only: the object and property.
+    bacnet: BacnetObjectConfig | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,13 +227,14 @@ class PlantConfig:
     simulator: SimulatorConfig | None = None
     #: The C{[derived]} table, or None without one.
     derived: DerivedConfig | None = None
+    bacnet: tuple[BacnetConfig, ...] = ()
 
     def points_of(self, source: str) -> tuple[PointConfig, ...]:
         """The points fed by one source key, in file order."""
         return tuple(p for p in self.points if p.source == source)
 
     def source_keys(self) -> list[str]:
-        keys = [b.key for b in self.brokers] + [d.key for d in self.devices]
+        keys = [b.key for b in self.brokers] + [d.key for d in self.devices] + [b.key for b in self.bacnet]
         if self.simulator is not None:
             keys.append(SIMULATOR)
         return keys
@@ -343,14 +377,16 @@ class _Checker:
 
 # -- the schema ---------------------------------------------------------------
 
-_TOP_KEYS = ("sites", "units", "mqtt", "modbus", "simulator", "derived")
+_TOP_KEYS = ("sites", "units", "mqtt", "modbus", "simulator", "derived", "bacnet")
 _SITE_KEYS = ("name",)
 _UNIT_KEYS = ("site", "id", "name", "source", "points")
 _ALARM_KEYS = ("high", "low", "deadband", "delay", "severity")
 _MQTT_POINT_KEYS = ("topic",)
 _MODBUS_POINT_KEYS = ("register", "table", "type", "word_order", "scale", "offset")
 _COMMON_POINT_KEYS = ("name", "unit", "interval", "alarm", "source")
-_POINT_KEYS = _COMMON_POINT_KEYS + _MQTT_POINT_KEYS + _MODBUS_POINT_KEYS
+_BACNET_POINT_KEYS = ("device", "address", "object", "property", "cov_increment")
+_POINT_KEYS = _COMMON_POINT_KEYS + _MQTT_POINT_KEYS + _MODBUS_POINT_KEYS + _BACNET_POINT_KEYS
+_BACNET_KEYS = ("address", "device_instance", "device_name", "apdu_timeout", "retries", "interval", "cov_lifetime")
 _MQTT_KEYS = (
     "host", "port", "client_id", "keepalive", "username", "password", "password_file",
     "tls", "topic_template", "discover", "reconnect_min", "reconnect_max",
@@ -504,6 +540,86 @@ def _sources(c: _Checker, doc: dict[str, Any]) -> tuple[list[MqttBrokerConfig], 
                 site=site,
             )
     return brokers, devices, simulator
+
+
+def _bacnet_sources(c: _Checker, doc: dict[str, Any]) -> list[BacnetConfig]:
+    """The C{[bacnet.NAME]} tables (docs/sources.md)."""
+    from hvac_push.sources.bacnet_maps import MAX_INSTANCE, parse_ip_address
+
+    interfaces: list[BacnetConfig] = []
+    raw_tables = c.table(doc["bacnet"], "bacnet") if "bacnet" in doc else None
+    seen_ports: dict[int, str] = {}
+    for name, raw in (raw_tables or {}).items():
+        path = _join("bacnet", name)
+        if not c.name(name, path):
+            continue
+        t = c.table(raw, path)
+        if t is None:
+            continue
+        c.keys(t, path, _BACNET_KEYS)
+        address = c.string(t, "address", path, required=True, allow_empty=False) or ""
+        if address:
+            try:
+                _, _, port = parse_ip_address(address)
+            except ValueError as e:
+                c.error(_join(path, "address"), str(e))
+            else:
+                if port in seen_ports:
+                    c.error(_join(path, "address"), f"UDP port {port} is also used by {seen_ports[port]}")
+                seen_ports[port] = path
+        defaults = BacnetConfig(name, address)
+        retries = c.integer(t, "retries", path, defaults.retries, 0, 10)
+        interfaces.append(BacnetConfig(
+            name=name,
+            address=address,
+            device_instance=_or_int(c.integer(t, "device_instance", path, defaults.device_instance, 0, MAX_INSTANCE),
+                                    defaults.device_instance),
+            device_name=c.string(t, "device_name", path, defaults.device_name, max_len=64, allow_empty=False)
+            or defaults.device_name,
+            apdu_timeout=_or(c.number(t, "apdu_timeout", path, defaults.apdu_timeout, 0.05, 60), defaults.apdu_timeout),
+            retries=defaults.retries if retries is None else retries,
+            interval=_or(c.number(t, "interval", path, defaults.interval, 0.01, 86400), defaults.interval),
+            cov_lifetime=_or_int(c.integer(t, "cov_lifetime", path, defaults.cov_lifetime, 2, 86400),
+                                 defaults.cov_lifetime),
+        ))
+    return interfaces
+
+
+def _or_int(value: int | None, default: int) -> int:
+    return default if value is None else value
+
+
+def _bacnet_object(c: _Checker, p: dict[str, Any], path: str) -> BacnetObjectConfig | None:
+    """A BACnet point's C{object}, C{property}, C{device} / C{address} and C{cov_increment}."""
+    from hvac_push.sources.bacnet_maps import MAX_INSTANCE, check_property, parse_ip_address, parse_object
+
+    before = len(c.errors)
+    text = c.string(p, "object", path, None, required=True)
+    if text is not None:
+        try:
+            kind, instance = parse_object(text)
+            text = f"{kind},{instance}"
+        except ValueError as e:
+            c.error(_join(path, "object"), str(e))
+    prop = c.string(p, "property", path, "present-value") or "present-value"
+    try:
+        check_property(prop)
+    except ValueError as e:
+        c.error(_join(path, "property"), str(e))
+    device = c.integer(p, "device", path, None, 0, MAX_INSTANCE)
+    address = c.string(p, "address", path, None, allow_empty=False)
+    if address is not None:
+        try:
+            host, _, port = parse_ip_address(address, prefix=False)
+            address = f"{host}:{port}"
+        except ValueError as e:
+            c.error(_join(path, "address"), str(e))
+    if "device" not in p and "address" not in p:
+        c.error(_join(path, "device"), "required: the device instance (or give its address)")
+    increment = c.number(p, "cov_increment", path, None, 0, math.inf)
+    if len(c.errors) > before or text is None:
+        return None
+    return BacnetObjectConfig(text, device, address, prop, increment)
 
 
 def _alarm(c: _Checker, raw: object, path: str) -> AlarmLimits | None:
@@ -752,7 +868,9 @@ def _or(value: float | None, default: float) -> float:
 def _plant(c: _Checker, doc: dict[str, Any]) -> PlantConfig | None:
     c.keys(doc, "", _TOP_KEYS)
     brokers, devices, simulator = _sources(c, doc)
+    bacnet = _bacnet_sources(c, doc)
     source_keys = {b.key: "mqtt" for b in brokers} | {d.key: "modbus" for d in devices}
+    source_keys |= {b.key: "bacnet" for b in bacnet}
     templates = {b.key: b.topic_template for b in brokers}
     if simulator is not None:
         source_keys[SIMULATOR] = SIMULATOR
@@ -837,6 +955,7 @@ def _plant(c: _Checker, doc: dict[str, Any]) -> PlantConfig | None:
         points=tuple(points),
         brokers=tuple(brokers),
         devices=tuple(devices),
+        bacnet=tuple(bacnet),
         simulator=simulator,
         derived=derived,
     )
@@ -846,7 +965,7 @@ def _unknown_source(name: str, source_keys: dict[str, str]) -> str:
     known = ", ".join(sorted(source_keys)) or "none are declared"
     hint = ""
     if "." not in name and name != SIMULATOR:
-        hint = " (write mqtt.NAME or modbus.NAME)"
+        hint = " (write mqtt.NAME, modbus.NAME or bacnet.NAME)"
     return f"unknown source {name!r}{hint}; declared: {known}"
 
 
@@ -866,13 +985,14 @@ def _point(
     else:
         kind = source_keys[source]
         wrong = {
-            "mqtt": _MODBUS_POINT_KEYS,
-            "modbus": _MQTT_POINT_KEYS,
-            SIMULATOR: _MQTT_POINT_KEYS + _MODBUS_POINT_KEYS,
+            "mqtt": _MODBUS_POINT_KEYS + _BACNET_POINT_KEYS,
+            "modbus": _MQTT_POINT_KEYS + _BACNET_POINT_KEYS,
+            "bacnet": _MQTT_POINT_KEYS + _MODBUS_POINT_KEYS,
+            SIMULATOR: _MQTT_POINT_KEYS + _MODBUS_POINT_KEYS + _BACNET_POINT_KEYS,
         }[kind]
         for key in wrong:
             if key in p:
-                owner = "Modbus" if key in _MODBUS_POINT_KEYS else "MQTT"
+                owner = "Modbus" if key in _MODBUS_POINT_KEYS else "BACnet" if key in _BACNET_POINT_KEYS else "MQTT"
                 c.error(_join(path, key), f"only for {owner} points (this one's source is {source})")
     unit = c.string(p, "unit", path, "", max_len=32) or ""
     limits = _alarm(c, p["alarm"], _join(path, "alarm")) if "alarm" in p else None
@@ -889,9 +1009,10 @@ def _point(
             c.error(_join(path, "topic"), problem)
     if kind == "modbus":
         register = _register(c, p, path)
+    bacnet = _bacnet_object(c, p, path) if kind == "bacnet" else None
     if len(c.errors) > before or source is None or kind is None:
         return None
-    return PointConfig(point_id, source, unit, meta, topic, register)
+    return PointConfig(point_id, source, unit, meta, topic, register, bacnet)
 
 
 # -- entry points -------------------------------------------------------------
@@ -951,6 +1072,8 @@ __all__ = [
     "DerivedConfig",
     "MqttBrokerConfig",
     "ModbusDeviceConfig",
+    "BacnetConfig",
+    "BacnetObjectConfig",
     "PlantConfig",
     "PointConfig",
     "RegisterConfig",
