@@ -21,16 +21,22 @@ from typing import Any, Callable
 from bacpypes3.app import Application
 from bacpypes3.local.analog import AnalogInputObject, AnalogValueObject
 from bacpypes3.local.binary import BinaryValueObject
+from bacpypes3.local.cov import GenericCriteria
 from bacpypes3.local.device import DeviceObject
 from bacpypes3.local.multistate import MultiStateValueObject
 from bacpypes3.local.networkport import NetworkPortObject
-from bacpypes3.primitivedata import ObjectIdentifier
 
 
 def free_udp_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+class _MultiStateValue(MultiStateValueObject):
+    """bacpypes3's multi-state value asks for a cov-increment it does not have; COV on any change instead."""
+
+    _cov_criteria = GenericCriteria
 
 
 class _PolledOnlyAnalogInput(AnalogInputObject):
@@ -57,7 +63,7 @@ OBJECTS: dict[str, tuple[type, dict[str, Any]]] = {
         objectName="Fan Run", presentValue="inactive",
         reliability="no-fault-detected", outOfService=False, eventState="normal",
     )),
-    "multi-state-value,1": (MultiStateValueObject, dict(
+    "multi-state-value,1": (_MultiStateValue, dict(
         objectName="Mode", presentValue=1, numberOfStates=3, stateText=["off", "heat", "cool"],
         reliability="no-fault-detected", outOfService=False, eventState="normal",
     )),
@@ -161,15 +167,24 @@ class BacnetDevice:
 
         def change() -> None:
             obj = self._objects[oid]
+            before = obj.statusFlags
             if reliability is not None:
                 obj.reliability = reliability
             if out_of_service is not None:
                 obj.outOfService = out_of_service
-            detection = self._app._cov_detections.get(ObjectIdentifier(oid))
-            if detection is not None:
-                detection.send_cov_notifications()
+            # What bacpypes3 leaves out: tell the COV detection that status-flags changed.
+            for monitor in list(obj._property_monitors["statusFlags"]):
+                monitor(before, obj.statusFlags)
 
         self._call(change)
+
+    def delete(self, oid: str) -> None:
+        """Remove an object from the device (reads and COV renewals of it then fail with unknown-object)."""
+
+        def remove() -> None:
+            self._app.delete_object(self._objects.pop(oid))
+
+        self._call(remove)
 
     def subscriptions(self) -> int:
         """How many COV subscriptions the device holds now."""

@@ -563,6 +563,8 @@ class _Session:
         """Publish one point from the properties read for it (errors in optional ones are ignored)."""
         value = values.get(ps.point.property_name)
         if value is None or _is_error(value):
+            if value is not None and not _is_nack(value) and not isinstance(value, Exception):
+                self.p.count("errors")  # an error element of a ReadPropertyMultiple answer
             problem = _error_text(value) if value is not None else "no value in the answer"
             self.point_problem(dev, ps, problem)
             return
