@@ -295,7 +295,7 @@ async def test_device_stopped_is_fault_and_back_is_ok(device, tmp_path):
             await until_state(client, lambda s: ok(s, "zone_temp", 20.5))
             assert await deferToThread(device.subscriptions) >= 2
             assert running.service.producers[0].status.restarts == 0  # handled inside run, no crash
-        down_lines = [e for e in log.events if "does not answer" in str(e.get("log_format", ""))]
+        down_lines = [e for e in log.events if "unreachable" in str(e.get("log_format", ""))]
         assert len(down_lines) == 1  # once per device per minute, however many retries
         assert not log.failures()
         client.sendClose()
@@ -368,6 +368,31 @@ async def test_missing_objects_and_properties_fault_only_their_points(device, tm
         lines = [e for e in log.events if "plant/ahu-1/ghost" in str(e.get("point", ""))]
         assert len(lines) == 1 and "object missing" in lines[0]["problem"]
         assert any("unsupported property" in str(e.get("problem", "")) for e in log.events)
+        assert not log.failures()
+        client.sendClose()
+        await client.closed
+    finally:
+        await stop_server(running)
+
+
+@pytest_twisted.ensureDeferred
+async def test_missing_devices_are_logged_counted_and_leave_others_alone(device, tmp_path):
+    silent = f"127.0.0.1:{free_udp_port()}"  # nothing listens there
+    extra = (f'ghost_a = {{ device = 4242, object = "analog-value,1" }}\n'  # no address, no /PREFIX for Who-Is
+             f'ghost_b = {{ address = "{silent}", object = "analog-value,1" }}\n')
+    running, _, producer = await serve_plant(plant_toml(device, extra_points=extra), tmp_path)
+    try:
+        with watch_log() as log:
+            client = await within(5, connect(reactor(), running.port))
+            await eventually(lambda: producer.devices.get(silent) == "down" and producer.devices.get("device 4242") == "down",
+                             timeout=5)
+            await eventually(lambda: producer.counters["timeouts"] >= 3, timeout=5)  # retried, with backoff
+            state = await until_state(client, lambda s: ok(s, "zone_temp") and ok(s, "supply_temp"))
+            assert "plant/ahu-1/ghost_a" not in state  # never read: no value to show
+            assert producer.devices[device.address] == "up"
+        reasons = sorted(e["reason"] for e in log.events if "unreachable" in str(e.get("log_format", "")))
+        assert len(reasons) == 2
+        assert reasons[0].startswith("no address to reach it") and reasons[1].startswith("no answer within 0.3s")
         assert not log.failures()
         client.sendClose()
         await client.closed

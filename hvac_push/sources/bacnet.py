@@ -214,6 +214,8 @@ class _Device:
     batch: int = RPM_BATCH
     rpm: bool = True
     up: bool | None = None
+    #: The address came from an I-Am: look it up again after the device goes silent.
+    located: bool = False
 
 
 class _Session:
@@ -365,10 +367,12 @@ class _Session:
         dev.subscribed = []
         if self.p.quiet.allow(f"{self.p.name}:{dev.key}"):
             log.warn(
-                "bacnet {name}: {device} does not answer ({reason}); its {n} points are fault, retrying",
+                "bacnet {name}: {device} is unreachable ({reason}); its {n} point(s) are fault, retrying",
                 name=self.p.name, device=dev.key, reason=reason, n=len(dev.points),
             )
         dev.up = False
+        if dev.located:
+            dev.address, dev.located = None, False
         self.p.devices[dev.key] = "down"
         for ps in dev.points:
             ps.conditions = {"no-answer"}
@@ -392,10 +396,17 @@ class _Session:
         from bacpypes3.apdu import ErrorRejectAbortNack
 
         if dev.address is None:
+            if parse_ip_address(self.p.address)[1] is None:
+                raise DeviceSilent(
+                    f"no address to reach it: give the device's address, or a /PREFIX in {self.p.name}'s "
+                    "address so that Who-Is can be broadcast"
+                )
             found = await self.app.who_is(dev.instance, dev.instance, timeout=self.p.apdu_timeout)
             if not found:
-                raise DeviceSilent(f"no I-Am for Who-Is {dev.instance}")
+                self.p.count("timeouts")
+                raise DeviceSilent(f"no I-Am answered Who-Is {dev.instance}")
             dev.address = found[0].pduSource
+            dev.located = True
         dev.polled, dev.subscribed = [], []
         await self.read(dev, dev.points, initial=True)
         if dev.up is False:
