@@ -491,3 +491,19 @@ def test_discovery_errors_are_one_line(device):
     nobody = run("--address", f"127.0.0.1:{free_udp_port()}", "--target", f"127.0.0.1:{free_udp_port()}", "--timeout", "0.3")
     assert nobody.returncode == 1
     assert nobody.stderr.strip() == "discover: no device answered Who-Is within 0.3s"
+
+
+def test_the_commented_bacnet_example_is_valid():
+    """docs/plant.example.toml ships [bacnet.field] commented out; uncommented, it must load."""
+    example = ROOT / "docs" / "plant.example.toml"
+    text = example.read_text(encoding="utf-8")
+    start = text.index("# [bacnet.field]")
+    block = text[start:].split("\n\n", 1)[0]
+    lines = [line[2:] if line.startswith("# ") else line for line in block.splitlines()]
+    assert all(not line.startswith("#") for line in lines), block
+    plant = parse_config(text.replace(block, "\n".join(lines)), str(example), str(example.parent))
+    (interface,) = plant.bacnet
+    assert interface.address == "192.168.10.5/24"
+    points = plant.points_of("bacnet.field")
+    assert [p.point_id for p in points] == ["plant/ahu-2/supply_temp", "plant/ahu-2/fan"]
+    assert isinstance(build_producer(producer_specs(plant)["bacnet.field"]), BacnetProducer)
