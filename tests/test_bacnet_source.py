@@ -41,14 +41,16 @@ def device() -> Iterator[BacnetDevice]:
         dev.stop()
 
 
-def plant_toml(dev: BacnetDevice, *, local_port: int | None = None, extra_points: str = "", **settings: Any) -> str:
+def plant_toml(
+    dev: BacnetDevice, *, local_port: int | None = None, extra_points: str = "", prefix: str = "", **settings: Any
+) -> str:
     """A plant file reading the test device's five objects (interval and timeouts short, for tests)."""
     options = {"interval": 0.2, "apdu_timeout": 0.3, "retries": 0, "cov_lifetime": 60} | settings
     lines = "\n".join(f"{k} = {v}" for k, v in options.items())
     where = f'device = {dev.instance}, address = "{dev.address}"'
     return f"""
 [bacnet.field]
-address = "127.0.0.1:{local_port or free_udp_port()}"
+address = "127.0.0.1{prefix}:{local_port or free_udp_port()}"
 {lines}
 
 [units.ahu-1]
@@ -207,6 +209,15 @@ def test_plant_file_errors_are_one_line(change, message):
     first = caught.value.errors[0]
     assert "\n" not in str(caught.value)
     assert first.startswith("plant.toml: " + message), first
+
+
+def test_a_device_without_address_needs_a_prefix_for_who_is():
+    with pytest.raises(ConfigError) as caught:
+        parse_config(GOOD.replace('"192.168.10.5/24"', '"192.168.10.5"'))
+    assert str(caught.value) == (
+        "plant.toml: units.ahu-1.points.supply_temp.address: required: bacnet.field's address has no /PREFIX (below 31), "
+        "so Who-Is cannot find device 1001 (give the device's address, or a /PREFIX)"
+    )
 
 
 def test_two_interfaces_on_one_port_are_refused():
@@ -378,21 +389,21 @@ async def test_missing_objects_and_properties_fault_only_their_points(device, tm
 @pytest_twisted.ensureDeferred
 async def test_missing_devices_are_logged_counted_and_leave_others_alone(device, tmp_path):
     silent = f"127.0.0.1:{free_udp_port()}"  # nothing listens there
-    extra = (f'ghost_a = {{ device = 4242, object = "analog-value,1" }}\n'  # no address, no /PREFIX for Who-Is
+    extra = (f'ghost_a = {{ device = 4242, object = "analog-value,1" }}\n'  # looked up by Who-Is broadcast
              f'ghost_b = {{ address = "{silent}", object = "analog-value,1" }}\n')
-    running, _, producer = await serve_plant(plant_toml(device, extra_points=extra), tmp_path)
+    running, _, producer = await serve_plant(plant_toml(device, extra_points=extra, prefix="/8"), tmp_path)
     try:
         with watch_log() as log:
             client = await within(5, connect(reactor(), running.port))
             await eventually(lambda: producer.devices.get(silent) == "down" and producer.devices.get("device 4242") == "down",
                              timeout=5)
-            await eventually(lambda: producer.counters["timeouts"] >= 3, timeout=5)  # retried, with backoff
+            await eventually(lambda: producer.counters["timeouts"] >= 4, timeout=5)  # retried, with backoff
             state = await until_state(client, lambda s: ok(s, "zone_temp") and ok(s, "supply_temp"))
             assert "plant/ahu-1/ghost_a" not in state  # never read: no value to show
             assert producer.devices[device.address] == "up"
         reasons = sorted(e["reason"] for e in log.events if "unreachable" in str(e.get("log_format", "")))
         assert len(reasons) == 2
-        assert reasons[0].startswith("no address to reach it") and reasons[1].startswith("no answer within 0.3s")
+        assert reasons == ["no I-Am answered Who-Is 4242", "no answer within 0.3s x 1"]
         assert not log.failures()
         client.sendClose()
         await client.closed

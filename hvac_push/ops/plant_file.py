@@ -585,6 +585,26 @@ def _bacnet_sources(c: _Checker, doc: dict[str, Any]) -> list[BacnetConfig]:
     return interfaces
 
 
+def _check_bacnet_lookups(
+    c: _Checker, interfaces: Sequence[BacnetConfig], points: Sequence[PointConfig], where: dict[str, str],
+) -> None:
+    """A point found by device instance alone needs Who-Is, hence a broadcast address: a /PREFIX."""
+    from hvac_push.sources.bacnet_maps import has_broadcast
+
+    no_broadcast = set()
+    for interface in interfaces:
+        try:
+            if not has_broadcast(interface.address):
+                no_broadcast.add(interface.key)
+        except ValueError:
+            pass  # reported with the table
+    for point in points:
+        if point.bacnet is not None and point.bacnet.address is None and point.source in no_broadcast:
+            c.error(_join(where[point.point_id], "address"),
+                    f"required: {point.source}'s address has no /PREFIX (below 31), so Who-Is cannot find "
+                    f"device {point.bacnet.device} (give the device's address, or a /PREFIX)")
+
+
 def _or_int(value: int | None, default: int) -> int:
     return default if value is None else value
 
@@ -945,6 +965,7 @@ def _plant(c: _Checker, doc: dict[str, Any]) -> PlantConfig | None:
                     c.error(_join(ppath, "topic"), f"topic {point.topic!r} is also used at {seen_topics[where]}")
                 seen_topics[where] = ppath
             points.append(point)
+    _check_bacnet_lookups(c, bacnet, points, seen_ids)
     derived = _derived(c, doc["derived"], simulator, units, set(seen_ids)) if "derived" in doc else None
     if c.errors:
         return None

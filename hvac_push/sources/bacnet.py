@@ -41,6 +41,7 @@ from hvac_push.sources.bacnet_maps import (
     MAX_INSTANCE,
     STATUS_FLAGS,
     check_property,
+    has_broadcast,
     parse_ip_address,
     parse_object,
     point_status,
@@ -238,6 +239,7 @@ class _Session:
     async def main(self) -> None:
         from bacpypes3.app import Application  # type: ignore[import-untyped]
         from bacpypes3.apdu import SimpleAckPDU  # type: ignore[import-untyped]
+        from bacpypes3.errors import ServicesError  # type: ignore[import-untyped]
         from bacpypes3.pdu import Address  # type: ignore[import-untyped]
         from bacpypes3.primitivedata import ObjectIdentifier  # type: ignore[import-untyped]
 
@@ -250,7 +252,8 @@ class _Session:
                 session.on_notification(apdu)
 
             async def do_ConfirmedCOVNotificationRequest(self, apdu: Any) -> None:
-                session.on_notification(apdu)
+                if not session.on_notification(apdu):
+                    raise ServicesError(errorCode="unknownSubscription")
                 await self.response(SimpleAckPDU(context=apdu))
 
         p = self.p
@@ -396,7 +399,7 @@ class _Session:
         from bacpypes3.apdu import ErrorRejectAbortNack
 
         if dev.address is None:
-            if parse_ip_address(self.p.address)[1] is None:
+            if not has_broadcast(self.p.address):
                 raise DeviceSilent(
                     f"no address to reach it: give the device's address, or a /PREFIX in {self.p.name}'s "
                     "address so that Who-Is can be broadcast"
@@ -593,13 +596,14 @@ class _Session:
 
     # -- COV notifications -------------------------------------------------------
 
-    def on_notification(self, apdu: Any) -> None:
+    def on_notification(self, apdu: Any) -> bool:
+        """Publish what a COV notification says; False if it is for no subscription of ours."""
         found = self.by_proc.get(apdu.subscriberProcessIdentifier)
         if found is None:
-            return
+            return False
         dev, ps = found
         if apdu.monitoredObjectIdentifier != ps.object_id:
-            return
+            return False
         self.p.count("cov_notifications")
         from bacpypes3.vendor import get_vendor_info  # type: ignore[import-untyped]
 
@@ -618,7 +622,7 @@ class _Session:
                     conditions = _flags(item.value.cast_out(kind))
         except Exception as e:
             self.on_malformed(f"undecodable COV notification from {dev.key}: {e}")
-            return
+            return True
         if value is None:
             if conditions is not None and ps.sent_value is not None:
                 # A status-only notification: the value stays, the status changes.
@@ -628,8 +632,9 @@ class _Session:
                     ps.sent_status = status
                     self.pending.append(Sample(ps.point.point_id, ps.sent_value, ps.unit, time.time(), status))
                     self.flush()
-            return
+            return True
         self.emit(dev, ps, value, conditions)
+        return True
 
 
 def _is_nack(value: Any) -> bool:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from hvac_push.sources.bacnet_stack import PortInUse, open_application
-from hvac_push.sources.bacnet_maps import MAX_INSTANCE, OBJECT_TYPES, parse_ip_address, unit_string
+from hvac_push.sources.bacnet_maps import MAX_INSTANCE, OBJECT_TYPES, has_broadcast, parse_ip_address, unit_string
 
 #: Object types listed as points (the device object itself is not a point).
 POINT_TYPES = tuple(t for t in OBJECT_TYPES if t != "device")
@@ -53,8 +53,7 @@ async def discover(address: str, target: str | None, timeout: float, apdu_timeou
     from bacpypes3.app import Application  # type: ignore[import-untyped]
     from bacpypes3.pdu import Address  # type: ignore[import-untyped]
 
-    host, prefix, _ = parse_ip_address(address)
-    if target is None and prefix is None:
+    if target is None and not has_broadcast(address):
         raise DiscoveryError("broadcast discovery needs the subnet: give --address A.B.C.D/PREFIX, or --target HOST:PORT")
     destination = None
     if target is not None:

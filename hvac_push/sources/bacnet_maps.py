@@ -140,6 +140,12 @@ def parse_ip_address(text: str, *, prefix: bool = True) -> tuple[str, int | None
     return ".".join(map(str, octets)), int(mask) if mask is not None else None, port
 
 
+def has_broadcast(address: str) -> bool:
+    """Whether a local interface address has a subnet broadcast address (a /PREFIX below 31) for Who-Is."""
+    prefix = parse_ip_address(address)[1]
+    return prefix is not None and prefix < 31
+
+
 def parse_object(text: str) -> tuple[str, int]:
     """C{"analog-input,1"} -> ("analog-input", 1); raises C{ValueError} with a did-you-mean hint."""
     import difflib
@@ -174,6 +180,7 @@ __all__ = [
     "STATUS_RULES",
     "UNITS",
     "check_property",
+    "has_broadcast",
     "parse_ip_address",
     "parse_object",
     "point_status",
