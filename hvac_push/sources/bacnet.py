@@ -169,23 +169,20 @@ def _flags(raw: Any) -> set[str]:
 
 def _nack_text(e: BaseException) -> str:
     """A one-line description of an Error, Reject or Abort answer."""
-    kind = type(e).__name__
-    error_class = getattr(e, "errorClass", None)
-    error_code = getattr(e, "errorCode", None)
-    if error_class is not None or error_code is not None:
-        return f"error {error_class}: {error_code}"
-    reason = getattr(e, "apduAbortRejectReason", None)
-    return f"{'reject' if 'Reject' in kind else 'abort'}: {reason}"
+    from bacpypes3.apdu import ErrorPDU, RejectPDU  # type: ignore[import-untyped]
+
+    if isinstance(e, ErrorPDU):
+        return f"error {getattr(e, 'errorClass', None)}: {getattr(e, 'errorCode', None)}"
+    return f"{'reject' if isinstance(e, RejectPDU) else 'abort'}: {getattr(e, 'apduAbortRejectReason', None)}"
 
 
 def _nack_kind(e: BaseException) -> str:
     """The counter for an Error, Reject or Abort answer ("timeouts" for no answer at all)."""
-    name = type(e).__name__
-    if "Abort" in name:
-        return "timeouts" if str(getattr(e, "apduAbortRejectReason", "")) == "no-response" else "aborts"
-    if "Reject" in name:
-        return "rejects"
-    return "errors"
+    from bacpypes3.apdu import AbortPDU, RejectPDU
+
+    if isinstance(e, AbortPDU):
+        return "timeouts" if str(e.apduAbortRejectReason) == "no-response" else "aborts"
+    return "rejects" if isinstance(e, RejectPDU) else "errors"
 
 
 class DeviceSilent(Exception):
@@ -238,7 +235,7 @@ class _Session:
 
     async def main(self) -> None:
         from bacpypes3.app import Application  # type: ignore[import-untyped]
-        from bacpypes3.apdu import SimpleAckPDU  # type: ignore[import-untyped]
+        from bacpypes3.apdu import SimpleAckPDU
         from bacpypes3.errors import ServicesError  # type: ignore[import-untyped]
         from bacpypes3.pdu import Address  # type: ignore[import-untyped]
         from bacpypes3.primitivedata import ObjectIdentifier  # type: ignore[import-untyped]
