@@ -361,9 +361,8 @@ class _Session:
                 await asyncio.sleep(backoff.next())
 
     def device_down(self, dev: _Device, reason: str) -> None:
-        for ps in dev.subscribed:
-            self.by_proc.pop(ps.proc_id or 0, None)
-            ps.proc_id = None
+        # Process ids stay: subscribing again with the same one renews, never duplicates, a
+        # subscription the device may still hold.
         dev.subscribed = []
         if self.p.quiet.allow(f"{self.p.name}:{dev.key}"):
             log.warn(
