@@ -265,7 +265,7 @@ async def test_values_then_cov_and_polled_changes_reach_a_websocket_client(devic
         # A polled point: the next ReadPropertyMultiple sees it.
         await deferToThread(device.set, "analog-input,1", 14.25)
         await until_state(client, lambda s: ok(s, "supply_temp", 14.25))
-        assert producer.counters["reads"] >= 2 and producer.counters["cov_refused"] >= 1
+        assert producer.counters["requests"] >= 2 and producer.counters["cov_refused"] >= 1
         # cov_increment = 5: a change of 2 is not published, one of 6 is.
         seen: list[Any] = []
 
@@ -375,7 +375,7 @@ async def test_missing_objects_and_properties_fault_only_their_points(device, tm
             await deferToThread(device.delete, "analog-value,2")
             await until_state(client, lambda s: status(s, "valve") == "fault", seconds=10)
             assert ok(state, "zone_temp")
-            await eventually(lambda: producer.counters["reads"] > 10, timeout=5)  # many polls of the ghost
+            await eventually(lambda: producer.counters["requests"] > 10, timeout=5)  # many polls of the ghost
         lines = [e for e in log.events if "plant/ahu-1/ghost" in str(e.get("point", ""))]
         assert len(lines) == 1 and "object missing" in lines[0]["problem"]
         assert any("unsupported property" in str(e.get("problem", "")) for e in log.events)

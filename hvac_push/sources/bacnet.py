@@ -56,7 +56,7 @@ RPM_BATCH = 25
 SUBSCRIBE_CONCURRENCY = 16
 #: Counter names of L{BacnetProducer.counters}.
 COUNTERS = (
-    "reads", "timeouts", "errors", "rejects", "aborts", "malformed", "bad_values",
+    "requests", "timeouts", "errors", "rejects", "aborts", "malformed", "bad_values",
     "cov_notifications", "cov_subscriptions", "cov_renewals", "cov_refused", "port_in_use",
 )
 
@@ -381,7 +381,7 @@ class _Session:
         """Await a confirmed request; no answer at all raises L{DeviceSilent}, other nacks are returned."""
         from bacpypes3.apdu import ErrorRejectAbortNack
 
-        self.p.count("reads")
+        self.p.count("requests")
         try:
             return await coroutine
         except ErrorRejectAbortNack as e:
