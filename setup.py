@@ -33,6 +33,7 @@ setup(
         "psycopg[binary]>=3.1",  # --store postgresql://... (SQLite, the default, is in the standard library)
         "websockets>=13",  # hvac_push.client and the hvac-push command (asyncio, no Twisted)
         "pint>=0.23",  # units of measure of derived-point inputs (hvac_push.analytics.units)
+        "bacpypes3>=0.0.100",  # BACnet/IP source (asyncio, run in its producer thread)
     ],
     extras_require={
         "test": [

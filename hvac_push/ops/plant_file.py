@@ -123,6 +123,37 @@ class RegisterConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class BacnetConfig:
+    """A C{[bacnet.NAME]} table: the local BACnet/IP interface and the device hvac-push is on it."""
+
+    name: str
+    #: Local interface C{A.B.C.D[/PREFIX]:PORT} (the prefix enables broadcast Who-Is).
+    address: str
+    device_instance: int = 4194302
+    device_name: str = "hvac-push"
+    apdu_timeout: float = 3.0
+    retries: int = 3
+    #: Seconds between polls of each device (points that refuse COV), and between liveness checks.
+    interval: float = 10.0
+    cov_lifetime: int = 300
+
+    @property
+    def key(self) -> str:
+        return f"bacnet.{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class BacnetObjectConfig:
+    """Where a BACnet point lives: a property of an object in a remote device."""
+
+    object: str
+    device: int | None = None
+    address: str | None = None
+    property: str = "present-value"
+    cov_increment: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class SimulatorConfig:
     units: int = 6
     rate: float = 50.0
@@ -160,6 +191,8 @@ class PointConfig:
     topic: str | None = None
     #: Modbus only: the register map.
     register: RegisterConfig | None = None
+    #: BACnet only: the object and property.
+    bacnet: BacnetObjectConfig | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,13 +210,14 @@ class PlantConfig:
     store: str | None = None
     #: The C{[rules.UNIT]} tables: fault detection rules per unit (docs/alarms.md).
     rules: tuple[UnitRules, ...] = ()
+    bacnet: tuple[BacnetConfig, ...] = ()
 
     def points_of(self, source: str) -> tuple[PointConfig, ...]:
         """The points fed by one source key, in file order."""
         return tuple(p for p in self.points if p.source == source)
 
     def source_keys(self) -> list[str]:
-        keys = [b.key for b in self.brokers] + [d.key for d in self.devices]
+        keys = [b.key for b in self.brokers] + [d.key for d in self.devices] + [b.key for b in self.bacnet]
         if self.simulator is not None:
             keys.append(SIMULATOR)
         return keys
@@ -339,7 +373,7 @@ def _given(**values: Any) -> dict[str, Any]:
 
 # -- the schema ---------------------------------------------------------------
 
-_TOP_KEYS = ("sites", "units", "mqtt", "modbus", "simulator", "derived", "store", "rules")
+_TOP_KEYS = ("sites", "units", "mqtt", "modbus", "simulator", "derived", "store", "rules", "bacnet")
 _SITE_KEYS = ("name",)
 _UNIT_KEYS = ("site", "id", "name", "source", "points", "kind")
 _ALARM_KEYS = (
@@ -349,7 +383,9 @@ _ALARM_KEYS = (
 _MQTT_POINT_KEYS = ("topic",)
 _MODBUS_POINT_KEYS = ("register", "table", "type", "word_order", "scale", "offset")
 _COMMON_POINT_KEYS = ("name", "unit", "interval", "alarm", "source")
-_POINT_KEYS = _COMMON_POINT_KEYS + _MQTT_POINT_KEYS + _MODBUS_POINT_KEYS
+_BACNET_POINT_KEYS = ("device", "address", "object", "property", "cov_increment")
+_POINT_KEYS = _COMMON_POINT_KEYS + _MQTT_POINT_KEYS + _MODBUS_POINT_KEYS + _BACNET_POINT_KEYS
+_BACNET_KEYS = ("address", "device_instance", "device_name", "apdu_timeout", "retries", "interval", "cov_lifetime")
 _MQTT_KEYS = (
     "host", "port", "client_id", "keepalive", "username", "password", "password_file",
     "tls", "topic_template", "discover", "reconnect_min", "reconnect_max",
@@ -469,6 +505,99 @@ def _sources(c: _Checker, doc: dict[str, Any]) -> tuple[list[MqttBrokerConfig], 
                 )
             )
     return brokers, devices, simulator
+
+
+def _bacnet_sources(c: _Checker, doc: dict[str, Any]) -> list[BacnetConfig]:
+    """The C{[bacnet.NAME]} tables (docs/sources.md)."""
+    from hvac_push.sources.bacnet_maps import MAX_INSTANCE, parse_ip_address
+
+    interfaces: list[BacnetConfig] = []
+    raw_tables = c.table(doc["bacnet"], "bacnet") if "bacnet" in doc else None
+    seen_ports: dict[int, str] = {}
+    for name, raw in (raw_tables or {}).items():
+        path = _join("bacnet", name)
+        if not c.name(name, path):
+            continue
+        t = c.table(raw, path)
+        if t is None:
+            continue
+        c.keys(t, path, _BACNET_KEYS)
+        address = c.string(t, "address", path, required=True, allow_empty=False) or ""
+        if address:
+            try:
+                _, _, port = parse_ip_address(address)
+            except ValueError as e:
+                c.error(_join(path, "address"), str(e))
+            else:
+                if port in seen_ports:
+                    c.error(_join(path, "address"), f"UDP port {port} is also used by {seen_ports[port]}")
+                seen_ports[port] = path
+        interfaces.append(BacnetConfig(
+            name=name,
+            address=address,
+            **_given(
+                device_instance=c.integer(t, "device_instance", path, None, 0, MAX_INSTANCE),
+                device_name=c.string(t, "device_name", path, None, max_len=64, allow_empty=False),
+                apdu_timeout=c.number(t, "apdu_timeout", path, None, 0.05, 60),
+                retries=c.integer(t, "retries", path, None, 0, 10),
+                interval=c.number(t, "interval", path, None, 0.01, 86400),
+                cov_lifetime=c.integer(t, "cov_lifetime", path, None, 2, 86400),
+            ),
+        ))
+    return interfaces
+
+
+def _check_bacnet_lookups(
+    c: _Checker, interfaces: Sequence[BacnetConfig], points: Sequence[PointConfig], where: dict[str, str],
+) -> None:
+    """A point found by device instance alone needs Who-Is, hence a broadcast address: a /PREFIX."""
+    from hvac_push.sources.bacnet_maps import has_broadcast
+
+    no_broadcast = set()
+    for interface in interfaces:
+        try:
+            if not has_broadcast(interface.address):
+                no_broadcast.add(interface.key)
+        except ValueError:
+            pass  # reported with the table
+    for point in points:
+        if point.bacnet is not None and point.bacnet.address is None and point.source in no_broadcast:
+            c.error(_join(where[point.point_id], "address"),
+                    f"required: {point.source}'s address has no /PREFIX (below 31), so Who-Is cannot find "
+                    f"device {point.bacnet.device} (give the device's address, or a /PREFIX)")
+
+
+def _bacnet_object(c: _Checker, p: dict[str, Any], path: str) -> BacnetObjectConfig | None:
+    """A BACnet point's C{object}, C{property}, C{device} / C{address} and C{cov_increment}."""
+    from hvac_push.sources.bacnet_maps import MAX_INSTANCE, check_property, parse_ip_address, parse_object
+
+    before = len(c.errors)
+    text = c.string(p, "object", path, None, required=True)
+    if text is not None:
+        try:
+            kind, instance = parse_object(text)
+            text = f"{kind},{instance}"
+        except ValueError as e:
+            c.error(_join(path, "object"), str(e))
+    prop = c.string(p, "property", path, "present-value") or "present-value"
+    try:
+        check_property(prop)
+    except ValueError as e:
+        c.error(_join(path, "property"), str(e))
+    device = c.integer(p, "device", path, None, 0, MAX_INSTANCE)
+    address = c.string(p, "address", path, None, allow_empty=False)
+    if address is not None:
+        try:
+            host, _, port = parse_ip_address(address, prefix=False)
+            address = f"{host}:{port}"
+        except ValueError as e:
+            c.error(_join(path, "address"), str(e))
+    if "device" not in p and "address" not in p:
+        c.error(_join(path, "device"), "required: the device instance (or give its address)")
+    increment = c.number(p, "cov_increment", path, None, 0, math.inf)
+    if len(c.errors) > before or text is None:
+        return None
+    return BacnetObjectConfig(text, device, address, prop, increment)
 
 
 def _alarm(c: _Checker, raw: object, path: str) -> AlarmLimits | None:
@@ -753,7 +882,9 @@ def _check_input_unit(c: _Checker, point: PointConfig, path: str) -> None:
 def _plant(c: _Checker, doc: dict[str, Any]) -> PlantConfig | None:
     c.keys(doc, "", _TOP_KEYS)
     brokers, devices, simulator = _sources(c, doc)
+    bacnet = _bacnet_sources(c, doc)
     source_keys = {b.key: "mqtt" for b in brokers} | {d.key: "modbus" for d in devices}
+    source_keys |= {b.key: "bacnet" for b in bacnet}
     templates = {b.key: b.topic_template for b in brokers}
     if simulator is not None:
         source_keys[SIMULATOR] = SIMULATOR
@@ -833,6 +964,7 @@ def _plant(c: _Checker, doc: dict[str, Any]) -> PlantConfig | None:
                     c.error(_join(ppath, "topic"), f"topic {point.topic!r} is also used at {seen_topics[where]}")
                 seen_topics[where] = ppath
             points.append(point)
+    _check_bacnet_lookups(c, bacnet, points, seen_ids)
     derived = _derived(c, doc["derived"], simulator, units, set(seen_ids)) if "derived" in doc else None
     rules = _rules(c, doc["rules"], simulator, units, set(seen_ids)) if "rules" in doc else ()
     store = _store(c, doc)
@@ -845,6 +977,7 @@ def _plant(c: _Checker, doc: dict[str, Any]) -> PlantConfig | None:
         points=tuple(points),
         brokers=tuple(brokers),
         devices=tuple(devices),
+        bacnet=tuple(bacnet),
         simulator=simulator,
         derived=derived,
         store=store,
@@ -934,7 +1067,7 @@ def _unknown_source(name: str, source_keys: dict[str, str]) -> str:
     known = ", ".join(sorted(source_keys)) or "none are declared"
     hint = ""
     if "." not in name and name != SIMULATOR:
-        hint = " (write mqtt.NAME or modbus.NAME)"
+        hint = " (write mqtt.NAME, modbus.NAME or bacnet.NAME)"
     return f"unknown source {name!r}{hint}; declared: {known}"
 
 
@@ -954,13 +1087,14 @@ def _point(
     else:
         kind = source_keys[source]
         wrong = {
-            "mqtt": _MODBUS_POINT_KEYS,
-            "modbus": _MQTT_POINT_KEYS,
-            SIMULATOR: _MQTT_POINT_KEYS + _MODBUS_POINT_KEYS,
+            "mqtt": _MODBUS_POINT_KEYS + _BACNET_POINT_KEYS,
+            "modbus": _MQTT_POINT_KEYS + _BACNET_POINT_KEYS,
+            "bacnet": _MQTT_POINT_KEYS + _MODBUS_POINT_KEYS,
+            SIMULATOR: _MQTT_POINT_KEYS + _MODBUS_POINT_KEYS + _BACNET_POINT_KEYS,
         }[kind]
         for key in wrong:
             if key in p:
-                owner = "Modbus" if key in _MODBUS_POINT_KEYS else "MQTT"
+                owner = "Modbus" if key in _MODBUS_POINT_KEYS else "BACnet" if key in _BACNET_POINT_KEYS else "MQTT"
                 c.error(_join(path, key), f"only for {owner} points (this one's source is {source})")
     unit = c.string(p, "unit", path, max_len=32)
     limits = _alarm(c, p["alarm"], _join(path, "alarm")) if "alarm" in p else None
@@ -979,9 +1113,10 @@ def _point(
             c.error(_join(path, "topic"), problem)
     if kind == "modbus":
         register = _register(c, p, path)
+    bacnet = _bacnet_object(c, p, path) if kind == "bacnet" else None
     if len(c.errors) > before or source is None or kind is None:
         return None
-    return PointConfig(point_id, source, meta=meta, topic=topic, register=register, **_given(unit=unit))
+    return PointConfig(point_id, source, meta=meta, topic=topic, register=register, **_given(unit=unit, bacnet=bacnet))
 
 
 # -- entry points -------------------------------------------------------------
@@ -1040,6 +1175,8 @@ __all__ = [
     "ConfigError",
     "MqttBrokerConfig",
     "ModbusDeviceConfig",
+    "BacnetConfig",
+    "BacnetObjectConfig",
     "PlantConfig",
     "PointConfig",
     "RegisterConfig",

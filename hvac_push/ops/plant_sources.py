@@ -22,6 +22,7 @@ from twisted.logger import Logger
 
 from hvac_push.ops.plant_file import (
     SIMULATOR,
+    BacnetConfig,
     ConfigError,
     ModbusDeviceConfig,
     MqttBrokerConfig,
@@ -60,13 +61,17 @@ def producer_specs(config: PlantConfig) -> dict[str, Spec]:
         points = tuple(_point_address(p) for p in config.points_of(device.key))
         if points:  # a device nobody reads from is not polled
             specs[device.key] = (device, points)
+    for interface in config.bacnet:
+        points = tuple(_point_address(p) for p in config.points_of(interface.key))
+        if points:  # an interface nobody reads from opens no socket
+            specs[interface.key] = (interface, points)
     if config.simulator is not None:
         specs[SIMULATOR] = (config.simulator, ())
     return specs
 
 
 def build_producer(spec: Spec) -> Producer:
-    """The producer for one spec (imports paho / pymodbus only when they are used)."""
+    """The producer for one spec (imports paho / pymodbus / bacpypes3 only when they are used)."""
     source, points = spec
     if isinstance(source, MqttBrokerConfig):
         from hvac_push.sources.mqtt import MqttPoint, MqttProducer
@@ -101,6 +106,29 @@ def build_producer(spec: Spec) -> Producer:
             unit_id=source.unit_id,
             poll_interval=source.poll_interval,
             timeout=source.timeout,
+        )
+    if isinstance(source, BacnetConfig):
+        from hvac_push.sources.bacnet import BacnetPoint, BacnetProducer
+
+        bacnet_points = []
+        for p in points:
+            b = p.bacnet
+            if b is None:
+                raise ValueError(f"{p.point_id}: a BACnet point without an object")
+            bacnet_points.append(BacnetPoint(
+                p.point_id, b.object, device=b.device, address=b.address, property_name=b.property,
+                cov_increment=b.cov_increment, unit=p.unit,
+            ))
+        return BacnetProducer(
+            source.key,
+            source.address,
+            bacnet_points,
+            device_instance=source.device_instance,
+            device_name=source.device_name,
+            apdu_timeout=source.apdu_timeout,
+            retries=source.retries,
+            interval=source.interval,
+            cov_lifetime=source.cov_lifetime,
         )
     if isinstance(source, SimulatorConfig):
         from hvac_push.sources.simulator import SimulatorProducer
