@@ -899,3 +899,93 @@ def test_an_expired_or_refused_token_says_so_and_asks_again(workdir: Path, watch
         server.stop()
     log = server.output()
     assert "Traceback" not in log and refused not in log
+
+
+# -- who acknowledged, shelving ------------------------------------------------------
+
+
+def listed_alarms(server: Server) -> dict[str, dict[str, Any]]:
+    """The alarms in a new client's snapshot, by id."""
+    probe = Probe(server.port)
+    try:
+        snapshot = probe.next(5)
+        assert snapshot is not None
+        return {a["id"]: a for a in snapshot.get("alarms", [])}
+    finally:
+        probe.close()
+
+
+def test_an_acknowledgement_carries_a_comment_and_shows_who_and_when(workdir: Path, watched: Watched) -> None:
+    (workdir / "plant.toml").write_text(ALARM_CONFIG)
+    server = start_server(workdir, "--config", str(workdir / "plant.toml"))
+    try:
+        page = watched.page
+        page.goto(server.url)
+        watched.live()
+        item = f'#alarm-list [data-alarm="{ALARM}"]'
+        page.wait_for_selector(item, timeout=10000)
+        page.fill(f"{item} input.alarm-comment", "valve checked on site")
+        page.click(f"{item} button.ack")
+        page.wait_for_selector(f'{item}[data-state="acknowledged"]', timeout=3000)
+        sent = [m for s in watched.sockets for m in s["sent"] if m.get("type") == "ack"]
+        assert sent == [{"type": "ack", "alarm": ALARM, "comment": "valve checked on site"}], sent
+        by = page.text_content(f"{item} .alarm-by") or ""
+        assert "by anonymous" in by and "valve checked on site" in by, by
+        assert re.search(r"acknowledged \d\d:\d\d", by), by
+        # The server keeps them: a new client's snapshot, and a new page, have them too.
+        listed = listed_alarms(server)[ALARM]
+        assert (listed["state"], listed.get("by"), listed.get("comment")) == (
+            "acknowledged", "anonymous", "valve checked on site"), listed
+        other = Watched(watched.context)
+        other.page.goto(server.url)
+        other.live()
+        other.page.wait_for_selector(f'{item}[data-state="acknowledged"] .alarm-by', timeout=5000)
+        assert (other.page.text_content(f"{item} .alarm-by") or "") == by
+        assert not other.errors, other.errors
+    finally:
+        server.stop()
+    assert "Traceback" not in server.output()
+
+
+def test_an_alarm_can_be_shelved_for_a_while_and_unshelved(workdir: Path, watched: Watched) -> None:
+    """Without authentication everything is allowed, shelving included."""
+    (workdir / "plant.toml").write_text(ALARM_CONFIG)
+    server = start_server(workdir, "--config", str(workdir / "plant.toml"))
+    try:
+        page = watched.page
+        page.goto(server.url)
+        watched.live()
+        item = f'#alarm-list [data-alarm="{ALARM}"]'
+        page.wait_for_selector(item, timeout=10000)
+        assert page.input_value(f"{item} select.shelve-minutes") == "15"
+        page.fill(f"{item} input.alarm-comment", "sensor swap")
+        before = time.time()
+        page.click(f"{item} button.shelve")
+        page.wait_for_selector(f'{item}[data-state="shelved"]', timeout=3000)
+        sent = [m for s in watched.sockets for m in s["sent"] if m.get("type") in ("shelve", "unshelve")]
+        assert sent == [{"type": "shelve", "alarm": ALARM, "minutes": 15, "comment": "sensor swap"}], sent
+        assert page.text_content(f"{item} .alarm-state") == "Shelved"
+        by = page.text_content(f"{item} .alarm-by") or ""
+        until = page.evaluate(
+            "ts => new Date(ts * 1000).toLocaleTimeString([], {hour: '2-digit', minute: '2-digit', hour12: false})",
+            before + 15 * 60,
+        )
+        assert "shelved until" in by and "by anonymous" in by and "sensor swap" in by, by
+        listed = listed_alarms(server)[ALARM]
+        assert listed["state"] == "shelved" and abs(listed["shelved_until"] - (before + 900)) < 30, listed
+        assert re.search(r"shelved until \d\d:\d\d", by) and until[:2] in by, (by, until)
+        assert page.query_selector(f"{item} button.ack") is None
+        assert page.query_selector(f"{item} button.shelve") is None
+
+        page.click(f"{item} button.unshelve")
+        page.wait_for_function(
+            f"() => {{ const a = document.querySelector('{item}'); return a && a.dataset.state !== 'shelved'; }}",
+            timeout=3000,
+        )
+        assert page.get_attribute(item, "data-state") == "active"
+        assert page.query_selector(f"{item} button.ack") is not None
+        assert page.query_selector(f"{item} button.shelve") is not None
+        assert listed_alarms(server)[ALARM]["state"] == "active"
+    finally:
+        server.stop()
+    assert "Traceback" not in server.output()

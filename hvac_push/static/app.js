@@ -9,7 +9,9 @@
  * the charts' past. signin.js asks for a token when the server needs one.
  */
 
-import { onOpenAlarmPoint, acksUnsupported, renderAlarms } from './alarms.js';
+import {
+  acksUnsupported, alarmRefused, onOpenAlarmPoint, renderAlarms, shelveAnswered
+} from './alarms.js';
 import { onOpenPoint, rebuild, renderSummary, updateAllViews, updateView } from './cards.js';
 import { detailPoint, markAllDirty, markDirty, onVisibilityChange, redrawDetail } from './charts.js';
 import { $ } from './dom.js';
@@ -49,6 +51,10 @@ function handleMessage(m) {
       }
       break;
     case 'acked': answered('ack', m.alarm); break; // the alarm transition carries the new state
+    case 'shelved':
+      answered('shelve', m.alarm);
+      shelveAnswered(m.alarm);
+      break;
     case 'pong': answered('ping'); break;
     case 'authenticated': {
       const asked = answered('auth');
@@ -105,6 +111,7 @@ function onError(m) {
     holdRequests(RATE_LIMITED_PAUSE_MS);
     if (failed && failed.type === 'history') retryHistory(failed.id);
     if (failed && failed.type === 'ack') clearPendingAck(failed.id);
+    if (failed && (failed.type === 'ack' || failed.type === 'shelve')) alarmRefused(failed.id, code);
     renderAlarms();
     return;
   }
@@ -118,7 +125,9 @@ function onError(m) {
   } else if (failed && failed.type === 'ack') {
     clearPendingAck(failed.id);
     if (unsupported) acksUnsupported();
-    renderAlarms();
+    alarmRefused(failed.id, code);
+  } else if (failed && failed.type === 'shelve') {
+    alarmRefused(failed.id, code);  // forbidden (no shelve claim), wrong_state...: said next to the alarm
   } else if (window.console && console.debug) {
     console.debug('hvac-push: server error', code, m.detail);
   }
