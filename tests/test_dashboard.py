@@ -989,3 +989,27 @@ def test_an_alarm_can_be_shelved_for_a_while_and_unshelved(workdir: Path, watche
     finally:
         server.stop()
     assert "Traceback" not in server.output()
+
+
+def test_a_shelve_the_token_does_not_allow_is_said_next_to_the_alarm(workdir: Path, watched: Watched) -> None:
+    (workdir / "plant.toml").write_text(ALARM_CONFIG)
+    secret = workdir / "jwt-secret"
+    secret.write_bytes(SECRET)
+    server = start_server(workdir, "--config", str(workdir / "plant.toml"), "--auth-jwt-secret-file", str(secret))
+    try:
+        page = watched.page
+        page.goto(server.url + "#token=" + mint(600))  # may read, no ack or shelve claim
+        watched.live()
+        item = f'#alarm-list [data-alarm="{ALARM}"]'
+        page.wait_for_selector(item, timeout=10000)
+        page.click(f"{item} button.shelve")
+        page.wait_for_selector(f"{item} .alarm-note", timeout=3000)
+        note = page.text_content(f"{item} .alarm-note") or ""
+        assert "forbidden" in note and "Not allowed" in note, note
+        assert page.get_attribute(item, "data-state") == "active"
+        # Brief: the note goes away by itself, and the alarm can be tried again.
+        page.wait_for_selector(f"{item} .alarm-note", state="detached", timeout=10000)
+        assert not page.is_disabled(f"{item} button.shelve")
+    finally:
+        server.stop()
+    assert "Traceback" not in server.output()
