@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any, Iterator
@@ -1013,3 +1014,66 @@ def test_a_shelve_the_token_does_not_allow_is_said_next_to_the_alarm(workdir: Pa
     finally:
         server.stop()
     assert "Traceback" not in server.output()
+
+
+# -- the trend range: 15 minutes live, 24 hours and 7 days from the store -----------------------
+
+
+def test_the_24_hour_range_reads_the_store_and_draws_it(workdir: Path, watched: Watched) -> None:
+    """twistd's default store is SQLite in its working folder: /api/history has what it recorded."""
+    server = start_server(workdir, "--sim-units", "1", "--sim-seed", "5")
+    try:
+        page = watched.page
+        page.goto(server.url)
+        watched.live()
+        page.wait_for_selector('html[data-history-api="true"]', state="attached", timeout=10000)
+        assert page.get_attribute("html", "data-range") == "15m"
+        assert page.get_attribute('#range button[data-range="15m"]', "aria-pressed") == "true"
+        time.sleep(2.0)  # a few seconds in the store
+        page.click('#range button[data-range="24h"]')
+        page.wait_for_selector('html[data-range-state="loaded"]', state="attached", timeout=10000)
+        assert page.get_attribute('#range button[data-range="24h"]', "aria-pressed") == "true"
+        asked = [url for url in watched.requests if "/api/history?" in url and "step=300" in url]
+        assert asked, watched.requests
+        assert POINT in urllib.parse.unquote(asked[0]) and "from=" in asked[0]
+        assert int(page.get_attribute("html", "data-range-samples") or 0) > 0
+        # The large chart of a point draws the stored range: its stats count the samples.
+        page.click(f'.card {ROW}')
+        page.wait_for_function(
+            "() => / (\\d+) samples/.test(document.getElementById('detail-stats').textContent)", timeout=5000
+        )
+        stats = page.text_content("#detail-stats") or ""
+        assert int(re.search(r"(\d+) samples", stats).group(1)) > 0, stats  # type: ignore[union-attr]
+        drawn = page.evaluate(
+            """() => { const c = document.getElementById('detail-chart');
+                       const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+                       let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i]) n++; return n; }"""
+        )
+        assert drawn > 0
+        # Back to 15 minutes: the live window again.
+        page.keyboard.press("Escape")
+        page.click('#range button[data-range="15m"]')
+        assert page.get_attribute("html", "data-range") == "15m"
+    finally:
+        server.stop()
+    assert "Traceback" not in server.output()
+
+
+def test_without_a_store_the_longer_ranges_are_disabled_and_say_why(workdir: Path, watched: Watched) -> None:
+    server = start_server(workdir, "--sim-units", "1", "--sim-seed", "5", "--store", "memory")
+    try:
+        page = watched.page
+        page.goto(server.url)
+        watched.live()
+        page.wait_for_selector('html[data-history-api="false"]', state="attached", timeout=10000)
+        for key in ("24h", "7d"):
+            button = f'#range button[data-range="{key}"]'
+            assert page.is_disabled(button)
+            assert "keeps no history" in (page.get_attribute(button, "title") or "")
+        assert not page.is_disabled('#range button[data-range="15m"]')
+        assert page.get_attribute("html", "data-range") == "15m"
+    finally:
+        server.stop()
+    assert "Traceback" not in server.output()
+    # Chromium reports the 404 of the probe on the console; nothing else may be there.
+    watched.errors[:] = [e for e in watched.errors if not e.startswith("console: Failed to load resource")]

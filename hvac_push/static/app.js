@@ -25,6 +25,7 @@ import { abandon, answered, firstState, holdRequests, requireToken, startSocket 
 import {
   applyAlarm, applyHistory, applySnapshot, applyUpdate, clearPendingAck, mirror, replaceAlarms
 } from './state.js';
+import { initRanges, probeHistoryApi, refreshRange } from './ranges.js';
 import { loadTerms, terms } from './terms.js';
 import {
   loadTemperatureUnit, saveTemperatureUnit, setTemperatureUnit, TEMP_KEY, temperatureUnit
@@ -82,7 +83,9 @@ function onSnapshot(m) {
   showMerged(merged);
   rebuild();
   renderAlarms();
-  requestHistory(Object.keys(m.points && typeof m.points === 'object' ? m.points : {}));
+  const ids = Object.keys(m.points && typeof m.points === 'object' ? m.points : {});
+  requestHistory(ids);
+  probeHistoryApi(ids.slice().sort()[0]);  // whether the longer trend ranges are there
 }
 
 function onUpdate(m) {
@@ -168,12 +171,17 @@ async function start() {
   await loadTerms();
   requireToken(terms.auth_required);
   initSignin();
+  initRanges(() => Array.from(mirror.points.keys()), () => {
+    redrawDetail();
+    markAllDirty();
+  });
   setInterval(() => {
     showConnectionAge();
     pumpHistory();
   }, 250);
   setInterval(() => {
     // Time moves on even when values do not: scroll every chart once a second.
+    refreshRange();
     redrawDetail();
     markAllDirty();
   }, 1000);
