@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any, Iterator
@@ -899,3 +900,180 @@ def test_an_expired_or_refused_token_says_so_and_asks_again(workdir: Path, watch
         server.stop()
     log = server.output()
     assert "Traceback" not in log and refused not in log
+
+
+# -- who acknowledged, shelving ------------------------------------------------------
+
+
+def listed_alarms(server: Server) -> dict[str, dict[str, Any]]:
+    """The alarms in a new client's snapshot, by id."""
+    probe = Probe(server.port)
+    try:
+        snapshot = probe.next(5)
+        assert snapshot is not None
+        return {a["id"]: a for a in snapshot.get("alarms", [])}
+    finally:
+        probe.close()
+
+
+def test_an_acknowledgement_carries_a_comment_and_shows_who_and_when(workdir: Path, watched: Watched) -> None:
+    (workdir / "plant.toml").write_text(ALARM_CONFIG)
+    server = start_server(workdir, "--config", str(workdir / "plant.toml"))
+    try:
+        page = watched.page
+        page.goto(server.url)
+        watched.live()
+        item = f'#alarm-list [data-alarm="{ALARM}"]'
+        page.wait_for_selector(item, timeout=10000)
+        page.fill(f"{item} input.alarm-comment", "valve checked on site")
+        page.click(f"{item} button.ack")
+        page.wait_for_selector(f'{item}[data-state="acknowledged"]', timeout=3000)
+        sent = [m for s in watched.sockets for m in s["sent"] if m.get("type") == "ack"]
+        assert sent == [{"type": "ack", "alarm": ALARM, "comment": "valve checked on site"}], sent
+        by = page.text_content(f"{item} .alarm-by") or ""
+        assert "by anonymous" in by and "valve checked on site" in by, by
+        assert re.search(r"acknowledged \d\d:\d\d", by), by
+        # The server keeps them: a new client's snapshot, and a new page, have them too.
+        listed = listed_alarms(server)[ALARM]
+        assert (listed["state"], listed.get("by"), listed.get("comment")) == (
+            "acknowledged", "anonymous", "valve checked on site"), listed
+        other = Watched(watched.context)
+        other.page.goto(server.url)
+        other.live()
+        other.page.wait_for_selector(f'{item}[data-state="acknowledged"] .alarm-by', timeout=5000)
+        assert (other.page.text_content(f"{item} .alarm-by") or "") == by
+        assert not other.errors, other.errors
+    finally:
+        server.stop()
+    assert "Traceback" not in server.output()
+
+
+def test_an_alarm_can_be_shelved_for_a_while_and_unshelved(workdir: Path, watched: Watched) -> None:
+    """Without authentication everything is allowed, shelving included."""
+    (workdir / "plant.toml").write_text(ALARM_CONFIG)
+    server = start_server(workdir, "--config", str(workdir / "plant.toml"))
+    try:
+        page = watched.page
+        page.goto(server.url)
+        watched.live()
+        item = f'#alarm-list [data-alarm="{ALARM}"]'
+        page.wait_for_selector(item, timeout=10000)
+        assert page.input_value(f"{item} select.shelve-minutes") == "15"
+        page.fill(f"{item} input.alarm-comment", "sensor swap")
+        before = time.time()
+        page.click(f"{item} button.shelve")
+        page.wait_for_selector(f'{item}[data-state="shelved"]', timeout=3000)
+        sent = [m for s in watched.sockets for m in s["sent"] if m.get("type") in ("shelve", "unshelve")]
+        assert sent == [{"type": "shelve", "alarm": ALARM, "minutes": 15, "comment": "sensor swap"}], sent
+        assert page.text_content(f"{item} .alarm-state") == "Shelved"
+        by = page.text_content(f"{item} .alarm-by") or ""
+        until = page.evaluate(
+            "ts => new Date(ts * 1000).toLocaleTimeString([], {hour: '2-digit', minute: '2-digit', hour12: false})",
+            before + 15 * 60,
+        )
+        assert "shelved until" in by and "by anonymous" in by and "sensor swap" in by, by
+        listed = listed_alarms(server)[ALARM]
+        assert listed["state"] == "shelved" and abs(listed["shelved_until"] - (before + 900)) < 30, listed
+        assert re.search(r"shelved until \d\d:\d\d", by) and until[:2] in by, (by, until)
+        assert page.query_selector(f"{item} button.ack") is None
+        assert page.query_selector(f"{item} button.shelve") is None
+
+        page.click(f"{item} button.unshelve")
+        page.wait_for_function(
+            f"() => {{ const a = document.querySelector('{item}'); return a && a.dataset.state !== 'shelved'; }}",
+            timeout=3000,
+        )
+        assert page.get_attribute(item, "data-state") == "active"
+        assert page.query_selector(f"{item} button.ack") is not None
+        assert page.query_selector(f"{item} button.shelve") is not None
+        assert listed_alarms(server)[ALARM]["state"] == "active"
+    finally:
+        server.stop()
+    assert "Traceback" not in server.output()
+
+
+def test_a_shelve_the_token_does_not_allow_is_said_next_to_the_alarm(workdir: Path, watched: Watched) -> None:
+    (workdir / "plant.toml").write_text(ALARM_CONFIG)
+    secret = workdir / "jwt-secret"
+    secret.write_bytes(SECRET)
+    server = start_server(workdir, "--config", str(workdir / "plant.toml"), "--auth-jwt-secret-file", str(secret))
+    try:
+        page = watched.page
+        page.goto(server.url + "#token=" + mint(600))  # may read, no ack or shelve claim
+        watched.live()
+        item = f'#alarm-list [data-alarm="{ALARM}"]'
+        page.wait_for_selector(item, timeout=10000)
+        page.click(f"{item} button.shelve")
+        page.wait_for_selector(f"{item} .alarm-note", timeout=3000)
+        note = page.text_content(f"{item} .alarm-note") or ""
+        assert "forbidden" in note and "Not allowed" in note, note
+        assert page.get_attribute(item, "data-state") == "active"
+        # Brief: the note goes away by itself, and the alarm can be tried again.
+        page.wait_for_selector(f"{item} .alarm-note", state="detached", timeout=10000)
+        assert not page.is_disabled(f"{item} button.shelve")
+    finally:
+        server.stop()
+    assert "Traceback" not in server.output()
+
+
+# -- the trend range: 15 minutes live, 24 hours and 7 days from the store -----------------------
+
+
+def test_the_24_hour_range_reads_the_store_and_draws_it(workdir: Path, watched: Watched) -> None:
+    """twistd's default store is SQLite in its working folder: /api/history has what it recorded."""
+    server = start_server(workdir, "--sim-units", "1", "--sim-seed", "5")
+    try:
+        page = watched.page
+        page.goto(server.url)
+        watched.live()
+        page.wait_for_selector('html[data-history-api="true"]', state="attached", timeout=10000)
+        assert page.get_attribute("html", "data-range") == "15m"
+        assert page.get_attribute('#range button[data-range="15m"]', "aria-pressed") == "true"
+        time.sleep(2.0)  # a few seconds in the store
+        page.click('#range button[data-range="24h"]')
+        page.wait_for_selector('html[data-range-state="loaded"]', state="attached", timeout=10000)
+        assert page.get_attribute('#range button[data-range="24h"]', "aria-pressed") == "true"
+        asked = [url for url in watched.requests if "/api/history?" in url and "step=300" in url]
+        assert asked, watched.requests
+        assert POINT in urllib.parse.unquote(asked[0]) and "from=" in asked[0]
+        assert int(page.get_attribute("html", "data-range-samples") or 0) > 0
+        # The large chart of a point draws the stored range: its stats count the samples.
+        page.click(f'.card {ROW}')
+        page.wait_for_function(
+            "() => / (\\d+) samples/.test(document.getElementById('detail-stats').textContent)", timeout=5000
+        )
+        stats = page.text_content("#detail-stats") or ""
+        assert int(re.search(r"(\d+) samples", stats).group(1)) > 0, stats  # type: ignore[union-attr]
+        drawn = page.evaluate(
+            """() => { const c = document.getElementById('detail-chart');
+                       const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+                       let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i]) n++; return n; }"""
+        )
+        assert drawn > 0
+        # Back to 15 minutes: the live window again.
+        page.keyboard.press("Escape")
+        page.click('#range button[data-range="15m"]')
+        assert page.get_attribute("html", "data-range") == "15m"
+    finally:
+        server.stop()
+    assert "Traceback" not in server.output()
+
+
+def test_without_a_store_the_longer_ranges_are_disabled_and_say_why(workdir: Path, watched: Watched) -> None:
+    server = start_server(workdir, "--sim-units", "1", "--sim-seed", "5", "--store", "memory")
+    try:
+        page = watched.page
+        page.goto(server.url)
+        watched.live()
+        page.wait_for_selector('html[data-history-api="false"]', state="attached", timeout=10000)
+        for key in ("24h", "7d"):
+            button = f'#range button[data-range="{key}"]'
+            assert page.is_disabled(button)
+            assert "keeps no history" in (page.get_attribute(button, "title") or "")
+        assert not page.is_disabled('#range button[data-range="15m"]')
+        assert page.get_attribute("html", "data-range") == "15m"
+    finally:
+        server.stop()
+    assert "Traceback" not in server.output()
+    # Chromium reports the 404 of the probe on the console; nothing else may be there.
+    watched.errors[:] = [e for e in watched.errors if not e.startswith("console: Failed to load resource")]

@@ -9,7 +9,9 @@
  * the charts' past. signin.js asks for a token when the server needs one.
  */
 
-import { onOpenAlarmPoint, acksUnsupported, renderAlarms } from './alarms.js';
+import {
+  acksUnsupported, alarmRefused, onOpenAlarmPoint, renderAlarms, shelveAnswered
+} from './alarms.js';
 import { onOpenPoint, rebuild, renderSummary, updateAllViews, updateView } from './cards.js';
 import { detailPoint, markAllDirty, markDirty, onVisibilityChange, redrawDetail } from './charts.js';
 import { $ } from './dom.js';
@@ -23,6 +25,7 @@ import { abandon, answered, firstState, holdRequests, requireToken, startSocket 
 import {
   applyAlarm, applyHistory, applySnapshot, applyUpdate, clearPendingAck, mirror, replaceAlarms
 } from './state.js';
+import { initRanges, probeHistoryApi, refreshRange } from './ranges.js';
 import { loadTerms, terms } from './terms.js';
 import {
   loadTemperatureUnit, saveTemperatureUnit, setTemperatureUnit, TEMP_KEY, temperatureUnit
@@ -49,6 +52,10 @@ function handleMessage(m) {
       }
       break;
     case 'acked': answered('ack', m.alarm); break; // the alarm transition carries the new state
+    case 'shelved':
+      answered('shelve', m.alarm);
+      shelveAnswered(m.alarm);
+      break;
     case 'pong': answered('ping'); break;
     case 'authenticated': {
       const asked = answered('auth');
@@ -76,7 +83,9 @@ function onSnapshot(m) {
   showMerged(merged);
   rebuild();
   renderAlarms();
-  requestHistory(Object.keys(m.points && typeof m.points === 'object' ? m.points : {}));
+  const ids = Object.keys(m.points && typeof m.points === 'object' ? m.points : {});
+  requestHistory(ids);
+  probeHistoryApi(ids.slice().sort()[0]);  // whether the longer trend ranges are there
 }
 
 function onUpdate(m) {
@@ -105,6 +114,7 @@ function onError(m) {
     holdRequests(RATE_LIMITED_PAUSE_MS);
     if (failed && failed.type === 'history') retryHistory(failed.id);
     if (failed && failed.type === 'ack') clearPendingAck(failed.id);
+    if (failed && (failed.type === 'ack' || failed.type === 'shelve')) alarmRefused(failed.id, code);
     renderAlarms();
     return;
   }
@@ -118,7 +128,9 @@ function onError(m) {
   } else if (failed && failed.type === 'ack') {
     clearPendingAck(failed.id);
     if (unsupported) acksUnsupported();
-    renderAlarms();
+    alarmRefused(failed.id, code);
+  } else if (failed && failed.type === 'shelve') {
+    alarmRefused(failed.id, code);  // forbidden (no shelve claim), wrong_state...: said next to the alarm
   } else if (window.console && console.debug) {
     console.debug('hvac-push: server error', code, m.detail);
   }
@@ -159,12 +171,17 @@ async function start() {
   await loadTerms();
   requireToken(terms.auth_required);
   initSignin();
+  initRanges(() => Array.from(mirror.points.keys()), () => {
+    redrawDetail();
+    markAllDirty();
+  });
   setInterval(() => {
     showConnectionAge();
     pumpHistory();
   }, 250);
   setInterval(() => {
     // Time moves on even when values do not: scroll every chart once a second.
+    refreshRange();
     redrawDetail();
     markAllDirty();
   }, 1000);

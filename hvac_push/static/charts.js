@@ -7,12 +7,13 @@
 import { formatClock, formatNumber } from './format.js';
 import { isFlag, splitId } from './points.js';
 import { mirror } from './state.js';
+import { rangeSeconds, rangeSeries } from './ranges.js';
 import { terms } from './terms.js';
 import { displayNumber, displayUnit } from './units.js';
 
 const SPARK_WINDOW_S = 10 * 60;   // what a card's sparkline shows
 const MIN_SPAN_S = 5;             // the shortest time span a chart is stretched to
-const TIME_STEPS = [1, 2, 5, 10, 15, 30, 60, 120, 180, 300, 600, 900, 1800];
+const TIME_STEPS = [1, 2, 5, 10, 15, 30, 60, 120, 180, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400];
 
 const sparks = new Map();         // point id -> its sparkline's canvas
 const dirty = new Set();          // point ids whose chart needs a redraw
@@ -229,13 +230,18 @@ function timeRange(series, window) {
   return { t0, t1 };
 }
 
+/** What a chart of C{id} draws: the selected long range (ranges.js), or the live window. */
+function seriesOf(id) {
+  return rangeSeries(id) || mirror.series.get(id) || [];
+}
+
 function drawSpark(canvas, id) {
   const g = prepare(canvas);
   if (!g) return;
-  const series = mirror.series.get(id) || [];
+  const series = seriesOf(id);
   const p = mirror.points.get(id);
   if (!p || !series.length) return;
-  const span = timeRange(series, Math.min(SPARK_WINDOW_S, terms.history_window));
+  const span = timeRange(series, rangeSeconds() || Math.min(SPARK_WINDOW_S, terms.history_window));
   const samples = visible(series, span.t0);
   if (!samples.length) return;
   const box = { x: 1, y: 3, w: g.w - 4, h: g.h - 6 };
@@ -246,7 +252,15 @@ function drawSpark(canvas, id) {
 }
 
 function spanLabel(seconds) {
+  if (seconds >= 2 * 86400 - 60) return 'last ' + Math.round(seconds / 86400) + ' d';
+  if (seconds >= 2 * 3600 - 60) return 'last ' + Math.round(seconds / 3600) + ' h';
   return seconds >= 90 ? 'last ' + Math.round(seconds / 60) + ' min' : 'last ' + Math.round(seconds) + ' s';
+}
+
+/** A time axis label: the clock, or the day for day-long ticks. */
+function tickLabel(t, step) {
+  if (step >= 86400) return new Date(t * 1000).toLocaleDateString([], { weekday: 'short', day: 'numeric' });
+  return step < 60 ? formatClock(t) : formatClock(t).slice(0, 5);
 }
 
 function niceStep(span, count) {
@@ -265,8 +279,8 @@ function drawDetail() {
   if (!g || !p) return;
   const ctx = g.ctx;
   const c = colours();
-  const series = mirror.series.get(id) || [];
-  const { t0, t1 } = timeRange(series, terms.history_window);
+  const series = seriesOf(id);
+  const { t0, t1 } = timeRange(series, rangeSeconds() || terms.history_window);
   const samples = visible(series, t0);
   const box = { x: 56, y: 10, w: g.w - 70, h: g.h - 36 };
   ctx.font = '12px system-ui, sans-serif';
@@ -275,7 +289,7 @@ function drawDetail() {
   ctx.lineWidth = 1;
 
   // Time axis: about six ticks at round times.
-  const tickS = TIME_STEPS.filter((step) => (t1 - t0) / step <= 7)[0] || 3600;
+  const tickS = TIME_STEPS.filter((step) => (t1 - t0) / step <= 7)[0] || 86400;
   ctx.textAlign = 'center';
   ctx.textBaseline = 'top';
   for (let t = Math.ceil(t0 / tickS) * tickS; t <= t1; t += tickS) {
@@ -284,7 +298,7 @@ function drawDetail() {
     ctx.moveTo(Math.round(tx) + 0.5, box.y);
     ctx.lineTo(Math.round(tx) + 0.5, box.y + box.h);
     ctx.stroke();
-    if (tx > box.x + 20) ctx.fillText(tickS < 60 ? formatClock(t) : formatClock(t).slice(0, 5), tx, box.y + box.h + 6);
+    if (tx > box.x + 20) ctx.fillText(tickLabel(t, tickS), tx, box.y + box.h + 6);
   }
 
   const stats = detail.stats;

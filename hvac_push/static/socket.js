@@ -268,6 +268,8 @@ function ping() {
 /** Whether the server needs a token (client-limits.json), before startSocket. */
 export function requireToken(required) { auth.required = required === true; }
 export function tokenRequired() { return auth.required; }
+/** The token in use (null without one): for the page's HTTP requests to the same server. */
+export function currentToken() { return auth.token; }
 
 /**
  * Use C{token} from now on. Connected: ask the server to refresh this connection's
