@@ -245,7 +245,7 @@ class Options(usage.Options):
          _number(float, "default-interval", 0.1, 86_400)],
         ["log-format", None, "text", "Log lines as text, or as json (one object per line on stdout; needs -n).",
          _choice("log-format", ("text", "json"))],
-        ["config", None, None, "Plant config file (TOML): sites, units, points and their MQTT / Modbus TCP "
+        ["config", None, None, "Plant config file (TOML): sites, units, points and their MQTT, Modbus TCP and BACnet/IP "
          "sources, instead of the simulator (see docs/sources.md). SIGHUP reloads it."],
         ["store", None, None, "Where trends, the alarm journal and last values are kept: sqlite:PATH (default "
          "sqlite:hvac-push.db), postgresql://user@host/db, or memory (nothing kept across restarts). "
