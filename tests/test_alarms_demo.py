@@ -8,7 +8,8 @@ from hvac_push.analytics.alarms import AlarmEngine
 from hvac_push.analytics.rules import FaultRules, simulator_rules
 from hvac_push.core.hub import Hub
 from hvac_push.core.points import PointMeta
-from hvac_push.ops.tap import Options, _demo_limits
+from hvac_push.ops.tap import Options
+from hvac_push.sources.simulator import demo_limits
 from hvac_push.sources.simulator import FAULT_FIRST_S, PlantModel, SimulatorProducer
 
 T0 = 1_800_000_000.0
@@ -23,7 +24,7 @@ def run_plant(seconds: float, *, faults: bool, seed: int = 7, rules: bool = Fals
     model = PlantModel(units=6, seed=seed, faults=faults)
     hub = Hub(epoch="E", clock=clock.seconds)
     for point_id in model.point_ids():
-        hub.configure(point_id, PointMeta(expected_interval=1.0, limits=_demo_limits(point_id)))
+        hub.configure(point_id, PointMeta(expected_interval=1.0, limits=demo_limits(point_id)))
     engine = AlarmEngine(hub, clock)
     heard: list[tuple[float, str, str]] = []
     engine.add_listener(lambda seq, alarm: heard.append((clock.seconds() - T0, alarm.id, alarm.state)))

@@ -29,7 +29,7 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from twisted.application.service import Service
@@ -40,6 +40,7 @@ from hvac_push.core.follow import HubFollower
 from hvac_push.core.hub import Hub
 from hvac_push.core.points import Point
 from hvac_push.ops.service import PushService
+from hvac_push.sources.mqtt import MqttProducer
 from hvac_push.sources.mqtt_client import MqttBroker, MqttTls, default_port, make_client, redact_url
 
 DEFAULT_PREFIX = "hvac"
@@ -357,8 +358,6 @@ def _fire(d: Deferred[None]) -> None:
 
 def mqtt_fed(push: PushService) -> Callable[[str], bool]:
     """C{exclude} for L{MqttBridge}: true for points an MQTT source of C{push} has published."""
-    from hvac_push.sources.mqtt import MqttProducer
-
     def fed(point_id: str) -> bool:
         return any(isinstance(s.producer, MqttProducer) and point_id in s.point_ids for s in push.producers)
 
@@ -416,13 +415,36 @@ def edge_meta(push: PushService) -> Callable[[str, str | None, float | None], No
 
 def subscriber(link: BrokerLink, name: str = "mqtt") -> Any:
     """The MQTT source for C{--subscribe}: every point under the broker URL's prefix."""
-    from hvac_push.sources.mqtt import MqttProducer
-
     return MqttProducer(
         name, link.broker, topic_template=link.template, discover=True, reconnect_min=0.5, reconnect_max=10.0,
     )
 
 
+
+
+def install_links(
+    service: PushService, reactor: Any, *, subscribe: Sequence[BrokerLink] = (), publish: Sequence[BrokerLink] = (),
+) -> None:
+    """--subscribe (edge) and --publish (collector): a service's MQTT links to other nodes (docs/deployment.md).
+
+    Every MQTT source then also takes point names and intervals from payloads,
+    and the edge is held at 503 until the retained state is in (C{mqtt-sync});
+    each --publish broker gets its own named bridge and health check.
+    """
+    for index, link in enumerate(subscribe):
+        service.add_producer(subscriber(link, name=f"subscribe.{index + 1}"))
+    mqtt_sources = [s.producer for s in service.producers if isinstance(s.producer, MqttProducer)]
+    for source in mqtt_sources:
+        source.on_meta = edge_meta(service)
+    if mqtt_sources:
+        add_sync_readiness(service)
+    for index, link in enumerate(publish):
+        name = f"mqtt-publish.{index + 1}"
+        bridge = MqttBridge(service.hub, reactor, link, exclude=mqtt_fed(service), name=name)
+        bridge.setServiceParent(service)
+        service.add_readiness_check(name, bridge.health)
+
 __all__ = [
+    "install_links",
     "BrokerLink", "MqttBridge", "add_sync_readiness", "edge_meta", "mqtt_fed", "parse_broker_url", "subscriber",
 ]

@@ -15,6 +15,7 @@ from hvac_push.transport.wsoptions import parse_ws_option
 
 if TYPE_CHECKING:  # imported when called, to keep twistd's plugin scan light
     from hvac_push.ops.service import PushService
+    from hvac_push.sources.simulator import SimulatorProducer
 
 DEFAULT_LISTEN = "tcp:8080"
 
@@ -56,24 +57,6 @@ def _broker_url(option: str, text: str) -> Any:
         return parse_broker_url(text)
     except ValueError as e:
         raise usage.UsageError(f"--{option}: {e}") from None
-
-
-def _cluster(service: Any, config: Any, reactor: Any) -> None:
-    """--subscribe (edge) and --publish (collector): the MQTT links between nodes (docs/deployment.md)."""
-    from hvac_push.ops.cluster import MqttBridge, add_sync_readiness, edge_meta, mqtt_fed, subscriber
-    from hvac_push.sources.mqtt import MqttProducer
-
-    for index, link in enumerate(config.get("subscribe") or []):
-        service.add_producer(subscriber(link, name=f"subscribe.{index + 1}"))
-    mqtt_sources = [s.producer for s in service.producers if isinstance(s.producer, MqttProducer)]
-    for source in mqtt_sources:
-        source.on_meta = edge_meta(service)
-    if mqtt_sources:
-        add_sync_readiness(service)
-    for index, link in enumerate(config.get("publish") or []):
-        bridge = MqttBridge(service.hub, reactor, link, exclude=mqtt_fed(service), name=f"mqtt-publish.{index + 1}")
-        bridge.setServiceParent(service)
-        service.add_readiness_check(f"mqtt-publish.{index + 1}", bridge.health)
 
 
 def _retention(text: str) -> Any:
@@ -353,28 +336,10 @@ def _store(options: usage.Options) -> Any:
         raise usage.UsageError(f"{origin}: {e}") from None
 
 
-def configure_simulated_points(service: Any, simulator: Any) -> None:
-    """Each simulated point updates every C{points / rate} seconds: that is its expected interval."""
-    from hvac_push.core.points import PointMeta
-
-    point_ids = simulator.model.point_ids()
-    interval = max(len(point_ids) / simulator.rate, 0.1)
-    for point_id in point_ids:
-        service.hub.configure(point_id, PointMeta(expected_interval=interval, limits=_demo_limits(point_id)))
-
-
-def _demo_limits(point_id: str) -> Any:
-    """Plausible alarm limits for the simulated plant, so the demo shows alarms."""
-    from hvac_push.core.points import AlarmLimits
-
-    unit, point = point_id.split("/")[1:]
-    if point != "supply_temp":
-        return None
-    if unit.startswith("chiller"):
-        return AlarmLimits(high=9.0, low=4.0, deadband=0.3, delay=5.0, severity="major")
-    if unit.startswith("crac"):
-        return AlarmLimits(high=22.0, low=15.0, deadband=0.5, delay=5.0, severity="critical")
-    return AlarmLimits(high=17.0, low=10.0, deadband=0.5, delay=5.0, severity="minor")
+def configure_simulated_points(service: PushService, simulator: SimulatorProducer) -> None:
+    """The hub learns what the simulator promises about its points (interval, demo alarm limits)."""
+    for point_id, meta in simulator.point_meta().items():
+        service.hub.configure(point_id, meta)
 
 
 def makeService(config: Options, reactor: Any = None) -> PushService:
@@ -424,7 +389,9 @@ def makeService(config: Options, reactor: Any = None) -> PushService:
             # Forecasts, energy, efficiency and equipment health as live points (docs/derived.md).
             DerivedPoints(service.hub, reactor, simulator_settings(simulator.model.unit_names), alarms=service.alarms)
         service.add_producer(simulator)
-    _cluster(service, config, reactor)
+    from hvac_push.ops.cluster import install_links
+
+    install_links(service, reactor, subscribe=config.get("subscribe") or (), publish=config.get("publish") or ())
     for description in config["listen"]:
         service.add_listener(description)
     return service

@@ -32,7 +32,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from hvac_push.core.points import Sample, Value, check_point_id
+from hvac_push.core.points import AlarmLimits, PointMeta, Sample, Value, check_point_id
 
 # --- tuning knobs (seconds, °C, fractions) ---------------------------------------
 
@@ -407,6 +407,13 @@ class SimulatorProducer:
         self.model = PlantModel(units=units, seed=seed, site=site, faults=faults)
         self._cursor = 0
 
+    def point_meta(self) -> dict[str, PointMeta]:
+        """What the simulator promises about each point: it updates every C{points / rate} seconds
+        (its expected interval), and plausible alarm limits, so the demo shows alarms."""
+        point_ids = self.model.point_ids()
+        interval = max(len(point_ids) / self.rate, 0.1)
+        return {p: PointMeta(expected_interval=interval, limits=demo_limits(p)) for p in point_ids}
+
     def run(self, publish: Callable[[Sequence[Sample]], None], stop: threading.Event) -> None:
         """Publish the full initial state, then paced batches until C{stop} is set.
 
@@ -459,4 +466,18 @@ class SimulatorProducer:
             publish(batch)
 
 
-__all__ = ["POINTS", "PlantModel", "SimulatorProducer"]
+
+
+def demo_limits(point_id: str) -> AlarmLimits | None:
+    """Plausible supply-temperature alarm limits for a simulated unit (None for other points)."""
+    unit, point = point_id.split("/")[1:]
+    if point != "supply_temp":
+        return None
+    if unit.startswith("chiller"):
+        return AlarmLimits(high=9.0, low=4.0, deadband=0.3, delay=5.0, severity="major")
+    if unit.startswith("crac"):
+        return AlarmLimits(high=22.0, low=15.0, deadband=0.5, delay=5.0, severity="critical")
+    return AlarmLimits(high=17.0, low=10.0, deadband=0.5, delay=5.0, severity="minor")
+
+
+__all__ = ["POINTS", "PlantModel", "SimulatorProducer", "demo_limits"]
