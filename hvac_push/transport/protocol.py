@@ -560,7 +560,7 @@ class PushServerProtocol(WebSocketServerProtocol):
         if self._abort_call is not None:
             return
         if self.state == self.STATE_OPEN:
-            self.sendCloseFrame(code=code, reasonUtf8=reason.encode("utf-8")[:123], isReply=False)
+            self.send_close(code, reason)
         grace = getattr(self, "closeHandshakeTimeout", 0) or 5.0
         self._abort_call = self.factory.reactor.callLater(grace, self._abort)
 
