@@ -93,7 +93,7 @@ def test_the_shipped_example_loads():
         (
             GOOD.replace('type = "float32"', 'type = "float"'),
             "plant.toml: units.chiller-1.points.supply_temp.type: "
-            "expected one of int16, uint16, int32, uint32, float32, got 'float'",
+            "expected one of int16, uint16, int32, uint32, int64, uint64, float32, float64, string, got 'float'",
         ),
         (
             GOOD.replace('source = "modbus.plc"', 'source = "modbus.plc2"'),

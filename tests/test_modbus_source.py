@@ -196,3 +196,84 @@ async def test_an_unreachable_device_never_blocks_the_reactor():
         await client.closed
     finally:
         await stop_server(running)
+
+
+# -- status bits, byte order, 64-bit types, strings ------------------------------
+
+
+@pytest.mark.parametrize(
+    "point, words, value",
+    [
+        (ModbusPoint("p/u/x", 0, bit=0), [0x0001], True),
+        (ModbusPoint("p/u/x", 0, bit=1), [0x0001], False),
+        (ModbusPoint("p/u/x", 0, bit=15), [0x8000], True),
+        (ModbusPoint("p/u/x", 0, type="uint32", bit=16), [0x0001, 0x0000], True),
+        (ModbusPoint("p/u/x", 0, type="int16", byte_order="little"), [0xFEFF], -2),
+        (ModbusPoint("p/u/x", 0, type="float32", byte_order="little"), [0xE640, 0x6666], 7.2),
+        (ModbusPoint("p/u/x", 0, type="float32", word_order="little", byte_order="little"), [0x6666, 0xE640], 7.2),
+        (ModbusPoint("p/u/x", 0, type="int64"), [0xFFFF, 0xFFFF, 0xFFFF, 0xFFFE], -2),
+        (ModbusPoint("p/u/x", 0, type="uint64"), [0x0001, 0x0000, 0x0000, 0x0000], 2**48),
+        (ModbusPoint("p/u/x", 0, type="uint64", word_order="little"), [0x0000, 0x0000, 0x0000, 0x0001], 2**48),
+        (ModbusPoint("p/u/x", 0, type="float64"), [0x4046, 0xD47A, 0xE147, 0xAE14], 45.66),
+        (ModbusPoint("p/u/x", 0, type="float64", word_order="little", byte_order="little"),
+         [0x14AE, 0x47E1, 0x7AD4, 0x4640], 45.66),
+        (ModbusPoint("p/u/x", 0, type="string", length=5), [0x4348, 0x2D31, 0x4100], "CH-1A"),
+        (ModbusPoint("p/u/x", 0, type="string", length=6, byte_order="little"), [0x4843, 0x312D, 0x2041], "CH-1A"),
+    ],
+)
+def test_decode_bits_byte_orders_64_bit_types_and_strings(point, words, value):
+    assert point.count == len(words)
+    assert decode(point, words) == value
+    if point.bit is None:
+        assert decode(point, encode(point, value)) == value
+
+
+def test_a_set_bit_is_read_whatever_the_other_bits_say():
+    running = ModbusPoint("p/u/running", 0, bit=3)
+    assert decode(running, [0b1111_1111_1111_0111]) is False
+    assert decode(running, [0b0000_0000_0000_1000]) is True
+    assert encode(running, True) == [0b1000]
+
+
+def test_bad_new_register_maps_are_refused():
+    with pytest.raises(ValueError, match="bit must be 0..15"):
+        ModbusPoint("p/u/x", 0, bit=16)
+    with pytest.raises(ValueError, match="bit needs an integer type"):
+        ModbusPoint("p/u/x", 0, type="float32", bit=1)
+    with pytest.raises(ValueError, match="length must be"):
+        ModbusPoint("p/u/x", 0, type="string")
+    with pytest.raises(ValueError, match="byte_order"):
+        ModbusPoint("p/u/x", 0, byte_order="middle")
+    with pytest.raises(ValueError, match="out of range"):
+        ModbusPoint("p/u/x", 65533, type="float64")
+    with pytest.raises(ValueError):
+        decode(ModbusPoint("p/u/x", 0, type="float64"), [0x7FF8, 0, 0, 0])  # NaN
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_status_word_a_float64_a_byte_swapped_uint64_and_a_string_reach_a_websocket_client(modbus_server):
+    running = ModbusPoint("plant/chiller-1/running", 40, bit=0)
+    tripped = ModbusPoint("plant/chiller-1/tripped", 40, bit=5)
+    power = ModbusPoint("plant/meter-1/power", 60, type="float64", unit="kW")
+    energy = ModbusPoint("plant/meter-1/energy", 50, type="uint64", byte_order="little", word_order="little", unit="Wh")
+    model = ModbusPoint("plant/chiller-1/model", 70, type="string", length=10)
+    modbus_server.set("holding", 40, [0b0000_0000_0010_0001])
+    modbus_server.set("holding", 60, encode(power, 123.456789012))
+    modbus_server.set("holding", 50, encode(energy, 5_000_000_000))
+    modbus_server.set("holding", 70, encode(model, "30XA-1002"))
+    running_service = await start_server([_producer(modbus_server, [running, tripped, power, energy, model])])
+    try:
+        client = await within(5, connect(reactor(), running_service.port))
+        state = await until_state(client, lambda s: len(s) == 5)
+        assert state["plant/chiller-1/running"]["value"] is True
+        assert state["plant/chiller-1/tripped"]["value"] is True
+        assert state["plant/meter-1/power"]["value"] == 123.456789012
+        assert state["plant/meter-1/energy"]["value"] == 5_000_000_000
+        assert state["plant/chiller-1/model"]["value"] == "30XA-1002"
+        modbus_server.set("holding", 40, [0b0000_0000_0000_0001])  # the trip bit clears, running stays
+        state = await until_state(client, lambda s: s["plant/chiller-1/tripped"]["value"] is False)
+        assert state["plant/chiller-1/running"]["value"] is True
+        client.sendClose()
+        await client.closed
+    finally:
+        await stop_server(running_service)

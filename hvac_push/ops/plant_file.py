@@ -47,13 +47,15 @@ from hvac_push.analytics.rules import Thresholds, UnitRules
 from hvac_push.analytics.units import INPUT_QUANTITIES, check as check_unit
 from hvac_push.core.points import SEVERITIES, AlarmLimits, PointMeta, is_name
 from hvac_push.sources.mqtt import DEFAULT_TEMPLATE, check_topic, check_topic_template
+from hvac_push.sources.modbus_codec import MAX_STRING as MODBUS_MAX_STRING
+from hvac_push.sources.modbus_codec import registers_of as modbus_registers
 from hvac_push.sources.mqtt_client import MqttBroker, MqttTls, default_port
 
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_\-]+$")
 
 DEFAULT_SITE = "plant"
 MODBUS_TABLES = ("holding", "input", "coil", "discrete")
-MODBUS_TYPES = ("int16", "uint16", "int32", "uint32", "float32")
+MODBUS_TYPES = ("int16", "uint16", "int32", "uint32", "int64", "uint64", "float32", "float64", "string")
 WORD_ORDERS = ("big", "little")
 SIMULATOR = "simulator"
 
@@ -120,6 +122,11 @@ class RegisterConfig:
     word_order: str = "big"
     scale: float = 1.0
     offset: float = 0.0
+    #: One bit of an integer register, read as a bool (a status word).
+    bit: int | None = None
+    byte_order: str = "big"
+    #: C{string} only: its length in characters (two per register).
+    length: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -381,7 +388,7 @@ _ALARM_KEYS = (
     "group", "notification_class",
 )
 _MQTT_POINT_KEYS = ("topic",)
-_MODBUS_POINT_KEYS = ("register", "table", "type", "word_order", "scale", "offset")
+_MODBUS_POINT_KEYS = ("register", "table", "type", "word_order", "scale", "offset", "bit", "byte_order", "length")
 _COMMON_POINT_KEYS = ("name", "unit", "interval", "alarm", "source")
 _BACNET_POINT_KEYS = ("device", "address", "object", "property", "cov_increment")
 _POINT_KEYS = _COMMON_POINT_KEYS + _MQTT_POINT_KEYS + _MODBUS_POINT_KEYS + _BACNET_POINT_KEYS
@@ -642,23 +649,48 @@ def _register(c: _Checker, t: dict[str, Any], path: str) -> RegisterConfig | Non
     table = c.choice(t, "table", path, None, MODBUS_TABLES)
     address = c.integer(t, "register", path, None, 0, 65535, required=True)
     if table in ("coil", "discrete"):
-        for key in ("type", "word_order", "scale", "offset"):
+        for key in ("type", "word_order", "byte_order", "scale", "offset", "bit", "length"):
             if key in t:
                 c.error(_join(path, key), f"not used for a {table} (it is read as true/false)")
         return None if address is None else RegisterConfig(address, table, "bool")
     kind = c.choice(t, "type", path, None, MODBUS_TYPES) or _default(RegisterConfig, "type")
     if kind.endswith("16") and "word_order" in t:
         c.error(_join(path, "word_order"), f"not used for {kind} (one register)")
-    if kind.endswith("32") and address is not None and address > 65534:
-        c.error(_join(path, "register"), f"a {kind} needs two registers, {address} is the last one")
+    length: int | None = None
+    if kind == "string":
+        length = c.integer(t, "length", path, None, 1, MODBUS_MAX_STRING, required=True)
+        for key in ("word_order", "scale", "offset", "bit"):
+            if key in t:
+                c.error(_join(path, key), "not used for a string")
+    elif "length" in t:
+        c.error(_join(path, "length"), f"only for type = \"string\" (this one is {kind})")
+    registers = modbus_registers(kind, length or 0)
+    if registers > 1 and address is not None and address > 65536 - registers:
+        c.error(_join(path, "register"), f"a {kind} needs {registers} registers, {address} is too near the end")
+    bit: int | None = None
+    if "bit" in t and kind != "string":
+        if kind.startswith("float"):
+            c.error(_join(path, "bit"), f"needs an integer type, not {kind}")
+        else:
+            bit = c.integer(t, "bit", path, None, 0, 16 * registers - 1)
+            for key in ("scale", "offset"):
+                if key in t:
+                    c.error(_join(path, key), "not used with bit (the value is true/false)")
     scale = c.number(t, "scale", path)
     if scale == 0:
         c.error(_join(path, "scale"), "must not be 0")
     word_order = c.choice(t, "word_order", path, None, WORD_ORDERS)
+    byte_order = c.choice(t, "byte_order", path, None, WORD_ORDERS)
     offset = c.number(t, "offset", path)
     if address is None:
         return None
-    return RegisterConfig(address, **_given(table=table, type=kind, word_order=word_order, scale=scale, offset=offset))
+    return RegisterConfig(
+        address,
+        **_given(
+            table=table, type=kind, word_order=word_order, scale=scale, offset=offset, bit=bit,
+            byte_order=byte_order, length=length,
+        ),
+    )
 
 
 def _simulated(simulator: SimulatorConfig | None) -> tuple[list[str], set[str]]:

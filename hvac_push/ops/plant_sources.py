@@ -96,7 +96,10 @@ def build_producer(spec: Spec) -> Producer:
             if r is None:
                 raise ValueError(f"{p.point_id}: a Modbus point without a register")
             modbus_points.append(
-                ModbusPoint(p.point_id, r.address, r.table, r.type, r.word_order, r.scale, r.offset, p.unit)
+                ModbusPoint(
+                    p.point_id, r.address, r.table, r.type, r.word_order, r.scale, r.offset, p.unit,
+                    bit=r.bit, byte_order=r.byte_order, length=r.length,
+                )
             )
         return ModbusProducer(
             source.key,

@@ -14,7 +14,6 @@ Nothing here runs on, or blocks, the reactor thread.
 from __future__ import annotations
 
 import inspect
-import math
 import struct
 import threading
 import time
@@ -22,13 +21,11 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence
 
-from hvac_push.core.points import Sample, Value, check_point_id
+from hvac_push.core.points import Sample
 from hvac_push.sources.common import Backoff, PointStates, log
+from hvac_push.sources.modbus_codec import TABLES, ModbusPoint, decode, encode
 from hvac_push.sources.supervisor import count_error, report_connection
 
-TABLES = ("holding", "input", "coil", "discrete")
-TYPES = ("int16", "uint16", "int32", "uint32", "float32", "bool")
-_STRUCT = {"int16": ">h", "uint16": ">H", "int32": ">i", "uint32": ">I", "float32": ">f"}
 _READ = {
     "holding": "read_holding_registers",
     "input": "read_input_registers",
@@ -40,83 +37,6 @@ MAX_REGISTERS = 125
 MAX_BITS = 2000
 #: Addresses this far apart (or closer) are read in one request.
 MERGE_GAP = 8
-
-
-@dataclass(frozen=True, slots=True)
-class ModbusPoint:
-    """One point's place in a device and how to turn its raw words into a value."""
-
-    point_id: str
-    address: int
-    table: str = "holding"
-    type: str = "uint16"
-    #: For 32-bit types: "big" = high word first (at C{address}), "little" = low word first.
-    word_order: str = "big"
-    scale: float = 1.0
-    offset: float = 0.0
-    unit: str = ""
-
-    def __post_init__(self) -> None:
-        check_point_id(self.point_id)
-        if self.table not in TABLES:
-            raise ValueError(f"{self.point_id}: table must be one of {', '.join(TABLES)}")
-        kind = "bool" if self.table in ("coil", "discrete") else self.type
-        if kind != self.type:
-            object.__setattr__(self, "type", kind)
-        if self.type not in TYPES or (self.type == "bool") != (self.table in ("coil", "discrete")):
-            raise ValueError(f"{self.point_id}: type {self.type!r} does not fit table {self.table!r}")
-        if self.word_order not in ("big", "little"):
-            raise ValueError(f"{self.point_id}: word_order must be 'big' or 'little'")
-        if not 0 <= self.address <= 65535 - (self.count - 1):
-            raise ValueError(f"{self.point_id}: address {self.address} out of range")
-        if self.scale == 0 or not math.isfinite(self.scale) or not math.isfinite(self.offset):
-            raise ValueError(f"{self.point_id}: scale must be finite and non-zero, offset finite")
-
-    @property
-    def count(self) -> int:
-        """Registers (or bits) the point occupies."""
-        return 2 if self.type.endswith("32") else 1
-
-
-def decode(point: ModbusPoint, words: Sequence[int] | Sequence[bool]) -> Value:
-    """The value of C{point} from its own raw registers (or bits), scaled.
-
-    Raises C{ValueError} for a value that cannot be carried (NaN, infinity).
-    """
-    if point.type == "bool":
-        return bool(words[0])
-    raw = list(words[: point.count])
-    if len(raw) != point.count:
-        raise ValueError(f"expected {point.count} registers, got {len(raw)}")
-    if point.word_order == "little":
-        raw.reverse()
-    data = b"".join((int(w) & 0xFFFF).to_bytes(2, "big") for w in raw)
-    number: int | float
-    (number,) = struct.unpack(_STRUCT[point.type], data)
-    if point.type == "float32":
-        if not math.isfinite(number):
-            raise ValueError(f"not a finite number: {number}")
-        number = float(f"{number:.7g}")  # the precision a float32 really has
-    if point.scale == 1.0 and point.offset == 0.0:
-        return number
-    scaled = number * point.scale + point.offset
-    if not math.isfinite(scaled):
-        raise ValueError(f"scaled value is not finite: {scaled}")
-    return float(f"{scaled:.12g}")  # drop binary noise such as 21.500000000000004
-
-
-def encode(point: ModbusPoint, value: float | int | bool) -> list[int]:
-    """The raw registers a device holds for C{value} (the inverse of L{decode}); for tests and tools."""
-    if point.type == "bool":
-        return [int(bool(value))]
-    raw = (value - point.offset) / point.scale if (point.scale, point.offset) != (1.0, 0.0) else value
-    if point.type != "float32":
-        raw = int(round(raw))
-    data = struct.pack(_STRUCT[point.type], raw)
-    words = [int.from_bytes(data[i : i + 2], "big") for i in range(0, len(data), 2)]
-    if point.word_order == "little":
-        words.reverse()
-    return words
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,97 @@
+"""The plant file's Modbus register keys (bit, byte_order, 64-bit types, strings, intervals, gateways):
+good maps load into producers, bad ones give one line naming the key."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from hvac_push.ops.plant_file import ConfigError, PlantConfig, parse_config
+from hvac_push.ops.plant_sources import build_producer, producer_specs
+from hvac_push.sources.modbus import ModbusProducer
+from hvac_push.sources.modbus_codec import ModbusPoint
+
+HEAD = """
+[modbus.plc]
+host = "127.0.0.1"
+port = 15020
+
+[units.chiller-1]
+source = "modbus.plc"
+"""
+
+
+def parse(text: str) -> PlantConfig:
+    return parse_config(textwrap.dedent(HEAD + text), "plant.toml")
+
+
+def error_of(text: str) -> str:
+    with pytest.raises(ConfigError) as e:
+        parse(text)
+    return e.value.errors[0]
+
+
+def test_status_bits_byte_order_64_bit_types_and_strings_reach_the_producer():
+    plant = parse(
+        """
+        [units.chiller-1.points.running]
+        register = 40
+        bit = 0
+        [units.chiller-1.points.alarm_active]
+        register = 40
+        bit = 15
+        [units.chiller-1.points.energy]
+        register = 50
+        type = "uint64"
+        byte_order = "little"
+        word_order = "little"
+        unit = "Wh"
+        [units.chiller-1.points.power]
+        register = 60
+        type = "float64"
+        [units.chiller-1.points.serial]
+        register = 70
+        type = "string"
+        length = 12
+        """
+    )
+    (spec,) = producer_specs(plant).values()
+    producer = build_producer(spec)
+    assert isinstance(producer, ModbusProducer)
+    by_id = {p.point_id: p for p in producer.points}
+    assert by_id["plant/chiller-1/running"] == ModbusPoint("plant/chiller-1/running", 40, bit=0)
+    assert by_id["plant/chiller-1/alarm_active"].bit == 15
+    energy = by_id["plant/chiller-1/energy"]
+    assert (energy.type, energy.byte_order, energy.word_order, energy.count, energy.unit) == (
+        "uint64", "little", "little", 4, "Wh",
+    )
+    assert by_id["plant/chiller-1/power"].count == 4
+    serial = by_id["plant/chiller-1/serial"]
+    assert (serial.type, serial.length, serial.count) == ("string", 12, 6)
+
+
+P = "plant.toml: units.chiller-1.points.p"
+
+
+@pytest.mark.parametrize(
+    "point, message",
+    [
+        ("register = 1\nbit = 16", f"{P}.bit: must be between 0 and 15, got 16"),
+        ('register = 1\ntype = "uint32"\nbit = 32', f"{P}.bit: must be between 0 and 31, got 32"),
+        ('register = 1\ntype = "float32"\nbit = 3', f"{P}.bit: needs an integer type, not float32"),
+        ("register = 1\nbit = 3\nscale = 0.1", f"{P}.scale: not used with bit (the value is true/false)"),
+        ('register = 1\nbit = "3"', f"{P}.bit: expected an integer"),
+        ('register = 1\ntable = "coil"\nbit = 3', f"{P}.bit: not used for a coil (it is read as true/false)"),
+        ('register = 1\nbyte_order = "middle"', f"{P}.byte_order: expected one of big, little, got 'middle'"),
+        ('register = 1\ntype = "string"', f"{P}.length: required"),
+        ('register = 1\ntype = "string"\nlength = 0', f"{P}.length: must be between 1 and 250, got 0"),
+        ('register = 1\nlength = 4', f'{P}.length: only for type = "string" (this one is uint16)'),
+        ('register = 1\ntype = "string"\nlength = 4\nscale = 2', f"{P}.scale: not used for a string"),
+        ('register = 65533\ntype = "float64"', f"{P}.register: a float64 needs 4 registers, 65533 is too near the end"),
+        ('register = 1\ntype = "int128"', f"{P}.type: expected one of int16, uint16, int32, uint32, int64, uint64, "
+                                          "float32, float64, string, got 'int128'"),
+    ],
+)
+def test_a_bad_register_map_is_one_line_naming_the_key(point, message):
+    assert error_of(f"[units.chiller-1.points.p]\n{point}\n") == message
