@@ -16,7 +16,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import pytest
 
@@ -142,13 +142,25 @@ class ModbusServer:
     writes straight into the datastore from the test's thread.
     """
 
-    def __init__(self, port: int | None = None, device_id: int = 1, size: int = 200):
+    def __init__(
+        self, port: int | None = None, device_id: int = 1, size: int = 200, device_ids: Sequence[int] = (),
+    ):
         self.port = port or free_port()
-        self.device_id = device_id
+        self.device_id = device_ids[0] if device_ids else device_id
+        #: Every unit id it answers for (a gateway to several devices); C{device_id} alone by default.
+        self.device_ids = tuple(device_ids) or (device_id,)
         self.size = size
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._server: Any = None
+        #: TCP connections accepted so far (from the server's connect trace).
+        self.connections = 0
+        #: Every request received, as (device id, function code, address, count), in order.
+        self.requests: list[tuple[int, int, int, int]] = []
+        #: Set by a test: called with each request's (device id, function code, address, count); a
+        #: Modbus exception code it returns is sent instead of the answer (0x06 busy, 0x0B ...).
+        self.refuse: Callable[[tuple[int, int, int, int]], int | None] | None = None
+        self._refusals: dict[int, int] = {}
 
     def start(self, timeout: float = 10.0) -> None:
         from pymodbus.server import ModbusTcpServer
@@ -159,16 +171,24 @@ class ModbusServer:
         failed: list[BaseException] = []
 
         async def serve() -> None:
-            device = SimDevice(
-                id=self.device_id,
-                simdata=(
-                    [SimData(0, count=self.size, values=False, datatype=DataType.BITS)],
-                    [SimData(0, count=self.size, values=False, datatype=DataType.BITS)],
-                    [SimData(0, count=self.size, values=0, datatype=DataType.REGISTERS)],
-                    [SimData(0, count=self.size, values=0, datatype=DataType.REGISTERS)],
-                ),
+            devices = [
+                SimDevice(
+                    id=device_id,
+                    simdata=(
+                        [SimData(0, count=self.size, values=False, datatype=DataType.BITS)],
+                        [SimData(0, count=self.size, values=False, datatype=DataType.BITS)],
+                        [SimData(0, count=self.size, values=0, datatype=DataType.REGISTERS)],
+                        [SimData(0, count=self.size, values=0, datatype=DataType.REGISTERS)],
+                    ),
+                )
+                for device_id in self.device_ids
+            ]
+            self._server = ModbusTcpServer(
+                devices if len(devices) > 1 else devices[0],
+                address=("127.0.0.1", self.port),
+                trace_pdu=self._trace_pdu,
+                trace_connect=self._trace_connect,
             )
-            self._server = ModbusTcpServer(device, address=("127.0.0.1", self.port))
             await self._server.serve_forever(background=True)
             ready.set()
             await self._server.serving
@@ -189,12 +209,43 @@ class ModbusServer:
         if not ready.wait(timeout) or failed:
             raise RuntimeError(f"the Modbus server did not start: {failed[:1]}")
         _wait_accepting(self.port, timeout)
+        # That probe was a connection too: wait until the server has seen it, then count from zero.
+        for _ in range(100):
+            if self.connections:
+                break
+            time.sleep(0.01)
+        self.connections = 0
+        self.requests.clear()
 
-    def set(self, table: str, address: int, values: Sequence[int] | Sequence[bool]) -> None:
-        """Write raw registers (or bits) into the device's datastore."""
+    def _trace_connect(self, connected: bool) -> None:
+        if connected:
+            self.connections += 1
+
+    def _trace_pdu(self, sending: bool, pdu: Any) -> Any:
+        """Record each request; answer it with an exception when L{refuse} says so."""
+        from pymodbus.pdu import ExceptionResponse
+
+        if not sending:
+            request = (pdu.dev_id, pdu.function_code, pdu.address, pdu.count)
+            self.requests.append(request)
+            code = self.refuse(request) if self.refuse is not None else None
+            if code:
+                self._refusals[pdu.transaction_id] = code
+            return pdu
+        code = self._refusals.pop(pdu.transaction_id, None)
+        if code is None:
+            return pdu
+        return ExceptionResponse(
+            pdu.function_code & 0x7F, code, device_id=pdu.dev_id, transaction=pdu.transaction_id
+        )
+
+    def set(
+        self, table: str, address: int, values: Sequence[int] | Sequence[bool], device_id: int | None = None
+    ) -> None:
+        """Write raw registers (or bits) into the datastore of C{device_id} (the first device by default)."""
         assert self._loop is not None and self._server is not None
         coroutine = self._server.context.async_setValues(
-            self.device_id, _FUNCTION_CODES[table], address, list(values)
+            self.device_id if device_id is None else device_id, _FUNCTION_CODES[table], address, list(values)
         )
         error = asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(5)
         if error:

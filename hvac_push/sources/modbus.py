@@ -13,25 +13,28 @@ Nothing here runs on, or blocks, the reactor thread.
 
 from __future__ import annotations
 
-import inspect
 import struct
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
 from hvac_push.core.points import Sample
 from hvac_push.sources.common import Backoff, PointStates, log
 from hvac_push.sources.modbus_codec import TABLES, ModbusPoint, decode, encode
+from hvac_push.sources.modbus_gateway import (
+    GATEWAY_CODES,
+    GATEWAYS,
+    ILLEGAL_ADDRESS,
+    TRANSIENT,
+    DeviceUnreachable,
+    Gateway,
+    GatewayPool,
+    exception_reason,
+)
 from hvac_push.sources.supervisor import count_error, report_connection
 
-_READ = {
-    "holding": "read_holding_registers",
-    "input": "read_input_registers",
-    "coil": "read_coils",
-    "discrete": "read_discrete_inputs",
-}
 #: Largest read per request (the Modbus PDU limits: 125 registers, 2000 bits).
 MAX_REGISTERS = 125
 MAX_BITS = 2000
@@ -51,6 +54,7 @@ class _Block:
 
 def plan_reads(points: Iterable[ModbusPoint], gap: int = MERGE_GAP) -> list[_Block]:
     """Group points into as few reads as the Modbus limits allow."""
+    points = list(points)
     blocks: list[_Block] = []
     for table in TABLES:
         limit = MAX_BITS if table in ("coil", "discrete") else MAX_REGISTERS
@@ -71,27 +75,60 @@ def plan_reads(points: Iterable[ModbusPoint], gap: int = MERGE_GAP) -> list[_Blo
     return blocks
 
 
-class DeviceUnreachable(Exception):
-    """The device cannot be connected to, or stopped answering."""
+#: A batch split after an "illegal address" is tried whole again after this many of its polls, doubling
+#: (up to L{REJOIN_MAX}) each time the whole read is refused again.
+REJOIN_AFTER = 10
+REJOIN_MAX = 640
 
 
-def _unit_kwarg(method: Callable[..., Any]) -> str:
-    """The keyword a pymodbus read method takes for the unit id (it was renamed across versions)."""
-    try:
-        params = inspect.signature(method).parameters
-    except (TypeError, ValueError):
-        return "device_id"
-    for name in ("device_id", "slave", "unit"):
-        if name in params:
-            return name
-    return "device_id"
+class TargetUnreachable(DeviceUnreachable):
+    """The gateway answers, but not the unit behind it (0x0A, 0x0B on every read): its points are down.
+
+    The shared connection stays open for the other units.
+    """
+
+    def __init__(self, message: str, errors: Counter[str]):
+        super().__init__(message)
+        #: The refusals that showed it, by reason.
+        self.errors = errors
+
+
+@dataclass(slots=True)
+class _Batch:
+    """A planned read, when it is next due, and whether an "illegal address" has split it into parts."""
+
+    whole: _Block
+    interval: float
+    due: float = 0.0
+    #: The single-point reads used while the whole read is refused; None: read whole.
+    parts: list[_Block] | None = None
+    rejoin_in: int = 0
+    rejoin_after: int = REJOIN_AFTER
+    ids: tuple[str, ...] = field(default=())
+
+
+@dataclass(slots=True)
+class _Outcome:
+    """What one poll got: samples, ids that failed, ids read well, failures by reason, gateway refusals."""
+
+    samples: list[Sample] = field(default_factory=list)
+    failed: set[str] = field(default_factory=set)
+    read: set[str] = field(default_factory=set)
+    errors: Counter[str] = field(default_factory=Counter)
+    reads: int = 0
+    unreached: int = 0
 
 
 class ModbusProducer:
-    """Polls one Modbus TCP device with pymodbus's synchronous C{ModbusTcpClient}.
+    """Polls one Modbus unit id through a shared gateway connection (pymodbus's synchronous client).
 
-    C{client_factory(host, port, timeout)} makes the client (pymodbus's by
-    default); C{initial_backoff}/C{max_backoff} pace reconnection attempts.
+    Every source whose device sits behind the same host and port shares one
+    TCP connection (L{hvac_push.sources.modbus_gateway}); C{gateways} is the
+    pool to borrow it from (the process's by default, or one made with
+    C{client_factory(host, port, timeout)}). C{initial_backoff}/C{max_backoff}
+    pace reconnection attempts; C{retries} and C{retry_delay} how often and
+    how soon a read refused with a transient exception (busy, gateway path
+    unavailable, gateway target failed to respond) is tried again within a poll.
     """
 
     def __init__(
@@ -106,7 +143,11 @@ class ModbusProducer:
         timeout: float = 2.0,
         initial_backoff: float = 0.5,
         max_backoff: float = 30.0,
+        retries: int = 2,
+        retry_delay: float = 0.1,
+        rejoin_after: int = REJOIN_AFTER,
         client_factory: Callable[[str, int, float], Any] | None = None,
+        gateways: GatewayPool | None = None,
     ):
         if not points:
             raise ValueError(f"modbus source {name}: no points to poll")
@@ -114,6 +155,8 @@ class ModbusProducer:
             raise ValueError(f"modbus source {name}: unit id must be 0..255")
         if not poll_interval > 0 or not timeout > 0:
             raise ValueError(f"modbus source {name}: poll interval and timeout must be > 0")
+        if retries < 0 or retry_delay < 0 or rejoin_after < 1:
+            raise ValueError(f"modbus source {name}: retries, retry_delay must be >= 0 and rejoin_after >= 1")
         self.name = name
         self.host = host
         self.port = port
@@ -123,40 +166,65 @@ class ModbusProducer:
         self.timeout = timeout
         self.initial_backoff = initial_backoff
         self.max_backoff = max_backoff
-        self._client_factory = client_factory or _pymodbus_client
-        self._blocks = plan_reads(self.points)
-        self._unit_keyword: dict[str, str] = {}
+        self.retries = retries
+        self.retry_delay = retry_delay
+        self.rejoin_after = rejoin_after
+        self.gateways = gateways or (GatewayPool(client_factory) if client_factory is not None else GATEWAYS)
+        self._batches = self._plan()
         #: Counters, readable from any thread (for health pages and tests).
         self.polls = 0
         self.failures = 0
         self.connected = False
 
+    def _plan(self) -> list[_Batch]:
+        """The batches: points grouped by poll interval, then into as few reads as the limits allow."""
+        by_interval: dict[float, list[ModbusPoint]] = {}
+        for point in self.points:
+            by_interval.setdefault(point.interval or self.poll_interval, []).append(point)
+        return [
+            _Batch(block, interval, rejoin_after=self.rejoin_after, ids=tuple(p.point_id for p in block.points))
+            for interval in sorted(by_interval)
+            for block in plan_reads(by_interval[interval])
+        ]
+
+    def read_plan(self) -> list[tuple[str, int, int]]:
+        """The requests one full poll makes now, as (table, address, count): for tests and tools."""
+        return [(b.table, b.address, b.count) for batch in self._batches for b in (batch.parts or [batch.whole])]
+
     def run(self, publish: Callable[[Sequence[Sample]], None], stop: threading.Event) -> None:
         """Poll until C{stop} is set; an unreachable device marks its points C{down} and backs off.
 
-        A point whose read gets an exception response, or whose value cannot
-        be carried (NaN), is C{fault}. Through a supervisor's C{publish}
-        (L{hvac_push.sources.supervisor.ProducerLink}) it also reports whether
-        the device is reached, and counts failed reads by reason.
+        A point whose read is refused (a Modbus exception that retries did not
+        cure), or whose value cannot be carried (NaN), is C{fault}. Through a
+        supervisor's C{publish} (L{hvac_push.sources.supervisor.ProducerLink})
+        it also reports whether the device is reached, and counts failed reads
+        by reason.
         """
+        from hvac_push.sources.modbus_log import route_pymodbus_logs
+
+        route_pymodbus_logs()
         ids = [p.point_id for p in self.points]
         backoff = Backoff(self.initial_backoff, max(self.initial_backoff, self.max_backoff))
-        client = self._client_factory(self.host, self.port, self.timeout)
+        gateway = self.gateways.acquire(self.host, self.port, self.timeout)
+        self._batches = batches = self._plan()  # a restart starts from the whole reads
         point_faults: set[str] = set()
         states = PointStates()
         #: L{None} until the first poll's outcome, then whether the device answered.
         reachable: bool | None = None
         try:
             while not stop.is_set():
-                started = time.monotonic()
-                errors: Counter[str] = Counter()
+                now = time.monotonic()
+                due = [b for b in batches if b.due <= now]
                 try:
-                    samples, failed = self._poll(client, stop, errors)
+                    outcome = self._poll(gateway, due, stop)
                 except DeviceUnreachable as e:
                     self.connected = False
                     self.failures += 1
-                    count_error(publish, "unreachable")
-                    _close(client)
+                    if isinstance(e, TargetUnreachable):
+                        for reason, count in e.errors.items():
+                            count_error(publish, reason, count)
+                    else:
+                        count_error(publish, "unreachable")
                     delay = backoff.next()
                     if reachable is not False:
                         reachable = False
@@ -164,126 +232,129 @@ class ModbusProducer:
                         report_connection(publish, str(e))
                         states.mark(publish, ids, "down")
                         log.warn(
-                            "modbus {name} ({host}:{port}): {error}; its points are down, retrying",
-                            name=self.name, host=self.host, port=self.port, error=str(e),
+                            "modbus {name} ({host}:{port} unit {unit}): {error}; its points are down, retrying",
+                            name=self.name, host=self.host, port=self.port, unit=self.unit_id, error=str(e),
                         )
+                    for batch in batches:
+                        batch.due = 0.0  # once back, everything is read at once
                     stop.wait(delay)
                     continue
                 self.connected = True
                 self.polls += 1
                 backoff.reset()
-                for reason, count in errors.items():
+                for batch in due:
+                    batch.due = max(batch.due + batch.interval, now) if batch.due else now + batch.interval
+                for reason, count in outcome.errors.items():
                     count_error(publish, reason, count)
                 if reachable is not True:
                     if reachable is False:
-                        log.info("modbus {name} ({host}:{port}) is back", name=self.name, host=self.host, port=self.port)
+                        log.info(
+                            "modbus {name} ({host}:{port} unit {unit}) is back",
+                            name=self.name, host=self.host, port=self.port, unit=self.unit_id,
+                        )
                     reachable = True
                     report_connection(publish, None)
-                if samples:
-                    states.remember(samples)
-                    publish(samples)
-                newly = failed - point_faults
+                if outcome.samples:
+                    states.remember(outcome.samples)
+                    publish(outcome.samples)
+                newly = outcome.failed - point_faults
                 if newly:
                     states.mark(publish, newly, "fault")
-                point_faults = failed
-                remaining = self.poll_interval - (time.monotonic() - started)
+                point_faults = (point_faults - outcome.read) | outcome.failed
+                remaining = min(b.due for b in batches) - time.monotonic()
                 if remaining > 0:
                     stop.wait(remaining)
         finally:
-            _close(client)
+            self.gateways.release(gateway)
 
-    def _poll(self, client: Any, stop: threading.Event, errors: Counter[str]) -> tuple[list[Sample], set[str]]:
-        """One pass over every block: the samples read, and the ids that failed (counted by reason in C{errors})."""
-        try:
-            if not client.connect():
-                raise DeviceUnreachable(f"cannot connect to {self.host}:{self.port}")
-        except DeviceUnreachable:
-            raise
-        except Exception as e:
-            raise DeviceUnreachable(f"cannot connect: {e}") from e
-        samples: list[Sample] = []
-        failed: set[str] = set()
-        blocks = list(self._blocks)
-        split: list[_Block] = []
-        for block in blocks:
+    def _poll(self, gateway: Gateway, due: Sequence[_Batch], stop: threading.Event) -> _Outcome:
+        """Read the batches that are due (raises L{DeviceUnreachable} when the device or its unit is gone)."""
+        outcome = _Outcome()
+        for batch in due:
             if stop.is_set():
                 break
-            words = self._read(client, block)
-            if words is None:
-                errors["exception"] += 1
-                # An exception response for a merged read: read its points one by one
-                # to find the bad one(s), and keep that split for the next polls.
-                if len(block.points) == 1:
-                    failed.add(block.points[0].point_id)
-                    split.append(block)
-                    continue
-                singles = plan_reads(block.points, gap=-1)
-                split.extend(singles)
-                for single in singles:
-                    got = self._read(client, single)
-                    if got is None:
-                        errors["exception"] += 1
-                        failed.update(p.point_id for p in single.points)
-                    else:
-                        self._decode_into(single, got, samples, failed, errors)
-                continue
-            split.append(block)
-            self._decode_into(block, words, samples, failed, errors)
-        if len(split) != len(blocks) and not stop.is_set():
-            self._blocks = split
-        return samples, failed
+            self._read_batch(gateway, batch, stop, outcome)
+        if outcome.reads and outcome.unreached == outcome.reads:
+            raise TargetUnreachable(
+                f"gateway {gateway.address} cannot reach unit {self.unit_id} ({', '.join(sorted(outcome.errors))})",
+                outcome.errors,
+            )
+        return outcome
 
-    def _read(self, client: Any, block: _Block) -> list[int] | list[bool] | None:
-        """The block's raw words, or L{None} on a Modbus exception response."""
-        method = getattr(client, _READ[block.table])
-        keyword = self._unit_keyword.get(block.table)
-        if keyword is None:
-            keyword = self._unit_keyword[block.table] = _unit_kwarg(method)
-        kwargs = {keyword: self.unit_id, "count": block.count}
-        try:
-            response = method(block.address, **kwargs)
-        except Exception as e:
-            raise DeviceUnreachable(f"no answer: {e}") from e
-        if response is None or response.isError():
-            return None
-        if block.table in ("coil", "discrete"):
-            return list(response.bits[: block.count])
-        registers = list(response.registers)
-        if len(registers) < block.count:
-            return None
-        return registers
+    def _read_batch(self, gateway: Gateway, batch: _Batch, stop: threading.Event, outcome: _Outcome) -> None:
+        """One batch: whole, or (after an "illegal address") by parts, trying it whole again now and then."""
+        if batch.parts is not None:
+            batch.rejoin_in -= 1
+            if batch.rejoin_in > 0:
+                self._read_parts(gateway, batch.parts, stop, outcome)
+                return
+        words = self._read(gateway, batch.whole, stop, outcome)
+        if isinstance(words, list):
+            if batch.parts is not None:
+                log.info(
+                    "modbus {name}: {table} {address}+{count} is read whole again",
+                    name=self.name, table=batch.whole.table, address=batch.whole.address, count=batch.whole.count,
+                )
+            batch.parts, batch.rejoin_after = None, self.rejoin_after
+            self._decode_into(batch.whole, words, outcome)
+            return
+        if words == ILLEGAL_ADDRESS and len(batch.whole.points) > 1:
+            # One of the points is not there: read them one by one to find it; try whole again later.
+            if batch.parts is not None:
+                batch.rejoin_after = min(batch.rejoin_after * 2, REJOIN_MAX)
+            batch.parts = plan_reads(batch.whole.points, gap=-1)
+            batch.rejoin_in = batch.rejoin_after
+            self._read_parts(gateway, batch.parts, stop, outcome)
+            return
+        outcome.failed.update(batch.ids)
 
-    def _decode_into(
-        self,
-        block: _Block,
-        words: Sequence[int] | Sequence[bool],
-        samples: list[Sample],
-        failed: set[str],
-        errors: Counter[str],
-    ) -> None:
+    def _read_parts(self, gateway: Gateway, parts: Sequence[_Block], stop: threading.Event, outcome: _Outcome) -> None:
+        for part in parts:
+            if stop.is_set():
+                return
+            words = self._read(gateway, part, stop, outcome)
+            if isinstance(words, list):
+                self._decode_into(part, words, outcome)
+            else:
+                outcome.failed.update(p.point_id for p in part.points)
+
+    def _read(
+        self, gateway: Gateway, block: _Block, stop: threading.Event, outcome: _Outcome
+    ) -> list[int] | list[bool] | int:
+        """The block's raw words, or the exception code it was refused with (after retrying transient ones)."""
+        code = 0
+        for attempt in range(self.retries + 1):
+            if attempt:
+                stop.wait(self.retry_delay * attempt)
+                if stop.is_set():
+                    break
+            reply = gateway.read(block.table, block.address, block.count, self.unit_id)
+            if reply.values is not None:
+                outcome.reads += 1
+                return reply.values
+            code = reply.code or 0
+            outcome.errors[exception_reason(code)] += 1
+            if code not in TRANSIENT:
+                break
+        outcome.reads += 1
+        if code in GATEWAY_CODES:
+            outcome.unreached += 1
+        return code
+
+    def _decode_into(self, block: _Block, words: Sequence[int] | Sequence[bool], outcome: _Outcome) -> None:
         now = time.time()
         for point in block.points:
             start = point.address - block.address
             try:
                 value = decode(point, words[start : start + point.count])
             except (ValueError, struct.error, IndexError):
-                errors["decode"] += 1
-                failed.add(point.point_id)
+                outcome.errors["decode"] += 1
+                outcome.failed.add(point.point_id)
                 continue
-            samples.append(Sample(point.point_id, value, point.unit, now))
+            outcome.read.add(point.point_id)
+            outcome.samples.append(Sample(point.point_id, value, point.unit, now))
 
 
-def _close(client: Any) -> None:
-    try:
-        client.close()
-    except Exception:
-        pass
-
-
-def _pymodbus_client(host: str, port: int, timeout: float) -> Any:
-    from pymodbus.client import ModbusTcpClient
-
-    return ModbusTcpClient(host, port=port, timeout=timeout, retries=0)
-
-
-__all__ = ["ModbusPoint", "ModbusProducer", "decode", "encode", "plan_reads"]
+__all__ = [
+    "DeviceUnreachable", "ModbusPoint", "ModbusProducer", "TargetUnreachable", "decode", "encode", "plan_reads",
+]
