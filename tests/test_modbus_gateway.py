@@ -15,7 +15,7 @@ from hvac_push.sources.modbus_gateway import GatewayPool
 from hvac_push.testing import connect
 from tests.brokers import ModbusServer
 from tests.conftest import start_server, stop_server
-from tests.helpers import eventually, until_state, within
+from tests.helpers import eventually, point_of, until_state, within
 
 READ_HOLDING = 3
 
@@ -97,3 +97,131 @@ async def test_two_unit_ids_behind_one_gateway_share_one_tcp_connection(gateway_
         await stop_server(running)
     assert pool.get("127.0.0.1", gateway_server.port) is None  # the last source closed it
     await eventually(lambda: _server_side_connections(gateway_server.port) == 0)
+
+
+class Burst:
+    """Refuses the next C{count} requests with exception C{code} (called in the server's thread)."""
+
+    def __init__(self, code: int, count: int, unit: int | None = None):
+        self.code = code
+        self.left = count
+        self.unit = unit
+
+    def __call__(self, request: tuple[int, int, int, int]) -> int | None:
+        if self.left <= 0 or (self.unit is not None and request[0] != self.unit):
+            return None
+        self.left -= 1
+        return self.code
+
+
+@pytest_twisted.ensureDeferred
+async def test_after_a_burst_of_device_busy_the_polls_are_back_to_one_request_per_batch(gateway_server):
+    points = [
+        ModbusPoint("plant/ahu-1/supply_temp", 100, type="float32", unit="°C"),
+        ModbusPoint("plant/ahu-1/fan_speed", 102, unit="%"),
+        ModbusPoint("plant/ahu-1/damper", 105, unit="%"),
+    ]
+    gateway_server.set("holding", 100, encode(points[0], 16.5) + [40, 0, 0, 30])
+    producer = _producer(gateway_server, "modbus.ahu-1", 1, points, gateways=GatewayPool(), retries=2)
+    running = await start_server([producer])
+    try:
+        client = await within(5, connect(reactor(), running.port))
+        await until_state(client, lambda s: len(s) == 3)
+        whole = (1, READ_HOLDING, 100, 6)
+        assert set(gateway_server.requests) == {whole}
+
+        burst = Burst(0x06, 5)  # one poll gives up after 3 tries (its points: fault), the next gets through
+        gateway_server.refuse = burst
+        state = await until_state(client, lambda s: s.get("plant/ahu-1/fan_speed", {}).get("status") == "fault")
+        await eventually(lambda: burst.left == 0)
+        gateway_server.set("holding", 102, [55])
+        state = await until_state(
+            client, lambda s: s.get("plant/ahu-1/fan_speed", {}).get("value") == 55
+            and s.get("plant/ahu-1/fan_speed", {}).get("status") == "ok",
+        )
+        assert all(p["status"] == "ok" for p in state.values())
+        after = len(gateway_server.requests)
+        await eventually(lambda: len(gateway_server.requests) >= after + 10)
+        # Every request, before, during and after the burst, was the whole batch: nothing was split.
+        assert set(gateway_server.requests) == {whole}
+        assert producer.read_plan() == [("holding", 100, 6)]
+        assert running.service.producers[0].status.errors()["busy"] == 5
+        client.sendClose()
+        await client.closed
+    finally:
+        await stop_server(running)
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_illegal_address_splits_a_batch_that_is_tried_whole_again_later(gateway_server):
+    points = [ModbusPoint("plant/crac-1/setpoint", 10, scale=0.1), ModbusPoint("plant/crac-1/humidity", 12)]
+    gateway_server.set("holding", 10, [215, 0, 48])
+    whole, parts = (1, READ_HOLDING, 10, 3), {(1, READ_HOLDING, 10, 1), (1, READ_HOLDING, 12, 1)}
+    refusing = [True]
+    gateway_server.refuse = lambda r: 0x02 if refusing[0] and r[3] > 1 else None  # a device that reads no gaps
+    producer = _producer(gateway_server, "modbus.crac-1", 1, points, gateways=GatewayPool(), rejoin_after=3)
+    running = await start_server([producer])
+    try:
+        client = await within(5, connect(reactor(), running.port))
+        state = await until_state(client, lambda s: len(s) == 2)
+        assert state["plant/crac-1/setpoint"]["value"] == 21.5 and state["plant/crac-1/humidity"]["value"] == 48
+        assert all(p["status"] == "ok" for p in state.values())  # read one by one, both are fine
+
+        def whole_reads() -> list[int]:
+            return [i for i, r in enumerate(gateway_server.requests) if r == whole]
+
+        await eventually(lambda: len(whole_reads()) >= 3)
+        first, second, third = whole_reads()[:3]
+        assert set(gateway_server.requests[first + 1 : third]) - {whole} == parts
+        # Tried whole again after 3 polls by parts, then after 6 (it was refused again).
+        assert (second - first - 1, third - second - 1) == (3 * 2, 6 * 2)
+        assert producer.read_plan() == [("holding", 10, 1), ("holding", 12, 1)]
+
+        refusing[0] = False  # e.g. the device's firmware was updated
+        await eventually(lambda: producer.read_plan() == [("holding", 10, 3)], timeout=10)
+        after = len(gateway_server.requests)
+        await eventually(lambda: len(gateway_server.requests) >= after + 5)
+        assert set(gateway_server.requests[after:]) == {whole}
+        assert running.service.producers[0].status.errors()["illegal_address"] >= 3
+        client.sendClose()
+        await client.closed
+    finally:
+        await stop_server(running)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_unit_the_gateway_cannot_reach_is_down_while_its_neighbour_stays_ok(gateway_server):
+    chiller = [ModbusPoint("plant/chiller-1/supply_temp", 100, scale=0.1, unit="°C")]
+    meter = [ModbusPoint("plant/meter-1/power", 100, unit="kW")]
+    gateway_server.set("holding", 100, [65], device_id=1)
+    gateway_server.set("holding", 100, [120], device_id=2)
+    pool = GatewayPool()
+    producers = [
+        _producer(gateway_server, "modbus.chiller-1", 1, chiller, gateways=pool, retries=1),
+        _producer(gateway_server, "modbus.meter-1", 2, meter, gateways=pool, retries=1),
+    ]
+    running = await start_server(producers)
+    try:
+        client = await within(5, connect(reactor(), running.port))
+        await until_state(client, lambda s: len(s) == 2)
+        target_gone = [True]
+        gateway_server.refuse = lambda r: 0x0B if target_gone[0] and r[0] == 2 else None
+        state = await until_state(client, lambda s: s.get("plant/meter-1/power", {}).get("status") == "down")
+        assert point_of(running.service.hub, "plant/chiller-1/supply_temp").status == "ok"
+        status = running.service.producers[1].status
+        await eventually(lambda: not status.connected)
+        assert "cannot reach unit 2" in status.last_error and status.errors()["gateway_target_failed"] >= 2
+        assert "unreachable" not in status.errors()
+
+        target_gone[0] = False
+        gateway_server.set("holding", 100, [130], device_id=2)
+        await until_state(
+            client,
+            lambda s: s.get("plant/meter-1/power", {}).get("status") == "ok"
+            and s.get("plant/meter-1/power", {}).get("value") == 130,
+        )
+        assert gateway_server.connections == 1  # the neighbour's connection was never dropped
+        client.sendClose()
+        await client.closed
+    finally:
+        await stop_server(running)

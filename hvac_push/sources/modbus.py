@@ -1,14 +1,23 @@
-"""Modbus TCP source: one producer (one thread, one synchronous client) per device.
+"""Modbus TCP source: one producer (one thread) per unit id, over a connection shared per gateway.
 
-Each poll reads the device's points in as few requests as possible (nearby
-addresses of one table are read together), decodes them with our own
-C{struct} code and hands them over as one batch. A device that cannot be
-reached, or stops answering, turns all its points to C{down} and is retried
-with an exponential backoff; a point whose read gets a Modbus exception
-response, or whose value cannot be carried (a NaN float), turns C{fault}
-alone. The next good reading of a point carries status C{ok} again. Failed
-reads are counted by reason: C{unreachable}, C{exception}, C{decode}.
-Nothing here runs on, or blocks, the reactor thread.
+Each poll reads the unit's due points in as few requests as possible (nearby
+addresses of one table with the same poll interval are read together),
+decodes them (L{hvac_push.sources.modbus_codec}) and hands them over as one
+batch. Every unit id behind one host and port shares one TCP connection
+(L{hvac_push.sources.modbus_gateway}).
+
+What a refusal does depends on what it says. Transient exceptions (busy,
+gateway path unavailable, gateway target failed to respond) are retried and
+never change the read plan. "Illegal address" splits a merged read into
+single-point reads to find the bad point, and the whole read is tried again
+after a while. A gateway that answers for none of the unit's reads that it
+cannot reach it makes the unit's points C{down}, as an unreachable device
+does (retried with an exponential backoff); a point whose read is refused
+otherwise, or whose value cannot be carried (a NaN float), turns C{fault}
+alone. The next good reading of a point carries status C{ok} again. Every
+refused read is counted by reason (C{unreachable}, C{decode}, and one name
+per Modbus exception code, such as C{busy} or C{illegal_address}). Nothing
+here runs on, or blocks, the reactor thread.
 """
 
 from __future__ import annotations
