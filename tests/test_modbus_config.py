@@ -95,3 +95,34 @@ P = "plant.toml: units.chiller-1.points.p"
 )
 def test_a_bad_register_map_is_one_line_naming_the_key(point, message):
     assert error_of(f"[units.chiller-1.points.p]\n{point}\n") == message
+
+
+def test_a_modbus_points_interval_is_also_how_often_it_is_read():
+    plant = parse(
+        """
+        [units.chiller-1.points.supply_temp]
+        register = 100
+        interval = 5
+        [units.chiller-1.points.run_hours]
+        register = 101
+        type = "uint32"
+        interval = 300
+        [units.chiller-1.points.compressor]
+        register = 3
+        table = "coil"
+        interval = 2
+        [units.chiller-1.points.flow]
+        register = 120
+        """
+    )
+    by_id = {p.point_id: p for p in plant.points}
+    assert by_id["plant/chiller-1/supply_temp"].meta.expected_interval == 5.0  # staleness still uses it
+    (spec,) = producer_specs(plant).values()
+    producer = build_producer(spec)
+    assert isinstance(producer, ModbusProducer)
+    intervals = {p.point_id.rsplit("/", 1)[1]: p.interval for p in producer.points}
+    assert intervals == {"supply_temp": 5.0, "run_hours": 300.0, "compressor": 2.0, "flow": None}
+    # Neighbours with different intervals are not read together (the plan runs from the shortest interval).
+    assert producer.read_plan() == [
+        ("holding", 120, 1), ("coil", 3, 1), ("holding", 100, 1), ("holding", 101, 2),
+    ]

@@ -225,3 +225,27 @@ async def test_a_unit_the_gateway_cannot_reach_is_down_while_its_neighbour_stays
         await client.closed
     finally:
         await stop_server(running)
+
+
+@pytest_twisted.ensureDeferred
+async def test_each_point_is_read_at_its_own_interval(gateway_server):
+    fast = ModbusPoint("plant/ahu-1/supply_temp", 10, scale=0.1, unit="°C", interval=0.05)
+    slow = ModbusPoint("plant/ahu-1/run_hours", 11, type="uint32", unit="h", interval=3600)
+    gateway_server.set("holding", 10, [185, 0, 4200])
+    producer = _producer(gateway_server, "modbus.ahu-1", 1, [fast, slow], gateways=GatewayPool())
+    running = await start_server([producer])
+    try:
+        client = await within(5, connect(reactor(), running.port))
+        state = await until_state(client, lambda s: len(s) == 2)
+        assert state["plant/ahu-1/run_hours"]["value"] == 4200
+        await eventually(lambda: gateway_server.requests.count((1, READ_HOLDING, 10, 1)) >= 10)
+        # Next to each other, but not read together: the slow one was read once, the fast one every poll.
+        assert gateway_server.requests.count((1, READ_HOLDING, 11, 2)) == 1
+        assert set(gateway_server.requests) == {(1, READ_HOLDING, 10, 1), (1, READ_HOLDING, 11, 2)}
+        gateway_server.set("holding", 10, [190])
+        await until_state(client, lambda s: s.get("plant/ahu-1/supply_temp", {}).get("value") == 19.0)
+        assert point_of(running.service.hub, "plant/ahu-1/run_hours").status == "ok"
+        client.sendClose()
+        await client.closed
+    finally:
+        await stop_server(running)

@@ -127,6 +127,8 @@ class RegisterConfig:
     byte_order: str = "big"
     #: C{string} only: its length in characters (two per register).
     length: int = 0
+    #: Seconds between reads (the point's C{interval}); None: the device's C{poll_interval}.
+    interval: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -644,15 +646,18 @@ def _alarm(c: _Checker, raw: object, path: str) -> AlarmLimits | None:
     )
 
 
-def _register(c: _Checker, t: dict[str, Any], path: str) -> RegisterConfig | None:
-    """The register map of a Modbus point; None (with errors recorded) when it has none."""
+def _register(c: _Checker, t: dict[str, Any], path: str, interval: float | None = None) -> RegisterConfig | None:
+    """The register map of a Modbus point; None (with errors recorded) when it has none.
+
+    The point's C{interval} (how often it promises an update) is also how often it is read.
+    """
     table = c.choice(t, "table", path, None, MODBUS_TABLES)
     address = c.integer(t, "register", path, None, 0, 65535, required=True)
     if table in ("coil", "discrete"):
         for key in ("type", "word_order", "byte_order", "scale", "offset", "bit", "length"):
             if key in t:
                 c.error(_join(path, key), f"not used for a {table} (it is read as true/false)")
-        return None if address is None else RegisterConfig(address, table, "bool")
+        return None if address is None else RegisterConfig(address, table, "bool", **_given(interval=interval))
     kind = c.choice(t, "type", path, None, MODBUS_TYPES) or _default(RegisterConfig, "type")
     if kind.endswith("16") and "word_order" in t:
         c.error(_join(path, "word_order"), f"not used for {kind} (one register)")
@@ -688,7 +693,7 @@ def _register(c: _Checker, t: dict[str, Any], path: str) -> RegisterConfig | Non
         address,
         **_given(
             table=table, type=kind, word_order=word_order, scale=scale, offset=offset, bit=bit,
-            byte_order=byte_order, length=length,
+            byte_order=byte_order, length=length, interval=interval,
         ),
     )
 
@@ -1144,7 +1149,7 @@ def _point(
         if topic is not None and (problem := check_topic(topic)):
             c.error(_join(path, "topic"), problem)
     if kind == "modbus":
-        register = _register(c, p, path)
+        register = _register(c, p, path, meta.expected_interval)
     bacnet = _bacnet_object(c, p, path) if kind == "bacnet" else None
     if len(c.errors) > before or source is None or kind is None:
         return None

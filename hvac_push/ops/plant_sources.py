@@ -98,7 +98,7 @@ def build_producer(spec: Spec) -> Producer:
             modbus_points.append(
                 ModbusPoint(
                     p.point_id, r.address, r.table, r.type, r.word_order, r.scale, r.offset, p.unit,
-                    bit=r.bit, byte_order=r.byte_order, length=r.length,
+                    bit=r.bit, byte_order=r.byte_order, length=r.length, interval=r.interval,
                 )
             )
         return ModbusProducer(
