@@ -240,7 +240,7 @@ async def test_an_exception_register_and_a_nan_float_are_faults_counted_by_reaso
             assert found[("hvacpush_producer_connected", (("producer", "modbus.plc"),))] == 1
             errors = {dict(labels)["reason"]: v for (name, labels), v in found.items()
                       if name == "hvacpush_source_errors_total"}
-            assert errors["exception"] >= 1 and errors["decode"] >= 2
+            assert errors["illegal_address"] >= 1 and errors["decode"] >= 2
 
             # A good reading later brings the point to ok with its first value.
             modbus_server.set("holding", 100, encode(ModbusPoint("x/y/z", 100, type="float32"), 6.5))

@@ -249,3 +249,47 @@ async def test_each_point_is_read_at_its_own_interval(gateway_server):
         await client.closed
     finally:
         await stop_server(running)
+
+
+@pytest_twisted.ensureDeferred
+async def test_every_refused_read_is_counted_per_source_and_reason_in_metrics(gateway_server):
+    from tests.test_metrics_health import http_get, samples
+
+    chiller = [
+        ModbusPoint("plant/chiller-1/supply_temp", 100, type="float32"),  # NaN in the device: decode
+        ModbusPoint("plant/chiller-1/setpoint", 50),
+        ModbusPoint("plant/chiller-1/missing", 53),  # with setpoint: a read refused as an illegal address
+    ]
+    meter = [ModbusPoint("plant/meter-1/power", 100)]
+    gateway_server.set("holding", 100, [0x7FC0, 0x0000], device_id=1)
+    busy = Burst(0x06, 3, unit=2)
+
+    def refuse(request: tuple[int, int, int, int]) -> int | None:
+        if request[:3] == (1, READ_HOLDING, 50) and request[3] > 1:
+            return 0x02
+        return busy(request)
+
+    gateway_server.refuse = refuse
+    pool = GatewayPool()
+    producers = [
+        _producer(gateway_server, "modbus.chiller-1", 1, chiller, gateways=pool, rejoin_after=1000),
+        _producer(gateway_server, "modbus.meter-1", 2, meter, gateways=pool, retries=5),
+    ]
+    running = await start_server(producers)
+    try:
+        await eventually(lambda: all(p.polls >= 3 for p in producers) and busy.left == 0)
+        code, headers, body = await http_get(running.port, "/metrics")
+        assert code == 200
+        found = samples(body)
+
+        def count(producer: str, reason: str) -> float:
+            return found.get(("hvacpush_source_errors_total", (("producer", producer), ("reason", reason))), 0.0)
+
+        assert count("modbus.chiller-1", "illegal_address") == 1  # split once, not tried whole again yet
+        assert count("modbus.chiller-1", "decode") >= 3  # once per poll
+        assert count("modbus.meter-1", "busy") == 3
+        assert count("modbus.meter-1", "decode") == count("modbus.chiller-1", "busy") == 0
+        assert point_of(running.service.hub, "plant/meter-1/power").status == "ok"
+        assert point_of(running.service.hub, "plant/chiller-1/setpoint").status == "ok"
+    finally:
+        await stop_server(running)

@@ -156,7 +156,8 @@ class PushCollector:
         errors = CounterMetricFamily(
             "hvacpush_source_errors",
             "Failed reads and dropped messages, by source and reason "
-            "(Modbus: unreachable, exception, decode; MQTT: malformed)",
+            "(Modbus: unreachable, decode, and one per exception code: busy, illegal_address, "
+            "gateway_path_unavailable, gateway_target_failed...; MQTT: malformed)",
             labels=["producer", "reason"],
         )
         for producer in service.producers:
