@@ -126,3 +126,46 @@ def test_a_modbus_points_interval_is_also_how_often_it_is_read():
     assert producer.read_plan() == [
         ("holding", 120, 1), ("coil", 3, 1), ("holding", 100, 1), ("holding", 101, 2),
     ]
+
+
+def test_the_commented_gateway_example_is_valid():
+    """docs/plant.example.toml ships a gateway with two unit ids commented out; uncommented, it must load."""
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[1] / "docs" / "plant.example.toml"
+    text = example.read_text(encoding="utf-8")
+    start = text.index("# [modbus.gw-chiller-2]")
+    block = text[start:].split("\n\n", 1)[0]
+    lines = [line[2:] if line.startswith("# ") else line for line in block.splitlines()]
+    assert all(not line.startswith("#") for line in lines), block
+    plant = parse_config(text.replace(block, "\n".join(lines)), str(example), str(example.parent))
+    specs = producer_specs(plant)
+    chiller, meter = build_producer(specs["modbus.gw-chiller-2"]), build_producer(specs["modbus.gw-meter-1"])
+    assert isinstance(chiller, ModbusProducer) and isinstance(meter, ModbusProducer)
+    assert (chiller.host, chiller.port, chiller.unit_id) == (meter.host, meter.port, 1) and meter.unit_id == 2
+    assert chiller.gateways is meter.gateways  # the process's pool: one connection for both
+    by_id = {p.point_id: p for p in chiller.points + meter.points}
+    assert by_id["plant/chiller-2/tripped"].bit == 5
+    assert by_id["plant/chiller-2/model"].length == 16 and by_id["plant/chiller-2/model"].interval == 3600
+    energy = by_id["plant/meter-1/energy"]
+    assert (energy.type, energy.word_order, energy.byte_order) == ("uint64", "little", "little")
+    assert chiller.read_plan() == [("holding", 40, 1), ("holding", 200, 8)]
+
+
+def test_the_device_family_examples_in_sources_md_load():
+    """Each TOML example under "Examples by device family" in docs/sources.md is a valid plant file."""
+    import re
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "sources.md").read_text(encoding="utf-8")
+    section = doc[doc.index("### Examples by device family") : doc.index("## BACnet/IP")]
+    blocks = re.findall(r"```toml\n(.*?)```", section, re.S)
+    assert len(blocks) == 3
+    plants = [parse_config(block, "sources.md") for block in blocks]
+    chiller = {p.point_id: p.register for p in plants[0].points}
+    assert chiller["plant/chiller-3/tripped"] is not None and chiller["plant/chiller-3/tripped"].bit == 5
+    meter = {p.point_id: p.register for p in plants[1].points}
+    energy = meter["plant/meter-main/energy"]
+    assert energy is not None and (energy.type, energy.word_order, energy.byte_order) == ("uint64", "little", "little")
+    gateway = plants[2].devices
+    assert {(d.host, d.port) for d in gateway} == {("192.168.10.90", 502)} and {d.unit_id for d in gateway} == {1, 2}
