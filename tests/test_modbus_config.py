@@ -169,3 +169,30 @@ def test_the_device_family_examples_in_sources_md_load():
     assert energy is not None and (energy.type, energy.word_order, energy.byte_order) == ("uint64", "little", "little")
     gateway = plants[2].devices
     assert {(d.host, d.port) for d in gateway} == {("192.168.10.90", 502)} and {d.unit_id for d in gateway} == {1, 2}
+
+
+def test_retries_reach_the_producer_and_are_bounded():
+    plant = parse_config(textwrap.dedent(HEAD.replace("port = 15020", "port = 15020\nretries = 5") + """
+        [units.chiller-1.points.p]
+        register = 1
+        """), "plant.toml")
+    (spec,) = producer_specs(plant).values()
+    producer = build_producer(spec)
+    assert isinstance(producer, ModbusProducer) and producer.retries == 5
+    with pytest.raises(ConfigError) as e:
+        parse_config(textwrap.dedent(HEAD.replace("port = 15020", "port = 15020\nretries = 11")), "plant.toml")
+    assert e.value.errors[0] == "plant.toml: modbus.plc.retries: must be between 0 and 10, got 11"
+
+
+def test_sources_sharing_a_gateway_use_the_longest_timeout():
+    from hvac_push.sources.modbus_gateway import GatewayPool
+
+    pool = GatewayPool()
+    first = pool.acquire("127.0.0.1", 1502, 0.5)
+    second = pool.acquire("127.0.0.1", 1502, 2.0)
+    assert first is second and first.timeout == 2.0 and first.users == 2
+    assert pool.acquire("127.0.0.1", 1503, 0.5) is not first
+    pool.release(first)
+    assert pool.get("127.0.0.1", 1502) is first
+    pool.release(first)
+    assert pool.get("127.0.0.1", 1502) is None

@@ -106,6 +106,8 @@ class ModbusDeviceConfig:
     unit_id: int = 1
     poll_interval: float = 1.0
     timeout: float = 2.0
+    #: Tries again after a transient exception (busy, gateway path or target), within one poll.
+    retries: int = 2
 
     @property
     def key(self) -> str:
@@ -400,7 +402,7 @@ _MQTT_KEYS = (
     "tls", "topic_template", "discover", "reconnect_min", "reconnect_max",
 )
 _TLS_KEYS = ("ca", "cert", "key", "insecure")
-_MODBUS_KEYS = ("host", "port", "unit_id", "poll_interval", "timeout")
+_MODBUS_KEYS = ("host", "port", "unit_id", "poll_interval", "timeout", "retries")
 _SIMULATOR_KEYS = ("units", "rate", "seed", "site")
 #: The C{[derived]} settings: the L{DerivedSettings} fields a file may set, by key.
 _DERIVED_SETTINGS = {f.name: f for f in fields(DerivedSettings) if CONFIGURABLE in f.metadata}
@@ -494,6 +496,7 @@ def _sources(c: _Checker, doc: dict[str, Any]) -> tuple[list[MqttBrokerConfig], 
                     unit_id=unit_id,
                     poll_interval=c.number(t, "poll_interval", path, None, 0.01, 3600),
                     timeout=c.number(t, "timeout", path, None, 0.01, 60),
+                    retries=c.integer(t, "retries", path, None, 0, 10),
                 ),
             )
         )

@@ -109,6 +109,7 @@ def build_producer(spec: Spec) -> Producer:
             unit_id=source.unit_id,
             poll_interval=source.poll_interval,
             timeout=source.timeout,
+            retries=source.retries,
         )
     if isinstance(source, BacnetConfig):
         from hvac_push.sources.bacnet import BacnetPoint, BacnetProducer

@@ -214,16 +214,19 @@ class ModbusProducer:
         route_pymodbus_logs()
         ids = [p.point_id for p in self.points]
         backoff = Backoff(self.initial_backoff, max(self.initial_backoff, self.max_backoff))
-        gateway = self.gateways.acquire(self.host, self.port, self.timeout)
         self._batches = batches = self._plan()  # a restart starts from the whole reads
         point_faults: set[str] = set()
         states = PointStates()
         #: L{None} until the first poll's outcome, then whether the device answered.
         reachable: bool | None = None
+        gateway = self.gateways.acquire(self.host, self.port, self.timeout)
         try:
             while not stop.is_set():
                 now = time.monotonic()
                 due = [b for b in batches if b.due <= now]
+                if not due:  # woken a hair early
+                    stop.wait(max(0.001, min(b.due for b in batches) - now))
+                    continue
                 try:
                     outcome = self._poll(gateway, due, stop)
                 except DeviceUnreachable as e:

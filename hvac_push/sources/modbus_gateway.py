@@ -159,11 +159,16 @@ class GatewayPool:
         self._gateways: dict[tuple[str, int], Gateway] = {}
 
     def acquire(self, host: str, port: int, timeout: float) -> Gateway:
-        """The gateway at C{host:port}, made on first use (the first source's C{timeout} applies)."""
+        """The gateway at C{host:port}, made on first use.
+
+        Its timeout is the longest of its sources' (from its next connection on):
+        one answer at a time goes over the line, so the slowest device sets the pace.
+        """
         with self._lock:
             gateway = self._gateways.get((host, port))
             if gateway is None:
                 gateway = self._gateways[(host, port)] = Gateway(host, port, timeout, self._client_factory)
+            gateway.timeout = max(gateway.timeout, timeout)
             gateway.users += 1
             return gateway
 
