@@ -293,3 +293,70 @@ async def test_every_refused_read_is_counted_per_source_and_reason_in_metrics(ga
         assert point_of(running.service.hub, "plant/chiller-1/setpoint").status == "ok"
     finally:
         await stop_server(running)
+
+
+@pytest_twisted.ensureDeferred
+async def test_plant_file_groups_on_one_gateway_share_its_connection_at_their_own_pace(gateway_server):
+    from hvac_push.ops.plant_file import parse_config
+    from hvac_push.ops.plant_sources import ConfigReloader
+
+    port = gateway_server.port
+    plant = f"""
+[modbus.chiller-fast]
+host = "127.0.0.1"
+port = {port}
+unit_id = 1
+poll_interval = 0.05
+timeout = 0.5
+
+[modbus.chiller-slow]
+host = "127.0.0.1"
+port = {port}
+unit_id = 1
+poll_interval = 600
+timeout = 0.5
+
+[modbus.meter]
+host = "127.0.0.1"
+port = {port}
+unit_id = 2
+poll_interval = 0.05
+timeout = 0.5
+
+[units.chiller-1.points.running]
+source = "modbus.chiller-fast"
+register = 40
+bit = 0
+
+[units.chiller-1.points.model]
+source = "modbus.chiller-slow"
+register = 60
+type = "string"
+length = 6
+
+[units.meter-1.points.power]
+source = "modbus.meter"
+register = 100
+type = "float64"
+unit = "kW"
+"""
+    gateway_server.set("holding", 40, [1], device_id=1)
+    gateway_server.set("holding", 60, encode(ModbusPoint("x/y/z", 60, type="string", length=6), "19XR-3"), device_id=1)
+    gateway_server.set("holding", 100, encode(ModbusPoint("x/y/z", 100, type="float64"), 412.5), device_id=2)
+    running = await start_server()
+    try:
+        ConfigReloader(running.service, parse_config(plant))
+        client = await within(5, connect(reactor(), running.port))
+        state = await until_state(client, lambda s: all(p.get("value") is not None for p in s.values()) and len(s) == 3)
+        assert state["plant/chiller-1/running"]["value"] is True
+        assert state["plant/chiller-1/model"]["value"] == "19XR-3"
+        assert state["plant/meter-1/power"]["value"] == 412.5
+        await eventually(lambda: gateway_server.requests.count((1, READ_HOLDING, 40, 1)) >= 10)
+        assert gateway_server.requests.count((1, READ_HOLDING, 60, 3)) == 1  # the slow group: once so far
+        assert gateway_server.connections == 1
+        assert _server_side_connections(port) == 1
+        client.sendClose()
+        await client.closed
+    finally:
+        await stop_server(running)
+    await eventually(lambda: _server_side_connections(port) == 0)
