@@ -156,7 +156,7 @@ class PushCollector:
         errors = CounterMetricFamily(
             "hvacpush_source_errors",
             "Failed reads and dropped messages, by source and reason "
-            "(Modbus: unreachable, exception, decode; MQTT: malformed)",
+            "(Modbus: unreachable, exception, decode; MQTT: malformed, path_missing, value_unmapped, bad_value)",
             labels=["producer", "reason"],
         )
         for producer in service.producers:

@@ -48,6 +48,7 @@ from hvac_push.analytics.units import INPUT_QUANTITIES, check as check_unit
 from hvac_push.core.points import SEVERITIES, AlarmLimits, PointMeta, is_name
 from hvac_push.sources.mqtt import DEFAULT_TEMPLATE, check_topic, check_topic_template
 from hvac_push.sources.mqtt_client import MqttBroker, MqttTls, default_port
+from hvac_push.sources.mqtt_payload import BUILTIN_MAPS, PayloadMap, check_path, make_value_map
 
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_\-]+$")
 
@@ -90,6 +91,8 @@ class MqttBrokerConfig:
     discover: bool = True
     reconnect_min: float = 1.0
     reconnect_max: float = 30.0
+    #: How the source's points read their payloads unless a point says otherwise (C{json_path} ...).
+    payload: PayloadMap = PayloadMap()
 
     @property
     def key(self) -> str:
@@ -193,6 +196,8 @@ class PointConfig:
     register: RegisterConfig | None = None
     #: BACnet only: the object and property.
     bacnet: BacnetObjectConfig | None = None
+    #: MQTT only: how to read the point out of its messages (C{json_path}, C{value_map} ...); None: the source's.
+    payload: PayloadMap | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -380,7 +385,7 @@ _ALARM_KEYS = (
     "high", "low", "deadband", "delay", "severity", "priority", "delay_normal", "ack_required", "latch",
     "group", "notification_class",
 )
-_MQTT_POINT_KEYS = ("topic",)
+_MQTT_POINT_KEYS = ("topic",) + ("json_path", "unit_path", "ts_path", "value_map")
 _MODBUS_POINT_KEYS = ("register", "table", "type", "word_order", "scale", "offset")
 _COMMON_POINT_KEYS = ("name", "unit", "interval", "alarm", "source")
 _BACNET_POINT_KEYS = ("device", "address", "object", "property", "cov_increment")
@@ -389,7 +394,7 @@ _BACNET_KEYS = ("address", "device_instance", "device_name", "apdu_timeout", "re
 _MQTT_KEYS = (
     "host", "port", "client_id", "keepalive", "username", "password", "password_file",
     "tls", "topic_template", "discover", "reconnect_min", "reconnect_max",
-)
+) + ("json_path", "unit_path", "ts_path", "value_map")
 _TLS_KEYS = ("ca", "cert", "key", "insecure")
 _MODBUS_KEYS = ("host", "port", "unit_id", "poll_interval", "timeout")
 _SIMULATOR_KEYS = ("units", "rate", "seed", "site")
@@ -463,6 +468,7 @@ def _sources(c: _Checker, doc: dict[str, Any]) -> tuple[list[MqttBrokerConfig], 
                     discover=c.boolean(t, "discover", path),
                     reconnect_min=rmin,
                     reconnect_max=rmax,
+                    payload=_payload_map(c, t, path),
                 ),
             )
         )
@@ -886,6 +892,7 @@ def _plant(c: _Checker, doc: dict[str, Any]) -> PlantConfig | None:
     source_keys = {b.key: "mqtt" for b in brokers} | {d.key: "modbus" for d in devices}
     source_keys |= {b.key: "bacnet" for b in bacnet}
     templates = {b.key: b.topic_template for b in brokers}
+    payload_defaults = {b.key: b.payload for b in brokers}
     if simulator is not None:
         source_keys[SIMULATOR] = SIMULATOR
 
@@ -905,7 +912,7 @@ def _plant(c: _Checker, doc: dict[str, Any]) -> PlantConfig | None:
     units: list[UnitConfig] = []
     points: list[PointConfig] = []
     seen_ids: dict[str, str] = {}
-    seen_topics: dict[tuple[str, str], str] = {}
+    seen_topics: dict[tuple[str, str, str | None], str] = {}
     raw_units = c.table(doc["units"], "units") if "units" in doc else None
     for unit_key, raw in (raw_units or {}).items():
         upath = _join("units", unit_key)
@@ -958,11 +965,7 @@ def _plant(c: _Checker, doc: dict[str, Any]) -> PlantConfig | None:
             if point.topic is None and templates.get(point.source) == "":
                 c.error(_join(ppath, "topic"), f"required: {point.source} has no topic_template")
                 continue
-            if point.topic is not None:
-                where = (point.source, point.topic)
-                if where in seen_topics:
-                    c.error(_join(ppath, "topic"), f"topic {point.topic!r} is also used at {seen_topics[where]}")
-                seen_topics[where] = ppath
+            _check_shared_topic(c, point, ppath, payload_defaults, seen_topics)
             points.append(point)
     _check_bacnet_lookups(c, bacnet, points, seen_ids)
     derived = _derived(c, doc["derived"], simulator, units, set(seen_ids)) if "derived" in doc else None
@@ -1111,12 +1114,68 @@ def _point(
         topic = c.string(p, "topic", path, None, max_len=1024)
         if topic is not None and (problem := check_topic(topic)):
             c.error(_join(path, "topic"), problem)
+    payload = _payload_map(c, p, path) if kind == "mqtt" else None
     if kind == "modbus":
         register = _register(c, p, path)
     bacnet = _bacnet_object(c, p, path) if kind == "bacnet" else None
     if len(c.errors) > before or source is None or kind is None:
         return None
-    return PointConfig(point_id, source, meta=meta, topic=topic, register=register, **_given(unit=unit, bacnet=bacnet))
+    return PointConfig(
+        point_id, source, meta=meta, topic=topic, register=register,
+        **_given(unit=unit, bacnet=bacnet, payload=None if payload is None or payload.plain else payload),
+    )
+
+
+# -- MQTT payload mapping (docs/sources.md, "Payload mapping") ------------------
+
+
+def _payload_map(c: _Checker, t: dict[str, Any], path: str) -> PayloadMap:
+    """C{json_path}, C{unit_path}, C{ts_path} and C{value_map} of an C{[mqtt.NAME]} table or an MQTT point."""
+    paths: dict[str, str | None] = {}
+    for key in ("json_path", "unit_path", "ts_path"):
+        text = c.string(t, key, path, None, max_len=256)
+        if text and (problem := check_path(text)):  # "" on a point: not the source's default
+            c.error(_join(path, key), problem)
+            text = None
+        paths[key] = text
+    value_map = None
+    if "value_map" in t:
+        where = _join(path, "value_map")
+        raw = t["value_map"]
+        if isinstance(raw, str):
+            if raw not in BUILTIN_MAPS:
+                c.error(where, f"unknown value map {raw!r}: give a table or one of {', '.join(BUILTIN_MAPS)}")
+            else:
+                value_map = make_value_map(BUILTIN_MAPS[raw])
+        elif isinstance(raw, dict):
+            if not raw or len(raw) > 256:
+                c.error(where, "expected 1 to 256 entries")
+            elif bad := [k for k, v in raw.items() if not isinstance(v, (bool, int, float, str))
+                         or (isinstance(v, float) and not math.isfinite(v)) or (isinstance(v, str) and len(v) > 256)]:
+                c.error(_join(where, bad[0]), "expected a number, true/false or a text of at most 256 characters")
+            else:
+                try:
+                    value_map = make_value_map(raw)
+                except ValueError as e:
+                    c.error(where, str(e))
+        else:
+            c.error(where, f"expected a table like {{ ON = true, OFF = false }} or one of {', '.join(BUILTIN_MAPS)}")
+    return PayloadMap(paths["json_path"], paths["unit_path"], paths["ts_path"], value_map)
+
+
+def _check_shared_topic(
+    c: _Checker, point: PointConfig, path: str, defaults: dict[str, PayloadMap],
+    seen: dict[tuple[str, str, str | None], str],
+) -> None:
+    """Several points may share a topic when each reads its own C{json_path} from it."""
+    if point.topic is None:
+        return
+    payload = (point.payload or PayloadMap()).merged(defaults.get(point.source, PayloadMap()))
+    where = (point.source, point.topic, payload.json_path or None)
+    if where in seen:
+        also = f"topic {point.topic!r} is also used at {seen[where]}"
+        c.error(_join(path, "topic"), also if not payload.json_path else f"{also} with the same json_path")
+    seen[where] = path
 
 
 # -- entry points -------------------------------------------------------------

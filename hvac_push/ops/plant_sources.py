@@ -74,14 +74,15 @@ def build_producer(spec: Spec) -> Producer:
     """The producer for one spec (imports paho / pymodbus / bacpypes3 only when they are used)."""
     source, points = spec
     if isinstance(source, MqttBrokerConfig):
-        from hvac_push.sources.mqtt import MqttPoint, MqttProducer
+        from hvac_push.sources.mqtt import MqttPoint, MqttProducer, PayloadMap
 
         return MqttProducer(
             source.key,
             source.broker,
-            points=[MqttPoint(p.point_id, p.topic, p.unit) for p in points],
+            points=[MqttPoint(p.point_id, p.topic, p.unit, p.payload or PayloadMap()) for p in points],
             topic_template=source.topic_template,
             discover=source.discover,
+            payload=source.payload,
             client_id=source.client_id,
             keepalive=source.keepalive,
             reconnect_min=source.reconnect_min,
