@@ -48,6 +48,7 @@ from hvac_push.analytics.units import INPUT_QUANTITIES, check as check_unit
 from hvac_push.core.points import SEVERITIES, AlarmLimits, PointMeta, is_name
 from hvac_push.sources.mqtt import DEFAULT_TEMPLATE, check_topic, check_topic_template
 from hvac_push.sources.mqtt_client import MqttBroker, MqttTls, default_port
+from hvac_push.sources.ha_discovery import DEFAULT_PREFIX as HA_PREFIX, HaDiscovery
 from hvac_push.sources.mqtt_payload import BUILTIN_MAPS, PayloadMap, check_path, make_value_map
 
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_\-]+$")
@@ -93,6 +94,8 @@ class MqttBrokerConfig:
     reconnect_max: float = 30.0
     #: How the source's points read their payloads unless a point says otherwise (C{json_path} ...).
     payload: PayloadMap = PayloadMap()
+    #: C{[mqtt.NAME.homeassistant]}: points from Home Assistant discovery messages.
+    homeassistant: HaDiscovery | None = None
 
     @property
     def key(self) -> str:
@@ -394,7 +397,7 @@ _BACNET_KEYS = ("address", "device_instance", "device_name", "apdu_timeout", "re
 _MQTT_KEYS = (
     "host", "port", "client_id", "keepalive", "username", "password", "password_file",
     "tls", "topic_template", "discover", "reconnect_min", "reconnect_max",
-) + ("json_path", "unit_path", "ts_path", "value_map")
+) + ("json_path", "unit_path", "ts_path", "value_map") + ("homeassistant",)
 _TLS_KEYS = ("ca", "cert", "key", "insecure")
 _MODBUS_KEYS = ("host", "port", "unit_id", "poll_interval", "timeout")
 _SIMULATOR_KEYS = ("units", "rate", "seed", "site")
@@ -469,6 +472,7 @@ def _sources(c: _Checker, doc: dict[str, Any]) -> tuple[list[MqttBrokerConfig], 
                     reconnect_min=rmin,
                     reconnect_max=rmax,
                     payload=_payload_map(c, t, path),
+                    homeassistant=_homeassistant(c, t, path),
                 ),
             )
         )
@@ -1161,6 +1165,28 @@ def _payload_map(c: _Checker, t: dict[str, Any], path: str) -> PayloadMap:
         else:
             c.error(where, f"expected a table like {{ ON = true, OFF = false }} or one of {', '.join(BUILTIN_MAPS)}")
     return PayloadMap(paths["json_path"], paths["unit_path"], paths["ts_path"], value_map)
+
+
+_HA_KEYS = ("prefix", "site")
+
+
+def _homeassistant(c: _Checker, t: dict[str, Any], path: str) -> HaDiscovery | None:
+    """C{[mqtt.NAME.homeassistant]}: discovery on, with its topic prefix and the site of the points it creates."""
+    if "homeassistant" not in t:
+        return None
+    hpath = _join(path, "homeassistant")
+    h = c.table(t["homeassistant"], hpath)
+    if h is None:
+        return None
+    c.keys(h, hpath, _HA_KEYS)
+    prefix = c.string(h, "prefix", hpath, HA_PREFIX, max_len=256, allow_empty=False) or HA_PREFIX
+    if problem := check_topic(prefix):
+        c.error(_join(hpath, "prefix"), problem)
+    elif prefix.startswith("/") or prefix.endswith("/"):
+        c.error(_join(hpath, "prefix"), "must not start or end with '/'")
+    site = c.string(h, "site", hpath, DEFAULT_SITE, max_len=64, allow_empty=False) or DEFAULT_SITE
+    c.name(site, _join(hpath, "site"))
+    return HaDiscovery(prefix, site)
 
 
 def _check_shared_topic(

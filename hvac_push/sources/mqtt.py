@@ -32,8 +32,9 @@ from typing import Any, Callable, Sequence
 from hvac_push.core.points import STATUSES, InvalidPoint, Sample, Status, Value, check_point_id, check_value
 from hvac_push.sources.common import PointStates, QuietLog, log
 from hvac_push.sources.mqtt_client import MqttBroker, make_client
+from hvac_push.sources.ha_discovery import BadDiscovery, Entity, HaDiscovery, parse_entity
 from hvac_push.sources.mqtt_payload import BadMapping, PayloadMap, decode, number_with_unit, read
-from hvac_push.sources.supervisor import count_error, report_connection
+from hvac_push.sources.supervisor import count_error, declare_points, report_connection
 
 DEFAULT_TEMPLATE = "hvac/{site}/{unit}/{point}"
 MAX_PAYLOAD = 4096
@@ -313,6 +314,7 @@ class MqttProducer:
         topic_template: str = DEFAULT_TEMPLATE,
         discover: bool = True,
         payload: PayloadMap = PayloadMap(),
+        homeassistant: HaDiscovery | None = None,
         client_id: str = "",
         keepalive: int = 30,
         qos: int = 1,
@@ -324,6 +326,12 @@ class MqttProducer:
         self.name = name
         self.broker = broker
         self.payload = payload
+        #: Home Assistant MQTT discovery (L{hvac_push.sources.ha_discovery}), when enabled.
+        self.homeassistant = homeassistant
+        #: Points created from discovery messages so far.
+        self.discovered = 0
+        #: Subscriptions to discovered state topics not yet acknowledged by the broker.
+        self.subscriptions_pending = 0
         self.topics = TopicMap(
             topic_template, [replace(p, payload=p.payload.merged(payload)) for p in points], discover, payload,
         )
@@ -433,6 +441,11 @@ class _Session:
         #: The last sample of every point this session has handed over.
         self.states = PointStates(_MAX_TRACKED)
         self._pending_subscribe: int | None = None
+        #: Discovery config topic -> the entity it announced.
+        self.entities: dict[str, Entity] = {}
+        self._discovery_mids: set[int] = set()
+        #: Availability topic -> point id -> (online payload, offline payload).
+        self.availability: dict[str, dict[str, tuple[str, str]]] = {}
 
     def _known(self) -> set[str]:
         return self.states.known() | set(self.producer.topics.declared)
@@ -454,7 +467,12 @@ class _Session:
                 self._down(f"connection refused: {reason_code}")
                 return
             self.producer.connects += 1
+            self._discovery_mids.clear()  # the new session's subscription covers them
+            self.producer.subscriptions_pending = 0
             filters = self.producer.topics.filters()
+            if self.producer.homeassistant is not None:
+                filters += self.producer.homeassistant.filters()
+            filters += [t for t in self.availability if t not in filters]
             if not filters:
                 self._subscribed()
                 return
@@ -465,6 +483,9 @@ class _Session:
 
     def on_subscribe(self, client: Any, userdata: Any, mid: int, reason_codes: Any, properties: Any) -> None:
         try:
+            if mid in self._discovery_mids:
+                self._discovery_mids.discard(mid)
+                self.producer.subscriptions_pending = len(self._discovery_mids)
             if mid != self._pending_subscribe:
                 return
             refused = [str(code) for code in reason_codes if code.is_failure]
@@ -505,8 +526,15 @@ class _Session:
         try:
             topic = message.topic
             payload: bytes = message.payload
+            ha = producer.homeassistant
+            if ha is not None and ha.parts(topic) is not None:
+                self._discovery(client, ha, topic, payload)
+                return
             if not payload:
                 return  # a retained message being cleared
+            if topic in self.availability:
+                self._available(topic, payload)
+                return
             try:
                 routes = producer.topics.routes(topic)
             except InvalidPoint as e:
@@ -547,6 +575,60 @@ class _Session:
             self.publish([sample])
         except Exception:
             log.failure("mqtt {name}: handling a message on {topic!r} failed", name=producer.name, topic=topic)
+
+    def _discovery(self, client: Any, ha: HaDiscovery, topic: str, payload: bytes) -> None:
+        """A Home Assistant config message: add (or replace, or remove) the point it announces."""
+        producer = self.producer
+        try:
+            entity = parse_entity(ha, topic, payload)
+        except BadDiscovery as e:
+            producer.count_unread(topic, "bad_discovery", str(e))
+            count_error(self.publish, "bad_discovery")
+            return
+        old = self.entities.get(topic)
+        if entity == old:
+            return  # the retained config again, after a reconnect
+        if old is not None:
+            producer.topics.remove(old.point_id)
+            self.entities.pop(topic)
+            for points in self.availability.values():
+                points.pop(old.point_id, None)
+        if entity is None:
+            return
+        point = MqttPoint(entity.point_id, entity.topic, entity.unit, entity.payload)
+        try:
+            subscribe = [entity.topic] if producer.topics.add(point) else []
+        except (ValueError, InvalidPoint) as e:
+            producer.count_unread(topic, "bad_discovery", str(e))
+            count_error(self.publish, "bad_discovery")
+            return
+        self.entities[topic] = entity
+        if entity.availability is not None:
+            avty, online, offline = entity.availability
+            if avty not in self.availability:
+                subscribe.append(avty)
+            self.availability.setdefault(avty, {})[entity.point_id] = (online, offline)
+        if subscribe:
+            _, mid = client.subscribe([(t, producer.qos) for t in subscribe])
+            self._discovery_mids.add(mid)
+            producer.subscriptions_pending = len(self._discovery_mids)
+        producer.discovered += 1
+        declare_points(self.publish, [(entity.point_id, entity.unit)], {entity.point_id: entity.name})
+
+    def _available(self, topic: str, payload: bytes) -> None:
+        """An availability message: offline makes the entities' points C{down}, online brings them back."""
+        text = payload.decode("utf-8", "replace").strip()
+        if text.startswith("{"):
+            try:
+                doc = json.loads(text)
+                text = str(doc.get("state", "")) if isinstance(doc, dict) else text
+            except ValueError:
+                pass
+        points = self.availability.get(topic, {})
+        down = [pid for pid, (_, offline) in points.items() if text == offline]
+        back = [pid for pid, (online, _) in points.items() if text == online and pid in self.states.known()]
+        self.states.mark(self.publish, down, "down")
+        self.states.mark(self.publish, back, "ok")
 
     def _mapped(self, topic: str, payload: bytes, routes: Sequence[MqttPoint], retained: bool) -> None:
         """One message read through the payload maps of every point it feeds: one batch of samples."""
