@@ -49,6 +49,7 @@ from hvac_push.core.points import SEVERITIES, AlarmLimits, PointMeta, is_name
 from hvac_push.sources.mqtt import DEFAULT_TEMPLATE, check_topic, check_topic_template
 from hvac_push.sources.mqtt_client import MqttBroker, MqttTls, default_port
 from hvac_push.sources.ha_discovery import DEFAULT_PREFIX as HA_PREFIX, HaDiscovery
+from hvac_push.sources.sparkplug_settings import SparkplugSettings
 from hvac_push.sources.mqtt_payload import BUILTIN_MAPS, PayloadMap, check_path, make_value_map
 
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_\-]+$")
@@ -96,6 +97,8 @@ class MqttBrokerConfig:
     payload: PayloadMap = PayloadMap()
     #: C{[mqtt.NAME.homeassistant]}: points from Home Assistant discovery messages.
     homeassistant: HaDiscovery | None = None
+    #: C{[mqtt.NAME.sparkplug]}: points from Sparkplug B edge nodes.
+    sparkplug: SparkplugSettings | None = None
 
     @property
     def key(self) -> str:
@@ -397,7 +400,7 @@ _BACNET_KEYS = ("address", "device_instance", "device_name", "apdu_timeout", "re
 _MQTT_KEYS = (
     "host", "port", "client_id", "keepalive", "username", "password", "password_file",
     "tls", "topic_template", "discover", "reconnect_min", "reconnect_max",
-) + ("json_path", "unit_path", "ts_path", "value_map") + ("homeassistant",)
+) + ("json_path", "unit_path", "ts_path", "value_map") + ("homeassistant", "sparkplug")
 _TLS_KEYS = ("ca", "cert", "key", "insecure")
 _MODBUS_KEYS = ("host", "port", "unit_id", "poll_interval", "timeout")
 _SIMULATOR_KEYS = ("units", "rate", "seed", "site")
@@ -473,6 +476,7 @@ def _sources(c: _Checker, doc: dict[str, Any]) -> tuple[list[MqttBrokerConfig], 
                     reconnect_max=rmax,
                     payload=_payload_map(c, t, path),
                     homeassistant=_homeassistant(c, t, path),
+                    sparkplug=_sparkplug(c, t, path),
                 ),
             )
         )
@@ -1187,6 +1191,27 @@ def _homeassistant(c: _Checker, t: dict[str, Any], path: str) -> HaDiscovery | N
     site = c.string(h, "site", hpath, DEFAULT_SITE, max_len=64, allow_empty=False) or DEFAULT_SITE
     c.name(site, _join(hpath, "site"))
     return HaDiscovery(prefix, site)
+
+
+_SPARKPLUG_KEYS = ("group", "site")
+
+
+def _sparkplug(c: _Checker, t: dict[str, Any], path: str) -> SparkplugSettings | None:
+    """C{[mqtt.NAME.sparkplug]}: follow Sparkplug B edge nodes of one group (or all), as points of a site."""
+    if "sparkplug" not in t:
+        return None
+    spath = _join(path, "sparkplug")
+    table = c.table(t["sparkplug"], spath)
+    if table is None:
+        return None
+    c.keys(table, spath, _SPARKPLUG_KEYS)
+    group = c.string(table, "group", spath, "+", max_len=256, allow_empty=False) or "+"
+    if group != "+" and any(ch in group for ch in "/+#"):
+        c.error(_join(spath, "group"), "must be one group id (no '/', '+' or '#'), or \"+\" for every group")
+    site = c.string(table, "site", spath, None, max_len=64, allow_empty=False)
+    if site is not None:
+        c.name(site, _join(spath, "site"))
+    return SparkplugSettings(group, site)
 
 
 def _check_shared_topic(

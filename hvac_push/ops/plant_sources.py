@@ -55,7 +55,7 @@ def producer_specs(config: PlantConfig) -> dict[str, Spec]:
     specs: dict[str, Spec] = {}
     for broker in config.brokers:
         points = tuple(_point_address(p) for p in config.points_of(broker.key))
-        if points or broker.discover or broker.homeassistant is not None:
+        if points or broker.discover or broker.homeassistant is not None or broker.sparkplug is not None:
             specs[broker.key] = (broker, points)
     for device in config.devices:
         points = tuple(_point_address(p) for p in config.points_of(device.key))
@@ -84,6 +84,7 @@ def build_producer(spec: Spec) -> Producer:
             discover=source.discover,
             payload=source.payload,
             homeassistant=source.homeassistant,
+            sparkplug=source.sparkplug,
             client_id=source.client_id,
             keepalive=source.keepalive,
             reconnect_min=source.reconnect_min,

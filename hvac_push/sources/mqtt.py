@@ -27,7 +27,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from hvac_push.core.points import STATUSES, InvalidPoint, Sample, Status, Value, check_point_id, check_value
 from hvac_push.sources.common import PointStates, QuietLog, log
@@ -35,6 +35,10 @@ from hvac_push.sources.mqtt_client import MqttBroker, make_client
 from hvac_push.sources.ha_discovery import BadDiscovery, Entity, HaDiscovery, parse_entity
 from hvac_push.sources.mqtt_payload import BadMapping, PayloadMap, decode, number_with_unit, read
 from hvac_push.sources.supervisor import count_error, declare_points, report_connection
+
+if TYPE_CHECKING:
+    from hvac_push.sources.sparkplug import Outcome
+    from hvac_push.sources.sparkplug_settings import SparkplugSettings
 
 DEFAULT_TEMPLATE = "hvac/{site}/{unit}/{point}"
 MAX_PAYLOAD = 4096
@@ -315,6 +319,7 @@ class MqttProducer:
         discover: bool = True,
         payload: PayloadMap = PayloadMap(),
         homeassistant: HaDiscovery | None = None,
+        sparkplug: SparkplugSettings | None = None,
         client_id: str = "",
         keepalive: int = 30,
         qos: int = 1,
@@ -328,10 +333,13 @@ class MqttProducer:
         self.payload = payload
         #: Home Assistant MQTT discovery (L{hvac_push.sources.ha_discovery}), when enabled.
         self.homeassistant = homeassistant
+        #: Sparkplug B edge nodes (L{hvac_push.sources.sparkplug}), when enabled.
+        self.sparkplug = sparkplug
         #: Points created from discovery messages so far.
         self.discovered = 0
         #: Subscriptions to discovered state topics not yet acknowledged by the broker.
         self.subscriptions_pending = 0
+        self.sparkplug_host: Any = None
         self.topics = TopicMap(
             topic_template, [replace(p, payload=p.payload.merged(payload)) for p in points], discover, payload,
         )
@@ -441,9 +449,17 @@ class _Session:
         #: The last sample of every point this session has handed over.
         self.states = PointStates(_MAX_TRACKED)
         self._pending_subscribe: int | None = None
+        self._client: Any = None
         #: Discovery config topic -> the entity it announced.
         self.entities: dict[str, Entity] = {}
         self._discovery_mids: set[int] = set()
+        self.sparkplug: Any = None
+        if producer.sparkplug is not None:
+            from hvac_push.sources.sparkplug import SparkplugHost  # imports protobuf only when used
+
+            self.sparkplug = SparkplugHost(producer.sparkplug)
+        #: The Sparkplug host of the running session (for tests and the health page).
+        producer.sparkplug_host = self.sparkplug
         #: Availability topic -> point id -> (online payload, offline payload).
         self.availability: dict[str, dict[str, tuple[str, str]]] = {}
 
@@ -462,6 +478,7 @@ class _Session:
                  name=p.name, host=p.broker.host, port=p.broker.port, why=why)
 
     def on_connect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
+        self._client = client
         try:
             if reason_code.is_failure:
                 self._down(f"connection refused: {reason_code}")
@@ -473,6 +490,8 @@ class _Session:
             if self.producer.homeassistant is not None:
                 filters += self.producer.homeassistant.filters()
             filters += [t for t in self.availability if t not in filters]
+            if self.sparkplug is not None:
+                filters += self.sparkplug.filters()
             if not filters:
                 self._subscribed()
                 return
@@ -505,7 +524,11 @@ class _Session:
         was = self.up
         self.up = True
         if was is False:
-            self.states.mark(self.publish, self._known(), "ok")
+            # Sparkplug points come back with their node's rebirth, which is asked for now.
+            waiting = self.sparkplug.point_ids() if self.sparkplug is not None else set()
+            self.states.mark(self.publish, self._known() - waiting, "ok")
+            if self.sparkplug is not None and self._client is not None:
+                self._apply(self._client, "(reconnected)", self.sparkplug.reconnected())
             log.info("mqtt {name} ({host}:{port}) is back", name=p.name, host=p.broker.host, port=p.broker.port)
 
     def on_connect_fail(self, client: Any, userdata: Any) -> None:
@@ -529,6 +552,9 @@ class _Session:
             ha = producer.homeassistant
             if ha is not None and ha.parts(topic) is not None:
                 self._discovery(client, ha, topic, payload)
+                return
+            if self.sparkplug is not None and self.sparkplug.handles(topic):
+                self._apply(client, topic, self.sparkplug.handle(topic, payload))
                 return
             if not payload:
                 return  # a retained message being cleared
@@ -614,6 +640,23 @@ class _Session:
             producer.subscriptions_pending = len(self._discovery_mids)
         producer.discovered += 1
         declare_points(self.publish, [(entity.point_id, entity.unit)], {entity.point_id: entity.name})
+
+    def _apply(self, client: Any, topic: str, outcome: Outcome) -> None:
+        """Carry out what a Sparkplug message means: declare, publish, mark down, ask for rebirths, count."""
+        producer = self.producer
+        for reason, why in outcome.problems:
+            producer.count_unread(topic, reason, why)
+            count_error(self.publish, reason)
+        if outcome.declare:
+            declare_points(self.publish, outcome.declare, outcome.names)
+        if outcome.samples:
+            producer.received += 1
+            self.states.remember(outcome.samples)
+            self.publish(outcome.samples)
+        if outcome.down:
+            self.states.mark(self.publish, outcome.down, "down")
+        for command_topic, command in outcome.commands:
+            client.publish(command_topic, command, qos=0)
 
     def _available(self, topic: str, payload: bytes) -> None:
         """An availability message: offline makes the entities' points C{down}, online brings them back."""
