@@ -147,6 +147,9 @@ async def test_discovery_messages_create_points_that_their_state_topics_feed(mos
     await _publish(mosquitto, "homeassistant/sensor/tasmota_5A1B_power/config", TASMOTA_POWER, retain=True)
     await _publish(mosquitto, "homeassistant/switch/tasmota_5A1B/relay/config", TASMOTA_RELAY, retain=True)
     await _publish(mosquitto, "homeassistant/sensor/broken/x/config", '{"name": "no state topic"}', retain=True)
+    # An entity whose point the file declares: the file's point keeps its settings.
+    await _publish(mosquitto, "homeassistant/sensor/ahu1_door/battery/config",
+                   {"stat_t": "zigbee2mqtt/ahu1_door", "val_tpl": "{{ value_json.linkquality }}"}, retain=True)
     text = textwrap.dedent(f"""
         [mqtt.ha]
         host = "127.0.0.1"
@@ -155,6 +158,12 @@ async def test_discovery_messages_create_points_that_their_state_topics_feed(mos
         reconnect_min = 0.05
         reconnect_max = 0.2
         [mqtt.ha.homeassistant]
+        [units.ahu1_door]
+        source = "mqtt.ha"
+        [units.ahu1_door.points.battery]
+        topic = "zigbee2mqtt/ahu1_door"
+        json_path = "battery"
+        unit = "%"
     """)
     producer = build_producer(producer_specs(parse_config(text, "plant.toml"))["mqtt.ha"])
     assert isinstance(producer, MqttProducer)
@@ -167,7 +176,7 @@ async def test_discovery_messages_create_points_that_their_state_topics_feed(mos
         state = await until_state(client, _point("plant/0x00158d0001/temperature", lambda p: p["status"] == "waiting"))
         assert state["plant/0x00158d0001/temperature"]["unit"] == "°C"
         assert running.service.hub.meta["plant/Tasmota_AHU1_fan/tasmota_5A1B_power"].name == "Tasmota AHU1 fan Tasmota ENERGY Power"
-        assert running.service.producers[0].status.errors() == {"bad_discovery": 1}
+        await eventually(lambda: running.service.producers[0].status.errors() == {"bad_discovery": 2}, timeout=5)
 
         await _publish(mosquitto, "zigbee2mqtt/ahu1_room", {"temperature": 21.5, "humidity": 40, "battery": 90})
         await _publish(mosquitto, "zigbee2mqtt/ahu1_door", {"contact": True, "battery": 100})
@@ -192,6 +201,11 @@ async def test_discovery_messages_create_points_that_their_state_topics_feed(mos
         assert temperature is not None and temperature.status == "ok"  # another device
         await _publish(mosquitto, "tele/tasmota_5A1B/LWT", "Online")
         await until_state(client, _point("plant/tasmota_5A1B/relay", lambda p: p["status"] == "ok"))
+
+        battery = hub.get("plant/ahu1_door/battery")
+        assert battery is not None and battery.value == 100 and battery.unit == "%"
+        await _publish(mosquitto, "homeassistant/sensor/ahu1_door/battery/config", "", retain=True)
+        assert producer.topics.has("plant/ahu1_door/battery")  # removing the entity leaves the file's point
 
         # A removed entity (empty retained config) no longer feeds its point.
         await _publish(mosquitto, "homeassistant/switch/tasmota_5A1B/relay/config", "", retain=True)

@@ -278,6 +278,10 @@ class TopicMap:
         check_point_id(point_id)
         return [MqttPoint(point_id, None, "", self.payload)]
 
+    def has(self, point_id: str) -> bool:
+        """Whether the point is declared, or was added by L{add}."""
+        return point_id in self._by_id
+
     def add(self, point: MqttPoint) -> bool:
         """Route an exact topic to one more point, found at run time (Home Assistant discovery).
 
@@ -551,6 +555,9 @@ class _Session:
             payload: bytes = message.payload
             ha = producer.homeassistant
             if ha is not None and ha.parts(topic) is not None:
+                if message.retain:  # retained configs are part of the initial sync (mqtt-sync)
+                    producer.retained += 1
+                    producer._last_retained_at = time.monotonic()
                 self._discovery(client, ha, topic, payload)
                 return
             if self.sparkplug is not None and self.sparkplug.handles(topic):
@@ -621,6 +628,10 @@ class _Session:
                 points.pop(old.point_id, None)
         if entity is None:
             return
+        if producer.topics.has(entity.point_id):
+            producer.count_unread(topic, "bad_discovery", f"{entity.point_id} is already a point of this source")
+            count_error(self.publish, "bad_discovery")
+            return  # the plant file's point (or another entity's) keeps its own settings
         point = MqttPoint(entity.point_id, entity.topic, entity.unit, entity.payload)
         try:
             subscribe = [entity.topic] if producer.topics.add(point) else []

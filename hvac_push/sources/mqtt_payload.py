@@ -25,6 +25,7 @@ import math
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import lru_cache
 from typing import Any, Mapping
 
 from hvac_push.core.points import InvalidPoint, Value, check_value
@@ -62,6 +63,7 @@ class BadMapping(ValueError):
         self.reason = reason
 
 
+@lru_cache(maxsize=4096)
 def parse_path(text: str) -> tuple[Step, ...]:
     """The steps of a path: C{a.b}, C{a[0]}, C{a["key.with.dots"]}, C{switch:0.apower}.
 
