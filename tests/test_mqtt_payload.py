@@ -262,6 +262,16 @@ def test_the_example_field_devices_block_loads():
     assert len(by_id) == 7
 
 
+def test_a_reload_restarts_an_mqtt_source_only_when_its_mappings_change():
+    before = producer_specs(plant())
+    same = producer_specs(plant(text=FIELD + "\n"))
+    assert same == before
+    changed = producer_specs(plant(text=FIELD.replace('json_path = "humidity"', 'json_path = "humidity_pct"')))
+    assert changed["mqtt.field"] != before["mqtt.field"]
+    renamed = producer_specs(plant(text=FIELD.replace('[units.ahu-1.points.damper]', '[units.ahu-1.points.damper]\nname = "D"')))
+    assert renamed == before  # a display name is not the source's business
+
+
 # -- end to end: mosquitto -> MqttProducer -> hub -> WebSocket client ----------------
 
 
