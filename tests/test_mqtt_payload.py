@@ -86,6 +86,12 @@ def test_numbers_with_a_unit_suffix_become_the_number_and_the_unit():
     assert (reading.value, reading.unit) == (21.5, "°C")
 
 
+def test_the_plain_value_object_keeps_its_time_and_unit_under_a_value_map():
+    on = PayloadMap(value_map=make_value_map({"ON": True}))
+    reading = read(on, decode(b'{"value": "on", "ts": 1764000000, "unit": "x"}'))
+    assert (reading.value, reading.ts, reading.unit) == (True, 1764000000.0, "x")
+
+
 def test_an_empty_path_on_a_point_drops_the_source_default():
     source = PayloadMap(ts_path="Time")
     point = PayloadMap(ts_path="", value_map=make_value_map({"ON": True, "OFF": False})).merged(source)
@@ -268,7 +274,8 @@ def test_a_reload_restarts_an_mqtt_source_only_when_its_mappings_change():
     assert same == before
     changed = producer_specs(plant(text=FIELD.replace('json_path = "humidity"', 'json_path = "humidity_pct"')))
     assert changed["mqtt.field"] != before["mqtt.field"]
-    renamed = producer_specs(plant(text=FIELD.replace('[units.ahu-1.points.damper]', '[units.ahu-1.points.damper]\nname = "D"')))
+    damper = "[units.ahu-1.points.damper]"
+    renamed = producer_specs(plant(text=FIELD.replace(damper, damper + '\nname = "D"')))
     assert renamed == before  # a display name is not the source's business
 
 

@@ -239,10 +239,12 @@ class Reading:
 
 def read(mapping: PayloadMap, doc: Any) -> Reading:
     """Apply C{mapping} to a decoded payload (L{decode}); raises L{BadMapping}."""
+    #: The plain C{{"value", "ts", "unit"}} object: its time and unit count unless paths say otherwise.
+    plain_object = not mapping.json_path and isinstance(doc, dict) and "value" in doc
     if mapping.json_path:
         raw = pick(doc, parse_path(mapping.json_path), mapping.json_path)
-    elif isinstance(doc, dict) and "value" in doc:
-        raw = doc["value"]  # the plain object form, with a value map or a unit suffix
+    elif plain_object:
+        raw = doc["value"]
     else:
         raw = doc
     unit: str | None = None
@@ -251,9 +253,13 @@ def read(mapping: PayloadMap, doc: Any) -> Reading:
         if not isinstance(found, str) or len(found) > 32:
             raise BadMapping(BAD_VALUE, f"unit at {mapping.unit_path!r} is not a text of at most 32 characters")
         unit = found
+    elif plain_object and isinstance(doc.get("unit"), str) and len(doc["unit"]) <= 32:
+        unit = doc["unit"]
     ts: float | None = None
     if mapping.ts_path:
         ts = parse_ts(pick(doc, parse_path(mapping.ts_path), mapping.ts_path), f"time at {mapping.ts_path!r}")
+    elif plain_object and doc.get("ts") is not None:
+        ts = parse_ts(doc["ts"], "ts")
     value: Any
     if mapping.value_map is not None:
         key = map_key(raw)
