@@ -107,16 +107,19 @@ def test_the_host_asks_for_a_rebirth_on_a_gap_an_unknown_alias_or_data_before_bi
     assert birth.samples[0].ts == 1764000000.0
     data = host.handle("spBv1.0/g/NDATA/n1", _message(1, (None, 1, 21.0)))
     assert [s.value for s in data.samples] == [21.0] and not data.problems
+    late = pb.Payload.FromString(_message(2, (None, 1, 5.0)))
+    late.metrics[0].is_historical = True
+    assert host.handle("spBv1.0/g/NDATA/n1", late.SerializeToString()).samples == []  # history is not the present
 
-    gap = host.handle("spBv1.0/g/NDATA/n1", _message(5, (None, 1, 22.0)))
+    gap = host.handle("spBv1.0/g/NDATA/n1", _message(6, (None, 1, 22.0)))
     assert [r for r, _ in gap.problems] == ["sparkplug_seq_gap"]
     assert [s.value for s in gap.samples] == [22.0]  # the value itself is good
     assert len(gap.commands) == 1
-    unknown = host.handle("spBv1.0/g/NDATA/n1", _message(6, (None, 9, 1.0)))
+    unknown = host.handle("spBv1.0/g/NDATA/n1", _message(7, (None, 9, 1.0)))
     assert [r for r, _ in unknown.problems] == ["sparkplug_unknown_metric"]
     assert unknown.commands == []  # asked 0 s ago: not again within the hold-off
     now[0] = 5.0
-    assert len(host.handle("spBv1.0/g/NDATA/n1", _message(7, (None, 9, 1.0))).commands) == 1
+    assert len(host.handle("spBv1.0/g/NDATA/n1", _message(8, (None, 9, 1.0))).commands) == 1
 
     stale = pb.Payload()
     stale.metrics.add(name="bdSeq", datatype=pb.Int64, long_value=7)

@@ -286,6 +286,8 @@ class SparkplugHost:
             self._sample(known, metric, message, out)
 
     def _sample(self, known: _Metric, metric: Any, message: Any, out: Outcome) -> None:
+        if metric.is_historical:
+            return  # a stored value sent late: not the point's current value
         if not metric.HasField("datatype"):
             metric.datatype = known.datatype  # data messages may leave the type to the birth
         try:
