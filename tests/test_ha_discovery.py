@@ -210,6 +210,7 @@ async def test_discovery_messages_create_points_that_their_state_topics_feed(mos
         # A removed entity (empty retained config) no longer feeds its point.
         await _publish(mosquitto, "homeassistant/switch/tasmota_5A1B/relay/config", "", retain=True)
         await eventually(lambda: producer.topics.routes("stat/tasmota_5A1B/POWER") == [], timeout=5)
+        await until_state(client, _point("plant/tasmota_5A1B/relay", lambda p: p["status"] == "stale"))
         client.sendClose()
         await client.closed
     finally:

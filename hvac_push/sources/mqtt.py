@@ -566,8 +566,7 @@ class _Session:
             if not payload:
                 return  # a retained message being cleared
             if topic in self.availability:
-                self._available(topic, payload)
-                return
+                self._available(topic, payload)  # and maybe a state topic too: go on
             try:
                 routes = producer.topics.routes(topic)
             except InvalidPoint as e:
@@ -627,6 +626,8 @@ class _Session:
             for points in self.availability.values():
                 points.pop(old.point_id, None)
         if entity is None:
+            if old is not None:  # nothing feeds it any more: its last value is kept, flagged as not live
+                self.states.mark(self.publish, [old.point_id], "stale")
             return
         if producer.topics.has(entity.point_id):
             producer.count_unread(topic, "bad_discovery", f"{entity.point_id} is already a point of this source")
