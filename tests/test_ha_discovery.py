@@ -116,6 +116,12 @@ def test_the_plant_file_turns_discovery_on_per_broker_with_one_line_errors():
     config = parse_config(base + '[mqtt.ha.homeassistant]\nsite = "bldg-a"\n', "plant.toml")
     assert config.brokers[0].homeassistant == HaDiscovery("homeassistant", "bldg-a")
     assert "mqtt.ha" in producer_specs(config)
+    sites = '[sites.bldg-b]\n'
+    assert parse_config(sites + base + "[mqtt.ha.homeassistant]\n", "p").brokers[0].homeassistant == HaDiscovery(
+        "homeassistant", "bldg-b")  # the only site, as for units
+    with pytest.raises(ConfigError) as e:
+        parse_config(sites + "[sites.bldg-c]\n" + base + "[mqtt.ha.homeassistant]\n", "plant.toml")
+    assert e.value.errors[0] == "plant.toml: mqtt.ha.homeassistant.site: required when more than one site is declared"
     for table, error in [
         ('prefix = "ha/+"', "plant.toml: mqtt.ha.homeassistant.prefix: must be an exact topic, without '+' or '#'"),
         ('site = "a b"', "plant.toml: mqtt.ha.homeassistant.site: bad name: use letters, digits, '_', '.' or '-' "

@@ -914,6 +914,7 @@ def _plant(c: _Checker, doc: dict[str, Any]) -> PlantConfig | None:
         c.keys(t, path, _SITE_KEYS)
         sites.append(SiteConfig(site_id, **_given(name=c.string(t, "name", path))))
     site_ids = [s.id for s in sites]
+    brokers = _ha_sites(c, brokers, site_ids)
 
     raw_derived = doc.get("derived")
     derives = raw_derived is not None and not (isinstance(raw_derived, dict) and raw_derived.get("enabled") is False)
@@ -1188,9 +1189,26 @@ def _homeassistant(c: _Checker, t: dict[str, Any], path: str) -> HaDiscovery | N
         c.error(_join(hpath, "prefix"), problem)
     elif prefix.startswith("/") or prefix.endswith("/"):
         c.error(_join(hpath, "prefix"), "must not start or end with '/'")
-    site = c.string(h, "site", hpath, DEFAULT_SITE, max_len=64, allow_empty=False) or DEFAULT_SITE
-    c.name(site, _join(hpath, "site"))
-    return HaDiscovery(prefix, site)
+    site = c.string(h, "site", hpath, None, max_len=64, allow_empty=False)
+    if site is not None:
+        c.name(site, _join(hpath, "site"))
+    return HaDiscovery(prefix, site or "")  # "": the plant's site, filled in by _ha_sites
+
+
+def _ha_sites(c: _Checker, brokers: list[MqttBrokerConfig], site_ids: list[str]) -> list[MqttBrokerConfig]:
+    """Discovered points without a C{site} go to the only declared site (or C{plant}), as units do."""
+    from dataclasses import replace
+
+    found = []
+    for broker in brokers:
+        ha = broker.homeassistant
+        if ha is not None and not ha.site:
+            if len(site_ids) > 1:
+                c.error(_join(_join(_join("mqtt", broker.name), "homeassistant"), "site"),
+                        "required when more than one site is declared")
+            broker = replace(broker, homeassistant=replace(ha, site=site_ids[0] if site_ids else DEFAULT_SITE))
+        found.append(broker)
+    return found
 
 
 _SPARKPLUG_KEYS = ("group", "site")

@@ -171,7 +171,7 @@ def parse_entity(settings: HaDiscovery, topic: str, payload: bytes) -> Entity | 
     assert isinstance(device, dict)
     device_name = _text(device, "name", "")
     unit_level = slug(node) if node is not None else slug(device_name) if device_name else "ha"
-    point_id = f"{settings.site}/{unit_level}/{slug(object_id)}"
+    point_id = f"{settings.site or 'plant'}/{unit_level}/{slug(object_id)}"
     unit = _text(config, "unit_of_measurement", "", 32)
     name = _text(config, "name", "") or device_name or object_id
     if device_name and not name.startswith(device_name):  # as Home Assistant shows it
