@@ -196,36 +196,36 @@ async def test_an_edge_node_births_sends_aliases_dies_and_is_reborn(mosquitto):
         await deferToThread(edge.start)
         state = await until_state(client, _all({
             AHU[0]: ("ok", 14.5), AHU[1]: ("ok", True), AHU[2]: ("ok", 62), CHILLER: ("ok", 6.8), UPTIME: ("ok", 10),
-        }))
+        }), seconds=20)
         assert state[AHU[0]]["unit"] == "°C" and state[UPTIME]["unit"] == "s"
         assert running.service.hub.meta[AHU[1]].name == "Fan/Running"
 
         # Data by alias alone.
         await deferToThread(edge.data, "ahu-1", {10: 15.25, 12: 70})
         await deferToThread(edge.data, None, {1: 20})
-        await until_state(client, _all({AHU[0]: ("ok", 15.25), AHU[2]: ("ok", 70), UPTIME: ("ok", 20)}))
+        await until_state(client, _all({AHU[0]: ("ok", 15.25), AHU[2]: ("ok", 70), UPTIME: ("ok", 20)}), seconds=20)
 
         # A device dies: its points go down (last values kept); the rest of the node stays ok.
         await deferToThread(edge.device_death, "chiller-1")
-        state = await until_state(client, _all({CHILLER: ("down", 6.8)}))
+        state = await until_state(client, _all({CHILLER: ("down", 6.8)}), seconds=20)
         hub = running.service.hub
         assert all(getattr(hub.get(pid), "status", None) == "ok" for pid in (*AHU, UPTIME))
 
         # Lost messages: the host sees the gap, asks for a rebirth, and the node births again.
         await deferToThread(edge.skip, 3)
         await deferToThread(edge.data, "ahu-1", {10: 16.0})
-        await eventually(lambda: edge.rebirth_requests == 1 and edge.births == 2, timeout=10)
-        await until_state(client, _all({CHILLER: ("ok", 6.8), AHU[0]: ("ok", 16.0)}))
+        await eventually(lambda: edge.rebirth_requests == 1 and edge.births == 2, timeout=20)
+        await until_state(client, _all({CHILLER: ("ok", 6.8), AHU[0]: ("ok", 16.0)}), seconds=20)
         errors = running.service.producers[0].status.errors()
         assert errors.get("sparkplug_seq_gap") == 1
 
         # The node is cut off: the broker publishes its will (NDEATH), and every point of it goes down.
         await deferToThread(edge.kill)
-        await until_state(client, _all({pid: ("down", None) for pid in (*AHU, CHILLER, UPTIME)}))
+        await until_state(client, _all({pid: ("down", None) for pid in (*AHU, CHILLER, UPTIME)}), seconds=20)
 
         # A new session births again (bdSeq + 1): everything is ok again.
         await deferToThread(edge.start)
-        await until_state(client, _all({pid: ("ok", None) for pid in (*AHU, CHILLER, UPTIME)}))
+        await until_state(client, _all({pid: ("ok", None) for pid in (*AHU, CHILLER, UPTIME)}), seconds=20)
         assert producer.unread.get("sparkplug_unknown_metric", 0) == 0
         client.sendClose()
         await client.closed
