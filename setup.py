@@ -34,6 +34,7 @@ setup(
         "websockets>=13",  # hvac_push.client and the hvac-push command (asyncio, no Twisted)
         "pint>=0.23",  # units of measure of derived-point inputs (hvac_push.analytics.units)
         "bacpypes3>=0.0.100",  # BACnet/IP source (asyncio, run in its producer thread)
+        "protobuf>=7.35.1,<8",  # Sparkplug B payloads (hvac_push/sources/sparkplug_b_pb2.py, made by protoc 7.35.1)
     ],
     extras_require={
         "test": [
@@ -52,6 +53,8 @@ setup(
             "pyyaml>=6",
             "types-PyYAML",
             "types-jsonschema",
+            "types-protobuf",
+            "grpcio-tools",  # protoc: tests/test_sparkplug.py checks sparkplug_b_pb2.py against its .proto
         ],
         "docs": ["sphinx>=7", "myst-parser>=2"],
         "bench": ["websockets>=13", "psutil>=5"],

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Callable, Iterable, Protocol, Sequence
+from typing import Callable, Iterable, Mapping, Protocol, Sequence
 
 from hvac_push.core.points import Sample, Status, Value
 
@@ -63,6 +63,15 @@ class Publisher:
         """Mark points C{ok}, C{stale}, C{fault} or C{down} without a new value (from any thread)."""
         self._reactor.callFromThread(self._sink.set_status, list(point_ids), status)
 
+    def declare(self, points: Sequence[tuple[str, str]], names: Mapping[str, str] | None = None) -> None:
+        """Make points a source found at run time exist before their first value (from any thread).
+
+        They show with status C{waiting}, like the points of the config file
+        (L{hvac_push.core.hub.Hub.declare}); C{names} gives display names to the
+        points that have none configured. A sink without C{declare} ignores it.
+        """
+        self._reactor.callFromThread(_declare, self._sink, list(points), dict(names or {}))
+
     def publish(
         self,
         point_id: str,
@@ -73,6 +82,26 @@ class Publisher:
     ) -> None:
         """Hand one reading over (from any thread)."""
         self.publish_many([Sample(point_id, value, unit, ts, status)])
+
+
+def _declare(sink: SampleSink, points: list[tuple[str, str]], names: dict[str, str]) -> None:
+    """On the reactor thread: the hub's C{declare}, then display names where none is configured."""
+    declare = getattr(sink, "declare", None)
+    if declare is None:
+        return
+    declare(points)
+    meta = getattr(sink, "meta", None)
+    configure = getattr(sink, "configure", None)
+    if not isinstance(meta, dict) or configure is None:
+        return
+    from dataclasses import replace
+
+    from hvac_push.core.points import PointMeta
+
+    for point_id, name in names.items():
+        current = meta.get(point_id) or PointMeta()
+        if not current.name and name:
+            configure(point_id, replace(current, name=name))
 
 
 def _stamped(sample: Sample, ts: float) -> Sample:

@@ -157,7 +157,8 @@ class PushCollector:
             "hvacpush_source_errors",
             "Failed reads and dropped messages, by source and reason "
             "(Modbus: unreachable, decode, and one per exception code: busy, illegal_address, "
-            "gateway_path_unavailable, gateway_target_failed...; MQTT: malformed)",
+            "gateway_path_unavailable, gateway_target_failed...; MQTT: malformed, path_missing, "
+            "value_unmapped, bad_value)",
             labels=["producer", "reason"],
         )
         for producer in service.producers:

@@ -50,6 +50,9 @@ from hvac_push.sources.mqtt import DEFAULT_TEMPLATE, check_topic, check_topic_te
 from hvac_push.sources.modbus_codec import MAX_STRING as MODBUS_MAX_STRING
 from hvac_push.sources.modbus_codec import registers_of as modbus_registers
 from hvac_push.sources.mqtt_client import MqttBroker, MqttTls, default_port
+from hvac_push.sources.ha_discovery import DEFAULT_PREFIX as HA_PREFIX, HaDiscovery
+from hvac_push.sources.sparkplug_settings import SparkplugSettings
+from hvac_push.sources.mqtt_payload import BUILTIN_MAPS, PayloadMap, check_path, make_value_map
 
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_\-]+$")
 
@@ -92,6 +95,12 @@ class MqttBrokerConfig:
     discover: bool = True
     reconnect_min: float = 1.0
     reconnect_max: float = 30.0
+    #: How the source's points read their payloads unless a point says otherwise (C{json_path} ...).
+    payload: PayloadMap = PayloadMap()
+    #: C{[mqtt.NAME.homeassistant]}: points from Home Assistant discovery messages.
+    homeassistant: HaDiscovery | None = None
+    #: C{[mqtt.NAME.sparkplug]}: points from Sparkplug B edge nodes.
+    sparkplug: SparkplugSettings | None = None
 
     @property
     def key(self) -> str:
@@ -204,6 +213,8 @@ class PointConfig:
     register: RegisterConfig | None = None
     #: BACnet only: the object and property.
     bacnet: BacnetObjectConfig | None = None
+    #: MQTT only: how to read the point out of its messages (C{json_path}, C{value_map} ...); None: the source's.
+    payload: PayloadMap | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -391,7 +402,7 @@ _ALARM_KEYS = (
     "high", "low", "deadband", "delay", "severity", "priority", "delay_normal", "ack_required", "latch",
     "group", "notification_class",
 )
-_MQTT_POINT_KEYS = ("topic",)
+_MQTT_POINT_KEYS = ("topic", "json_path", "unit_path", "ts_path", "value_map")
 _MODBUS_POINT_KEYS = ("register", "table", "type", "word_order", "scale", "offset", "bit", "byte_order", "length")
 _COMMON_POINT_KEYS = ("name", "unit", "interval", "alarm", "source")
 _BACNET_POINT_KEYS = ("device", "address", "object", "property", "cov_increment")
@@ -400,6 +411,7 @@ _BACNET_KEYS = ("address", "device_instance", "device_name", "apdu_timeout", "re
 _MQTT_KEYS = (
     "host", "port", "client_id", "keepalive", "username", "password", "password_file",
     "tls", "topic_template", "discover", "reconnect_min", "reconnect_max",
+    "json_path", "unit_path", "ts_path", "value_map", "homeassistant", "sparkplug",
 )
 _TLS_KEYS = ("ca", "cert", "key", "insecure")
 _MODBUS_KEYS = ("host", "port", "unit_id", "poll_interval", "timeout", "retries")
@@ -474,6 +486,9 @@ def _sources(c: _Checker, doc: dict[str, Any]) -> tuple[list[MqttBrokerConfig], 
                     discover=c.boolean(t, "discover", path),
                     reconnect_min=rmin,
                     reconnect_max=rmax,
+                    payload=_payload_map(c, t, path),
+                    homeassistant=_homeassistant(c, t, path),
+                    sparkplug=_sparkplug(c, t, path),
                 ),
             )
         )
@@ -926,6 +941,7 @@ def _plant(c: _Checker, doc: dict[str, Any]) -> PlantConfig | None:
     source_keys = {b.key: "mqtt" for b in brokers} | {d.key: "modbus" for d in devices}
     source_keys |= {b.key: "bacnet" for b in bacnet}
     templates = {b.key: b.topic_template for b in brokers}
+    payload_defaults = {b.key: b.payload for b in brokers}
     if simulator is not None:
         source_keys[SIMULATOR] = SIMULATOR
 
@@ -939,13 +955,14 @@ def _plant(c: _Checker, doc: dict[str, Any]) -> PlantConfig | None:
         c.keys(t, path, _SITE_KEYS)
         sites.append(SiteConfig(site_id, **_given(name=c.string(t, "name", path))))
     site_ids = [s.id for s in sites]
+    brokers = _ha_sites(c, brokers, site_ids)
 
     raw_derived = doc.get("derived")
     derives = raw_derived is not None and not (isinstance(raw_derived, dict) and raw_derived.get("enabled") is False)
     units: list[UnitConfig] = []
     points: list[PointConfig] = []
     seen_ids: dict[str, str] = {}
-    seen_topics: dict[tuple[str, str], str] = {}
+    seen_topics: dict[tuple[str, str, str | None], str] = {}
     raw_units = c.table(doc["units"], "units") if "units" in doc else None
     for unit_key, raw in (raw_units or {}).items():
         upath = _join("units", unit_key)
@@ -998,11 +1015,7 @@ def _plant(c: _Checker, doc: dict[str, Any]) -> PlantConfig | None:
             if point.topic is None and templates.get(point.source) == "":
                 c.error(_join(ppath, "topic"), f"required: {point.source} has no topic_template")
                 continue
-            if point.topic is not None:
-                where = (point.source, point.topic)
-                if where in seen_topics:
-                    c.error(_join(ppath, "topic"), f"topic {point.topic!r} is also used at {seen_topics[where]}")
-                seen_topics[where] = ppath
+            _check_shared_topic(c, point, ppath, payload_defaults, seen_topics)
             points.append(point)
     _check_bacnet_lookups(c, bacnet, points, seen_ids)
     derived = _derived(c, doc["derived"], simulator, units, set(seen_ids)) if "derived" in doc else None
@@ -1151,12 +1164,128 @@ def _point(
         topic = c.string(p, "topic", path, None, max_len=1024)
         if topic is not None and (problem := check_topic(topic)):
             c.error(_join(path, "topic"), problem)
+    payload = _payload_map(c, p, path) if kind == "mqtt" else None
     if kind == "modbus":
         register = _register(c, p, path, meta.expected_interval)
     bacnet = _bacnet_object(c, p, path) if kind == "bacnet" else None
     if len(c.errors) > before or source is None or kind is None:
         return None
-    return PointConfig(point_id, source, meta=meta, topic=topic, register=register, **_given(unit=unit, bacnet=bacnet))
+    return PointConfig(
+        point_id, source, meta=meta, topic=topic, register=register,
+        **_given(unit=unit, bacnet=bacnet, payload=None if payload is None or payload.plain else payload),
+    )
+
+
+# -- MQTT payload mapping (docs/sources.md, "Payload mapping") ------------------
+
+
+def _payload_map(c: _Checker, t: dict[str, Any], path: str) -> PayloadMap:
+    """C{json_path}, C{unit_path}, C{ts_path} and C{value_map} of an C{[mqtt.NAME]} table or an MQTT point."""
+    paths: dict[str, str | None] = {}
+    for key in ("json_path", "unit_path", "ts_path"):
+        text = c.string(t, key, path, None, max_len=256)
+        if text and (problem := check_path(text)):  # "" on a point: not the source's default
+            c.error(_join(path, key), problem)
+            text = None
+        paths[key] = text
+    value_map = None
+    if "value_map" in t:
+        where = _join(path, "value_map")
+        raw = t["value_map"]
+        if isinstance(raw, str):
+            if raw not in BUILTIN_MAPS:
+                c.error(where, f"unknown value map {raw!r}: give a table or one of {', '.join(BUILTIN_MAPS)}")
+            else:
+                value_map = make_value_map(BUILTIN_MAPS[raw])
+        elif isinstance(raw, dict):
+            if not raw or len(raw) > 256:
+                c.error(where, "expected 1 to 256 entries")
+            elif bad := [k for k, v in raw.items() if not isinstance(v, (bool, int, float, str))
+                         or (isinstance(v, float) and not math.isfinite(v)) or (isinstance(v, str) and len(v) > 256)]:
+                c.error(_join(where, bad[0]), "expected a number, true/false or a text of at most 256 characters")
+            else:
+                try:
+                    value_map = make_value_map(raw)
+                except ValueError as e:
+                    c.error(where, str(e))
+        else:
+            c.error(where, f"expected a table like {{ ON = true, OFF = false }} or one of {', '.join(BUILTIN_MAPS)}")
+    return PayloadMap(paths["json_path"], paths["unit_path"], paths["ts_path"], value_map)
+
+
+_HA_KEYS = ("prefix", "site")
+
+
+def _homeassistant(c: _Checker, t: dict[str, Any], path: str) -> HaDiscovery | None:
+    """C{[mqtt.NAME.homeassistant]}: discovery on, with its topic prefix and the site of the points it creates."""
+    if "homeassistant" not in t:
+        return None
+    hpath = _join(path, "homeassistant")
+    h = c.table(t["homeassistant"], hpath)
+    if h is None:
+        return None
+    c.keys(h, hpath, _HA_KEYS)
+    prefix = c.string(h, "prefix", hpath, HA_PREFIX, max_len=256, allow_empty=False) or HA_PREFIX
+    if problem := check_topic(prefix):
+        c.error(_join(hpath, "prefix"), problem)
+    elif prefix.startswith("/") or prefix.endswith("/"):
+        c.error(_join(hpath, "prefix"), "must not start or end with '/'")
+    site = c.string(h, "site", hpath, None, max_len=64, allow_empty=False)
+    if site is not None:
+        c.name(site, _join(hpath, "site"))
+    return HaDiscovery(prefix, site or "")  # "": the plant's site, filled in by _ha_sites
+
+
+def _ha_sites(c: _Checker, brokers: list[MqttBrokerConfig], site_ids: list[str]) -> list[MqttBrokerConfig]:
+    """Discovered points without a C{site} go to the only declared site (or C{plant}), as units do."""
+    from dataclasses import replace
+
+    found = []
+    for broker in brokers:
+        ha = broker.homeassistant
+        if ha is not None and not ha.site:
+            if len(site_ids) > 1:
+                c.error(_join(_join(_join("mqtt", broker.name), "homeassistant"), "site"),
+                        "required when more than one site is declared")
+            broker = replace(broker, homeassistant=replace(ha, site=site_ids[0] if site_ids else DEFAULT_SITE))
+        found.append(broker)
+    return found
+
+
+_SPARKPLUG_KEYS = ("group", "site")
+
+
+def _sparkplug(c: _Checker, t: dict[str, Any], path: str) -> SparkplugSettings | None:
+    """C{[mqtt.NAME.sparkplug]}: follow Sparkplug B edge nodes of one group (or all), as points of a site."""
+    if "sparkplug" not in t:
+        return None
+    spath = _join(path, "sparkplug")
+    table = c.table(t["sparkplug"], spath)
+    if table is None:
+        return None
+    c.keys(table, spath, _SPARKPLUG_KEYS)
+    group = c.string(table, "group", spath, "+", max_len=256, allow_empty=False) or "+"
+    if group != "+" and any(ch in group for ch in "/+#"):
+        c.error(_join(spath, "group"), "must be one group id (no '/', '+' or '#'), or \"+\" for every group")
+    site = c.string(table, "site", spath, None, max_len=64, allow_empty=False)
+    if site is not None:
+        c.name(site, _join(spath, "site"))
+    return SparkplugSettings(group, site)
+
+
+def _check_shared_topic(
+    c: _Checker, point: PointConfig, path: str, defaults: dict[str, PayloadMap],
+    seen: dict[tuple[str, str, str | None], str],
+) -> None:
+    """Several points may share a topic when each reads its own C{json_path} from it."""
+    if point.topic is None:
+        return
+    payload = (point.payload or PayloadMap()).merged(defaults.get(point.source, PayloadMap()))
+    where = (point.source, point.topic, payload.json_path or None)
+    if where in seen:
+        also = f"topic {point.topic!r} is also used at {seen[where]}"
+        c.error(_join(path, "topic"), also if not payload.json_path else f"{also} with the same json_path")
+    seen[where] = path
 
 
 # -- entry points -------------------------------------------------------------

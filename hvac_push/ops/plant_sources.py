@@ -55,7 +55,7 @@ def producer_specs(config: PlantConfig) -> dict[str, Spec]:
     specs: dict[str, Spec] = {}
     for broker in config.brokers:
         points = tuple(_point_address(p) for p in config.points_of(broker.key))
-        if points or broker.discover:
+        if points or broker.discover or broker.homeassistant is not None or broker.sparkplug is not None:
             specs[broker.key] = (broker, points)
     for device in config.devices:
         points = tuple(_point_address(p) for p in config.points_of(device.key))
@@ -74,14 +74,17 @@ def build_producer(spec: Spec) -> Producer:
     """The producer for one spec (imports paho / pymodbus / bacpypes3 only when they are used)."""
     source, points = spec
     if isinstance(source, MqttBrokerConfig):
-        from hvac_push.sources.mqtt import MqttPoint, MqttProducer
+        from hvac_push.sources.mqtt import MqttPoint, MqttProducer, PayloadMap
 
         return MqttProducer(
             source.key,
             source.broker,
-            points=[MqttPoint(p.point_id, p.topic, p.unit) for p in points],
+            points=[MqttPoint(p.point_id, p.topic, p.unit, p.payload or PayloadMap()) for p in points],
             topic_template=source.topic_template,
             discover=source.discover,
+            payload=source.payload,
+            homeassistant=source.homeassistant,
+            sparkplug=source.sparkplug,
             client_id=source.client_id,
             keepalive=source.keepalive,
             reconnect_min=source.reconnect_min,

@@ -5,10 +5,13 @@ C{+}, or the placeholders C{{site}}, C{{unit}} and C{{point}}; the default
 C{hvac/{site}/{unit}/{point}} maps C{hvac/plant/chiller-1/supply_temp} to
 C{plant/chiller-1/supply_temp}. Declared points may name an exact topic instead.
 
-Payloads are a bare JSON number or C{true}/C{false}, or a JSON object
-C{{"value": ..., "ts": ..., "unit": ...}}. Anything else is counted, logged at
-most once per topic per minute, and dropped. An empty payload (how a retained
-message is cleared) is ignored.
+Payloads are a bare JSON number or C{true}/C{false}, a number with a unit
+(C{21.5 °C}), or a JSON object C{{"value": ..., "ts": ..., "unit": ...}}.
+A point (or the whole source) may declare a L{PayloadMap} instead: a JSON path
+into the object, a value map for text states (L{hvac_push.sources.mqtt_payload}),
+and several points may share one topic, each picking its own part. Anything
+else is counted by reason, logged at most once per topic per minute, and
+dropped. An empty payload (how a retained message is cleared) is ignored.
 
 paho runs its own network thread (C{loop_start}); every message is handed to
 the reactor through the C{publish} callable. While the broker is unreachable
@@ -23,16 +26,24 @@ import math
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from hvac_push.core.points import STATUSES, InvalidPoint, Sample, Status, Value, check_point_id, check_value
 from hvac_push.sources.common import PointStates, QuietLog, log
 from hvac_push.sources.mqtt_client import MqttBroker, make_client
-from hvac_push.sources.supervisor import count_error, report_connection
+from hvac_push.sources.ha_discovery import BadDiscovery, Entity, HaDiscovery, parse_entity
+from hvac_push.sources.mqtt_payload import BadMapping, PayloadMap, decode, number_with_unit, read
+from hvac_push.sources.supervisor import count_error, declare_points, report_connection
+
+if TYPE_CHECKING:
+    from hvac_push.sources.sparkplug import Outcome
+    from hvac_push.sources.sparkplug_settings import SparkplugSettings
 
 DEFAULT_TEMPLATE = "hvac/{site}/{unit}/{point}"
 MAX_PAYLOAD = 4096
+#: Payloads read through a L{PayloadMap} may be larger: device status objects run to a few kB.
+MAX_MAPPED_PAYLOAD = 65536
 #: A C{ts} above this is taken to be in milliseconds (it is year 5138 in seconds).
 _MS_THRESHOLD = 1e11
 _MAX_TRACKED = 100_000
@@ -45,11 +56,12 @@ class BadPayload(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class MqttPoint:
-    """A declared point: its id, an optional exact topic, and its unit of measure."""
+    """A declared point: its id, an optional exact topic, its unit of measure, and how to read its payload."""
 
     point_id: str
     topic: str | None = None
     unit: str = ""
+    payload: PayloadMap = PayloadMap()
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,14 +195,19 @@ def check_topic(topic: str) -> str | None:
 class TopicMap:
     """Which topics to subscribe to, and which point (and unit) a topic feeds."""
 
-    def __init__(self, template: str, points: Sequence[MqttPoint] = (), discover: bool = True):
+    def __init__(
+        self, template: str, points: Sequence[MqttPoint] = (), discover: bool = True, payload: PayloadMap = PayloadMap(),
+    ):
         self.template = template
         self.discover = discover
+        #: How points found through the template read their payloads (the source's defaults).
+        self.payload = payload
         self._levels = template.split("/") if template else []
         problem = check_topic_template(template)
         if problem is not None:
             raise ValueError(f"topic template {template!r}: {problem}")
-        self._exact: dict[str, MqttPoint] = {}
+        #: Exact topic -> the points it feeds (one message may feed several, each with its own path).
+        self._exact: dict[str, list[MqttPoint]] = {}
         self._by_id: dict[str, MqttPoint] = {}
         for point in points:
             check_point_id(point.point_id)
@@ -199,7 +216,7 @@ class TopicMap:
                 problem = check_topic(point.topic)
                 if problem is not None:
                     raise ValueError(f"{point.point_id}: topic {point.topic!r}: {problem}")
-                self._exact[point.topic] = point
+                self._exact.setdefault(point.topic, []).append(point)
             elif not template:
                 raise ValueError(f"{point.point_id}: no topic and no topic template")
         self._templated = {pid for pid, p in self._by_id.items() if p.topic is None}
@@ -230,27 +247,67 @@ class TopicMap:
         Raises L{InvalidPoint} when the topic fits the template but its levels
         do not make a valid point id.
         """
+        found = self.routes(topic)
+        return (found[0].point_id, found[0].unit) if found else None
+
+    def routes(self, topic: str) -> list[MqttPoint]:
+        """The points a topic feeds (several when they share an exact topic), in declaration order.
+
+        Raises L{InvalidPoint} when the topic fits the template but its levels
+        do not make a valid point id.
+        """
         exact = self._exact.get(topic)
         if exact is not None:
-            return exact.point_id, exact.unit
+            return exact
         levels = topic.split("/")
         if len(levels) != len(self._levels):
-            return None
+            return []
         parts: dict[str, str] = {}
         for want, got in zip(self._levels, levels):
             if want in _PLACEHOLDERS:
                 parts[want] = got
             elif want != "+" and want != got:
-                return None
+                return []
         point_id = f"{parts['{site}']}/{parts['{unit}']}/{parts['{point}']}"
         declared = self._by_id.get(point_id)
         if declared is not None:
             # A point with its own topic is fed by that topic only.
-            return (point_id, declared.unit) if declared.topic is None else None
+            return [declared] if declared.topic is None else []
         if not self.discover:
-            return None
+            return []
         check_point_id(point_id)
-        return point_id, ""
+        return [MqttPoint(point_id, None, "", self.payload)]
+
+    def has(self, point_id: str) -> bool:
+        """Whether the point is declared, or was added by L{add}."""
+        return point_id in self._by_id
+
+    def add(self, point: MqttPoint) -> bool:
+        """Route an exact topic to one more point, found at run time (Home Assistant discovery).
+
+        A point already declared keeps its declaration; returns whether the topic
+        needs a new subscription.
+        """
+        if point.topic is None or point.point_id in self._by_id:
+            return False
+        check_point_id(point.point_id)
+        if check_topic(point.topic) is not None:
+            raise ValueError(f"{point.point_id}: topic {point.topic!r}: {check_topic(point.topic)}")
+        self._by_id[point.point_id] = point
+        new = point.topic not in self._exact
+        self._exact.setdefault(point.topic, []).append(point)
+        return new
+
+    def remove(self, point_id: str) -> None:
+        """Forget a point added at run time (its discovery config was deleted)."""
+        point = self._by_id.pop(point_id, None)
+        if point is None or point.topic is None:
+            return
+        left = [p for p in self._exact.get(point.topic, []) if p.point_id != point_id]
+        if left:
+            self._exact[point.topic] = left
+        else:
+            self._exact.pop(point.topic, None)
 
 
 class MqttProducer:
@@ -264,6 +321,9 @@ class MqttProducer:
         points: Sequence[MqttPoint] = (),
         topic_template: str = DEFAULT_TEMPLATE,
         discover: bool = True,
+        payload: PayloadMap = PayloadMap(),
+        homeassistant: HaDiscovery | None = None,
+        sparkplug: SparkplugSettings | None = None,
         client_id: str = "",
         keepalive: int = 30,
         qos: int = 1,
@@ -274,7 +334,19 @@ class MqttProducer:
     ):
         self.name = name
         self.broker = broker
-        self.topics = TopicMap(topic_template, points, discover)
+        self.payload = payload
+        #: Home Assistant MQTT discovery (L{hvac_push.sources.ha_discovery}), when enabled.
+        self.homeassistant = homeassistant
+        #: Sparkplug B edge nodes (L{hvac_push.sources.sparkplug}), when enabled.
+        self.sparkplug = sparkplug
+        #: Points created from discovery messages so far.
+        self.discovered = 0
+        #: Subscriptions to discovered state topics not yet acknowledged by the broker.
+        self.subscriptions_pending = 0
+        self.sparkplug_host: Any = None
+        self.topics = TopicMap(
+            topic_template, [replace(p, payload=p.payload.merged(payload)) for p in points], discover, payload,
+        )
         self.client_id = client_id
         self.keepalive = keepalive
         self.qos = qos
@@ -287,6 +359,8 @@ class MqttProducer:
         self.received = 0
         self.malformed = 0
         self.malformed_by_topic: Counter[str] = Counter()
+        #: Messages (or parts of messages) a payload mapping did not fit, by reason (L{mqtt_payload}).
+        self.unread: Counter[str] = Counter()
         self.connected = False
         self.connects = 0
         #: Initial sync (see L{initial_sync}): seconds of silence from retained messages that end it.
@@ -333,6 +407,17 @@ class MqttProducer:
                 name=self.name, topic=topic, why=why, count=count,
             )
 
+    def count_unread(self, topic: str, reason: str, why: str) -> None:
+        """A mapping that does not fit a message: counted by reason, logged at most once a minute per topic."""
+        with self._lock:
+            self.unread[reason] += 1
+            count = sum(self.unread.values())
+        if self._quiet.allow(topic):
+            log.warn(
+                "mqtt {name}: could not read a point from {topic!r}: {why} ({count} so far)",
+                name=self.name, topic=topic, why=why, count=count,
+            )
+
     def run(self, publish: Callable[[Sequence[Sample]], None], stop: threading.Event) -> None:
         """Connect, subscribe and hand messages over until C{stop} is set."""
         session = _Session(self, publish)
@@ -368,6 +453,19 @@ class _Session:
         #: The last sample of every point this session has handed over.
         self.states = PointStates(_MAX_TRACKED)
         self._pending_subscribe: int | None = None
+        self._client: Any = None
+        #: Discovery config topic -> the entity it announced.
+        self.entities: dict[str, Entity] = {}
+        self._discovery_mids: set[int] = set()
+        self.sparkplug: Any = None
+        if producer.sparkplug is not None:
+            from hvac_push.sources.sparkplug import SparkplugHost  # imports protobuf only when used
+
+            self.sparkplug = SparkplugHost(producer.sparkplug)
+        #: The Sparkplug host of the running session (for tests and the health page).
+        producer.sparkplug_host = self.sparkplug
+        #: Availability topic -> point id -> (online payload, offline payload).
+        self.availability: dict[str, dict[str, tuple[str, str]]] = {}
 
     def _known(self) -> set[str]:
         return self.states.known() | set(self.producer.topics.declared)
@@ -384,12 +482,20 @@ class _Session:
                  name=p.name, host=p.broker.host, port=p.broker.port, why=why)
 
     def on_connect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
+        self._client = client
         try:
             if reason_code.is_failure:
                 self._down(f"connection refused: {reason_code}")
                 return
             self.producer.connects += 1
+            self._discovery_mids.clear()  # the new session's subscription covers them
+            self.producer.subscriptions_pending = 0
             filters = self.producer.topics.filters()
+            if self.producer.homeassistant is not None:
+                filters += self.producer.homeassistant.filters()
+            filters += [t for t in self.availability if t not in filters]
+            if self.sparkplug is not None:
+                filters += self.sparkplug.filters()
             if not filters:
                 self._subscribed()
                 return
@@ -400,6 +506,9 @@ class _Session:
 
     def on_subscribe(self, client: Any, userdata: Any, mid: int, reason_codes: Any, properties: Any) -> None:
         try:
+            if mid in self._discovery_mids:
+                self._discovery_mids.discard(mid)
+                self.producer.subscriptions_pending = len(self._discovery_mids)
             if mid != self._pending_subscribe:
                 return
             refused = [str(code) for code in reason_codes if code.is_failure]
@@ -419,7 +528,11 @@ class _Session:
         was = self.up
         self.up = True
         if was is False:
-            self.states.mark(self.publish, self._known(), "ok")
+            # Sparkplug points come back with their node's rebirth, which is asked for now.
+            waiting = self.sparkplug.point_ids() if self.sparkplug is not None else set()
+            self.states.mark(self.publish, self._known() - waiting, "ok")
+            if self.sparkplug is not None and self._client is not None:
+                self._apply(self._client, "(reconnected)", self.sparkplug.reconnected())
             log.info("mqtt {name} ({host}:{port}) is back", name=p.name, host=p.broker.host, port=p.broker.port)
 
     def on_connect_fail(self, client: Any, userdata: Any) -> None:
@@ -440,23 +553,42 @@ class _Session:
         try:
             topic = message.topic
             payload: bytes = message.payload
+            ha = producer.homeassistant
+            if ha is not None and ha.parts(topic) is not None:
+                if message.retain:  # retained configs are part of the initial sync (mqtt-sync)
+                    producer.retained += 1
+                    producer._last_retained_at = time.monotonic()
+                self._discovery(client, ha, topic, payload)
+                return
+            if self.sparkplug is not None and self.sparkplug.handles(topic):
+                self._apply(client, topic, self.sparkplug.handle(topic, payload))
+                return
             if not payload:
                 return  # a retained message being cleared
+            if topic in self.availability:
+                self._available(topic, payload)  # and maybe a state topic too: go on
             try:
-                target = producer.topics.lookup(topic)
+                routes = producer.topics.routes(topic)
             except InvalidPoint as e:
                 producer.count_malformed(topic, f"topic does not map to a point id: {e}")
                 count_error(self.publish, "malformed")
                 return
-            if target is None:
+            if not routes:
                 return
-            point_id, unit = target
+            if len(routes) > 1 or not routes[0].payload.plain:
+                self._mapped(topic, payload, routes, bool(message.retain))
+                return
+            point_id, unit = routes[0].point_id, routes[0].unit
             try:
                 parsed = parse_message(payload)
             except BadPayload as e:
-                producer.count_malformed(topic, str(e))
-                count_error(self.publish, "malformed")
-                return
+                text = payload.decode("utf-8", "replace") if len(payload) <= 64 else ""
+                with_unit = number_with_unit(text) if text and not text.lstrip().startswith("{") else None
+                if with_unit is None:
+                    producer.count_malformed(topic, str(e))
+                    count_error(self.publish, "malformed")
+                    return
+                parsed = Message(with_unit[0], unit=with_unit[1] or None)
             producer.received += 1
             if message.retain:
                 producer.retained += 1
@@ -476,8 +608,117 @@ class _Session:
         except Exception:
             log.failure("mqtt {name}: handling a message on {topic!r} failed", name=producer.name, topic=topic)
 
+    def _discovery(self, client: Any, ha: HaDiscovery, topic: str, payload: bytes) -> None:
+        """A Home Assistant config message: add (or replace, or remove) the point it announces."""
+        producer = self.producer
+        try:
+            entity = parse_entity(ha, topic, payload)
+        except BadDiscovery as e:
+            producer.count_unread(topic, "bad_discovery", str(e))
+            count_error(self.publish, "bad_discovery")
+            return
+        old = self.entities.get(topic)
+        if entity == old:
+            return  # the retained config again, after a reconnect
+        if old is not None:
+            producer.topics.remove(old.point_id)
+            self.entities.pop(topic)
+            for points in self.availability.values():
+                points.pop(old.point_id, None)
+        if entity is None:
+            if old is not None:  # nothing feeds it any more: its last value is kept, flagged as not live
+                self.states.mark(self.publish, [old.point_id], "stale")
+            return
+        if producer.topics.has(entity.point_id):
+            producer.count_unread(topic, "bad_discovery", f"{entity.point_id} is already a point of this source")
+            count_error(self.publish, "bad_discovery")
+            return  # the plant file's point (or another entity's) keeps its own settings
+        point = MqttPoint(entity.point_id, entity.topic, entity.unit, entity.payload)
+        try:
+            subscribe = [entity.topic] if producer.topics.add(point) else []
+        except (ValueError, InvalidPoint) as e:
+            producer.count_unread(topic, "bad_discovery", str(e))
+            count_error(self.publish, "bad_discovery")
+            return
+        self.entities[topic] = entity
+        if entity.availability is not None:
+            avty, online, offline = entity.availability
+            if avty not in self.availability:
+                subscribe.append(avty)
+            self.availability.setdefault(avty, {})[entity.point_id] = (online, offline)
+        if subscribe:
+            _, mid = client.subscribe([(t, producer.qos) for t in subscribe])
+            self._discovery_mids.add(mid)
+            producer.subscriptions_pending = len(self._discovery_mids)
+        producer.discovered += 1
+        declare_points(self.publish, [(entity.point_id, entity.unit)], {entity.point_id: entity.name})
+
+    def _apply(self, client: Any, topic: str, outcome: Outcome) -> None:
+        """Carry out what a Sparkplug message means: declare, publish, mark down, ask for rebirths, count."""
+        producer = self.producer
+        for reason, why in outcome.problems:
+            producer.count_unread(topic, reason, why)
+            count_error(self.publish, reason)
+        if outcome.declare:
+            declare_points(self.publish, outcome.declare, outcome.names)
+        if outcome.samples:
+            producer.received += 1
+            self.states.remember(outcome.samples)
+            self.publish(outcome.samples)
+        if outcome.down:
+            self.states.mark(self.publish, outcome.down, "down")
+        for command_topic, command in outcome.commands:
+            client.publish(command_topic, command, qos=0)
+
+    def _available(self, topic: str, payload: bytes) -> None:
+        """An availability message: offline makes the entities' points C{down}, online brings them back."""
+        text = payload.decode("utf-8", "replace").strip()
+        if text.startswith("{"):
+            try:
+                doc = json.loads(text)
+                text = str(doc.get("state", "")) if isinstance(doc, dict) else text
+            except ValueError:
+                pass
+        points = self.availability.get(topic, {})
+        down = [pid for pid, (_, offline) in points.items() if text == offline]
+        back = [pid for pid, (online, _) in points.items() if text == online and pid in self.states.known()]
+        self.states.mark(self.publish, down, "down")
+        self.states.mark(self.publish, back, "ok")
+
+    def _mapped(self, topic: str, payload: bytes, routes: Sequence[MqttPoint], retained: bool) -> None:
+        """One message read through the payload maps of every point it feeds: one batch of samples."""
+        producer = self.producer
+        if len(payload) > MAX_MAPPED_PAYLOAD:
+            producer.count_malformed(topic, f"payload larger than {MAX_MAPPED_PAYLOAD} bytes")
+            count_error(self.publish, "malformed")
+            return
+        try:
+            doc = decode(payload)
+        except BadMapping as e:
+            producer.count_malformed(topic, str(e))
+            count_error(self.publish, "malformed")
+            return
+        producer.received += 1
+        if retained:
+            producer.retained += 1
+            producer._last_retained_at = time.monotonic()
+        now = time.time()
+        samples = []
+        for route in routes:
+            try:
+                reading = read(route.payload, doc)
+            except BadMapping as e:
+                producer.count_unread(topic, e.reason, f"{route.point_id}: {e}")
+                count_error(self.publish, e.reason)
+                continue
+            unit = reading.unit if reading.unit is not None else route.unit
+            samples.append(Sample(route.point_id, reading.value, unit, reading.ts or now, "ok"))
+        if samples:
+            self.states.remember(samples)
+            self.publish(samples)
+
 
 __all__ = [
-    "BadPayload", "Message", "MqttPoint", "MqttProducer", "TopicMap",
+    "BadPayload", "Message", "MqttPoint", "MqttProducer", "PayloadMap", "TopicMap",
     "check_topic", "check_topic_template", "parse_message", "parse_payload",
 ]

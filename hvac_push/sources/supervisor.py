@@ -124,6 +124,11 @@ class ProducerLink:
     def count_error(self, reason: str, count: int = 1) -> None:
         self._service.status.count_error(reason, count)
 
+    def declare(self, points: Sequence[tuple[str, str]], names: dict[str, str] | None = None) -> None:
+        """Points the source found at run time (Home Assistant discovery): they exist from now on, C{waiting}."""
+        self._service.point_ids.update(point_id for point_id, _ in points)
+        self._service._publisher.declare(points, names)
+
 
 def report_connection(publish: object, error: str | None) -> None:
     """For sources: say whether the device or broker is reached (L{None}) or why not.
@@ -133,6 +138,12 @@ def report_connection(publish: object, error: str | None) -> None:
     """
     if isinstance(publish, ProducerLink):
         publish.connection(error)
+
+
+def declare_points(publish: object, points: Sequence[tuple[str, str]], names: dict[str, str] | None = None) -> None:
+    """For sources: C{(point id, unit)} points found at run time, with display names; a no-op on a plain callable."""
+    if isinstance(publish, ProducerLink):
+        publish.declare(points, names)
 
 
 def count_error(publish: object, reason: str, count: int = 1) -> None:
@@ -266,4 +277,7 @@ def _fire_once(d: Deferred[None]) -> None:
         d.callback(None)
 
 
-__all__ = ["ProducerLink", "ProducerService", "ProducerState", "ReactorLike", "count_error", "report_connection"]
+__all__ = [
+    "ProducerLink", "ProducerService", "ProducerState", "ReactorLike", "count_error", "declare_points",
+    "report_connection",
+]
