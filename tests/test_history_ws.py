@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -190,4 +191,40 @@ async def test_acked_and_shelved_come_only_once_the_journal_has_the_transition(t
         await closed(ws)
     finally:
         store.gate.set()
+        await stop_server(server)
+
+
+class SlowReads(GatedStore):
+    """Reads of samples wait at a gate of their own (writes go through)."""
+
+    def __init__(self, path: str):
+        super().__init__(path)
+        self.gate.set()
+        self.read_gate = threading.Event()
+
+    def raw(self, point_id: str, start: float, end: float, limit: int) -> list[tuple[float, Any]]:
+        self.read_gate.wait(10)
+        return super().raw(point_id, start, end, limit)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_fifth_history_request_while_four_are_read_is_refused_and_the_four_are_answered(tmp_path):
+    store = SlowReads(str(tmp_path / "slow.db"))
+    store.open()
+    server = await start_server(store=store)
+    try:
+        first = await fill(server)
+        ws = await client(server.port)
+        for _ in range(4):
+            ws.send_json({"type": "history", "points": [P], "from": first, "to": first + 600})
+        busy = await answer(ws, {"type": "history", "points": [P], "from": first, "to": first + 600})
+        assert (busy["type"], busy["error"]) == ("error", "busy")
+        store.read_gate.set()
+        answers = [await within(10, ws.next("history")) for _ in range(4)]
+        assert all(len(a["points"][P]) == 61 for a in answers)
+        again = await answer(ws, {"type": "history", "points": [P], "from": first, "to": first + 600})
+        assert again["type"] == "history"  # the slots are free again
+        await closed(ws)
+    finally:
+        store.read_gate.set()
         await stop_server(server)
