@@ -152,10 +152,14 @@ def test_a_confirmation_the_store_could_not_record_is_an_error_not_acked(gated):
     assert [code for code, _ in client.errors] == ["store_unavailable"]
 
 
-def test_without_a_running_store_the_confirmation_is_sent_at_once():
+def test_without_a_store_the_confirmation_is_sent_at_once_and_with_a_stopped_one_it_is_an_error(tmp_path):
     client = Answers()
     answer_after_journal(client, None, b"x")
     assert client.sent == [b"x"]
+    store = SqliteStore(str(tmp_path / "stopped.db"))
+    stopped = StoreService(store, Clock())  # never started (or already stopped): nothing would be written
+    answer_after_journal(client, stopped, b"y")
+    assert client.sent == [b"x"] and [code for code, _ in client.errors] == ["store_unavailable"]
 
 
 # -- retention of the journal -------------------------------------------------------------

@@ -44,13 +44,17 @@ class Asker(Protocol):
 
 
 def answer_after_journal(client: Asker, store: StoreService | None, payload: bytes) -> None:
-    """Send C{payload} once every alarm transition so far is committed (at once without a running store)."""
-    if store is None or not store.running:
+    """Send C{payload} once every alarm transition so far is committed (at once on a server without a store)."""
+    if store is None:
         client.send_bytes(payload)
         return
 
-    def failed(failure: Failure) -> None:
+    def failed(failure: Failure | None = None) -> None:
         client.send_error("store_unavailable", "done, but not recorded in the alarm journal: the store stopped")
+
+    if not store.running:  # shutting down: the writer takes nothing more
+        failed()
+        return
 
     store.journal_written().addCallbacks(lambda _: client.send_bytes(payload), failed)
 
