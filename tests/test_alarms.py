@@ -206,14 +206,32 @@ def test_the_alarm_rate_counts_annunciations_over_ten_minutes_of_the_engine_cloc
     assert engine.rate() == 2 and engine.counts.annunciated["medium"] == 3
 
 
-def test_restored_shelved_alarms_come_back_at_once():
+def test_restored_shelved_alarms_stay_shelved_until_their_end_and_come_back_then():
+    clock, hub, engine, heard = make(high=25.0)
+    temp(hub, clock, 26)
+    shelved = engine.shelve(HIGH, 30)
+    listed = list(engine.alarms.values())
+    clock2 = Clock()
+    clock2.advance(clock.seconds() + 600)  # restarted ten minutes later
+    hub2 = Hub(epoch="E2", clock=clock2.seconds)
+    engine2 = AlarmEngine(hub2, clock2)
+    engine2.restore(listed, engine.seq)
+    assert (engine2.alarms[HIGH].state, engine2.alarms[HIGH].shelved_until) == ("shelved", shelved.shelved_until)
+    clock2.advance(1200 - 1)
+    assert engine2.alarms[HIGH].state == "shelved"
+    clock2.advance(1)
+    assert engine2.alarms[HIGH].state == "active"
+
+
+def test_a_restored_shelve_without_a_known_end_comes_back_at_once():
+    from dataclasses import replace
+
     clock, hub, engine, heard = make(high=25.0)
     temp(hub, clock, 26)
     engine.shelve(HIGH, 30)
-    listed = list(engine.alarms.values())
+    listed = [replace(a, shelved_until=None) for a in engine.alarms.values()]  # a journal from before the column
     clock2 = Clock()
-    hub2 = Hub(epoch="E2", clock=clock2.seconds)
-    engine2 = AlarmEngine(hub2, clock2)
+    engine2 = AlarmEngine(Hub(epoch="E2", clock=clock2.seconds), clock2)
     engine2.restore(listed, engine.seq)
     assert engine2.alarms[HIGH].state == "shelved"
     clock2.advance(0)

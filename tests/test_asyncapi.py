@@ -142,6 +142,16 @@ def test_every_message_a_server_sends_or_accepts_fits_its_schema(tmp_path: Path)
             assert transition["alarm"]["state"] == "acknowledged"
             send(ws, "historyRequest", {"type": "history", "point": "plant/chiller-1/supply_temp", "since": 0})
             assert schemas.check("historyAnswer", receive(ws, "history"))["samples"]
+            # The store form (the server runs with its default SQLite store in the test's folder).
+            deadline = time.monotonic() + 10
+            while True:  # the store gets the first samples within its flush period (0.25 s) of the start
+                send(ws, "historyRangeRequest", {"type": "history", "points": ["plant/chiller-1/+"],
+                                                 "from": "now-1h", "step": "1m", "agg": "max"})
+                ranged = schemas.check("historyRangeAnswer", receive(ws, "history"))
+                if ranged["points"] or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+            assert ranged["points"]["plant/chiller-1/supply_temp"] and ranged["step"] == 60
             send(ws, "ping", {"type": "ping", "id": 7})
             assert schemas.check("pong", receive(ws, "pong"))["id"] == 7
             send(ws, "ping", {"type": "ping"})
@@ -179,6 +189,7 @@ def test_the_schemas_refuse_what_the_protocol_does_not_allow():
         "snapshot": {"type": "snapshot", "epoch": "e", "version": 1, "points": {"not-a-point": {}}},
         "alarm": {"type": "alarm", "seq": 1, "alarm": {"id": "a"}},
         "historyRequest": {"type": "history", "point": "a/b"},
+        "historyRangeRequest": {"type": "history", "points": [], "since": 0},
     }
     for name, message in bad.items():
         assert list(schemas.validators[name].iter_errors(message)), name

@@ -299,6 +299,7 @@ def test_derived_keys_are_the_configurable_settings():
     assert configurable == {
         "forecast_minutes", "tariff", "currency", "energy_max_gap", "max_starts_per_hour", "cop_window",
         "cop_min_power", "running_kw", "predict_within_min", "severity", "timezone", "schedules", "zones",
+        "forecast_gate", "forecast_cycle",
     }
     assert error_of(DERIVED + "limit_lookahead_min = 60\n") == "plant.toml: derived.limit_lookahead_min: unknown key"
 

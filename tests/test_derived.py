@@ -90,8 +90,8 @@ def test_forecaster_learns_that_a_deviation_persists_for_a_slow_cycle():
 # -- forecast points and limits ------------------------------------------------------
 
 
-def test_forecast_points_are_published_for_each_temperature_and_horizon():
-    clock, hub, derived, _ = setup()
+def test_with_the_gate_off_forecast_points_are_published_for_each_temperature_and_horizon_from_the_first_sample():
+    clock, hub, derived, _ = setup(DerivedSettings(forecast_gate=False))
     put(hub, SUPPLY, 7.0, 0, "°C")
     put(hub, SUPPLY, 7.0, 1, "°C")
     for minutes in (5, 15, 30):
@@ -100,6 +100,15 @@ def test_forecast_points_are_published_for_each_temperature_and_horizon():
     # Derived points are never inputs: no forecast of a forecast.
     assert hub.get(f"{SUPPLY}.forecast_5m.forecast_5m") is None
     assert hub.get("plant/chiller-1/setpoint.forecast_5m") is None
+
+
+def test_by_default_no_forecast_is_published_before_it_has_shown_its_skill():
+    clock, hub, derived, _ = setup()
+    for at in range(0, 300, 10):  # five minutes: not one 5-minute forecast has come due yet
+        put(hub, SUPPLY, 7.0 + 0.001 * at, at, "°C")
+    for minutes in (5, 15, 30):
+        assert hub.get(f"{SUPPLY}.forecast_{minutes}m") is None
+        assert hub.get(f"{SUPPLY}.forecast_{minutes}m_skill") is None
 
 
 def test_minutes_to_limit_and_a_predicted_alarm_before_the_real_one():

@@ -285,7 +285,8 @@ def test_reload_applies_new_derived_settings_and_keeps_the_energy_totals(tmp_pat
 
     power, supply = "plant/chiller-1/power", "plant/chiller-1/supply_temp"
     path = tmp_path / "plant.toml"
-    path.write_text(DERIVED_PLANT.format(port=15020, name="A") + "[derived]\ntariff = 0.5\n")
+    # Forecasts from the first sample (gate off) so that a reload's effect on them shows at once.
+    path.write_text(DERIVED_PLANT.format(port=15020, name="A") + "[derived]\ntariff = 0.5\nforecast_gate = false\n")
     push = PushService(MemoryReactorClock())
     reloader = ConfigReloader(push, load_config(str(path)))
     hub = push.hub
@@ -299,13 +300,14 @@ def test_reload_applies_new_derived_settings_and_keeps_the_energy_totals(tmp_pat
     assert point_of(hub, f"{supply}.forecast_5m").value == 6.5
 
     # Another change, the same [derived]: the derived points keep running untouched.
-    path.write_text(DERIVED_PLANT.format(port=15020, name="B") + "[derived]\ntariff = 0.5\n")
+    path.write_text(DERIVED_PLANT.format(port=15020, name="B") + "[derived]\ntariff = 0.5\nforecast_gate = false\n")
     assert _fired(reloader.reload()) is True
     kept = reloader.derived
     assert kept is first
 
     # New settings: replaced; the energy total continues, a dropped horizon goes stale.
-    path.write_text(DERIVED_PLANT.format(port=15020, name="B") + "[derived]\ntariff = 1.0\nforecast_minutes = [10]\n")
+    path.write_text(DERIVED_PLANT.format(port=15020, name="B")
+                    + "[derived]\ntariff = 1.0\nforecast_minutes = [10]\nforecast_gate = false\n")
     assert _fired(reloader.reload()) is True
     replaced = reloader.derived
     assert replaced is not None and replaced is not first and replaced.settings.tariff == 1.0
@@ -339,7 +341,7 @@ async def test_a_config_with_derived_points_feeds_them_to_a_client(tmp_path, mod
     path = tmp_path / "plant.toml"
     path.write_text(
         DERIVED_PLANT.format(port=modbus_server.port, name="Chiller 1")
-        + "[derived]\nforecast_minutes = [15]\ntariff = 0.2\ncurrency = \"CHF\"\n"
+        + "[derived]\nforecast_minutes = [15]\ntariff = 0.2\ncurrency = \"CHF\"\nforecast_gate = false\n"
     )
     temp = ModbusPoint("p/u/t", 10, type="int16", scale=0.1)
     modbus_server.set("holding", 10, encode(temp, 6.5))
@@ -371,7 +373,8 @@ async def test_a_config_with_derived_points_feeds_them_to_a_client(tmp_path, mod
 def test_twistd_with_a_simulator_and_a_derived_table_serves_derived_points(tmp_path):
     port = free_port()
     config = tmp_path / "plant.toml"
-    config.write_text('[simulator]\nunits = 3\nrate = 60\nseed = 5\n\n[derived]\ntariff = 0.3\ncurrency = "USD"\n')
+    config.write_text('[simulator]\nunits = 3\nrate = 60\nseed = 5\n\n[derived]\ntariff = 0.3\ncurrency = "USD"\n'
+                      'forecast_gate = false\n')
     process = subprocess.Popen(
         [TWISTD, "-n", "--pidfile=", "hvacpush", "--listen", f"tcp:{port}:interface=127.0.0.1", "--config", str(config)],
         cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)},

@@ -401,3 +401,19 @@ def test_a_clock_stepping_backwards_does_not_stall_the_stream() -> None:
     after_jump = [s for b in collector.batches for s in b if s.ts is not None and s.ts < cutoff]
     assert len(after_jump) >= 50
     assert latency < 0.2
+
+
+def test_a_capacity_schedule_for_the_first_unit_replaces_the_demo_fault() -> None:
+    """The hook behind benchmarks/predicted_alarm.py's slow fault: a starved chiller warms up, a whole one does not."""
+    supply = "plant/chiller-1/supply_temp"
+    starved, whole = PlantModel(units=1, seed=4, faults=True), PlantModel(units=1, seed=4, faults=True)
+    starved.capacity_of_first = lambda plant_time: 0.05
+    whole.capacity_of_first = lambda plant_time: 1.0  # the demo fault (which starts at 30 s) no longer applies
+    warmest = {id(starved): 0.0, id(whole): 0.0}
+    for _ in range(900):
+        for model in (starved, whole):
+            model.step(1.0)
+            value = model.value(supply)
+            assert isinstance(value, float)
+            warmest[id(model)] = max(warmest[id(model)], value)
+    assert warmest[id(starved)] > 9.0 > warmest[id(whole)]

@@ -214,6 +214,10 @@ def test_a_full_disk_is_counted_and_logged_once_and_writing_resumes_without_loss
                 time.sleep(0.01)
             assert writer.stats.failures >= 3 and not writer.stats.healthy
             assert "full" in writer.stats.last_error
+            for _ in range(500):  # between two attempts (not while one holds the batch) all of it waits
+                if writer.pending == 5001:
+                    break
+                time.sleep(0.001)
             assert writer.pending == 5001
             assert sum("writing failed" in e for e in store_errors(log)) == 1  # logged once, not per attempt
             store.page_limit = None  # space again

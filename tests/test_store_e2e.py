@@ -43,6 +43,7 @@ ALARM = "plant/chiller-1/supply_temp:high"
 TEMP = "plant/chiller-1/supply_temp"
 ENERGY = "plant/chiller-1/energy_kwh"
 STARTS = "plant/chiller-1/compressor_starts"
+SHELVED = "plant/chiller-1/return_temp:high"
 
 
 # -- a private PostgreSQL ------------------------------------------------------------
@@ -125,9 +126,10 @@ class Ws:
     def send_json(self, message: dict[str, Any]) -> None:
         payload = json.dumps(message).encode()
         mask = os.urandom(4)
-        assert len(payload) < 126
+        assert len(payload) < 65536
         masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-        self.sock.sendall(bytes([0x81, 0x80 | len(payload)]) + mask + masked)
+        length = bytes([0x80 | len(payload)]) if len(payload) < 126 else bytes([0xFE]) + struct.pack(">H", len(payload))
+        self.sock.sendall(b"\x81" + length + mask + masked)
 
     def _need(self, count: int) -> None:
         while len(self.buffer) < count:
@@ -179,6 +181,8 @@ seed = 7
 source = "simulator"
 [units.chiller-1.points.supply_temp.alarm]
 high = -50.0
+[units.chiller-1.points.return_temp.alarm]
+high = -50.0
 
 [derived]
 """
@@ -186,7 +190,7 @@ high = -50.0
 
 def write_files(folder: Path, units: int, store_key: str) -> Path:
     (folder / "tokens.toml").write_text(
-        f'[[token]]\nname = "operator"\nsha256 = "{hash_token(OPERATOR)}"\npoints = ["#"]\nack = true\n'
+        f'[[token]]\nname = "operator"\nsha256 = "{hash_token(OPERATOR)}"\npoints = ["#"]\nack = true\nshelve = true\n'
         f'[[token]]\nname = "viewer"\nsha256 = "{hash_token(VIEWER)}"\npoints = ["plant/chiller-1/#"]\n'
     )
     plant = folder / "plant.toml"
@@ -276,7 +280,13 @@ def test_history_alarms_acks_and_totals_survive_a_kill_9(tmp_path, backend, requ
         if not any(a["id"] == ALARM for a in snapshot["alarms"]):
             ws.until(lambda m: m["type"] == "alarm" and m["alarm"]["id"] == ALARM)
         ws.send_json({"type": "ack", "alarm": ALARM, "comment": "pump restarted"})
+        # acked comes only once the journal has it: the SIGKILL below may follow it at once.
         ws.until(lambda m: m == {"type": "acked", "alarm": ALARM})
+        if not any(a["id"] == SHELVED for a in snapshot["alarms"]):
+            ws.until(lambda m: m["type"] == "alarm" and m["alarm"]["id"] == SHELVED)
+        ws.send_json({"type": "shelve", "alarm": SHELVED, "minutes": 60, "comment": "sensor swap"})
+        shelved_until = ws.until(lambda m: m["type"] == "shelved" and m["alarm"] == SHELVED)["until"]
+        assert shelved_until > time.time() + 3500
         ws.until(lambda m: live(m, ENERGY, lambda p: p["value"] > 0))
         seen: dict[str, dict[str, Any]] = {}
         deadline = time.monotonic() + 2.0
@@ -305,6 +315,9 @@ def test_history_alarms_acks_and_totals_survive_a_kill_9(tmp_path, backend, requ
         # The alarm list, with who acknowledged and why.
         alarm = next(a for a in snapshot["alarms"] if a["id"] == ALARM)
         assert (alarm["state"], alarm["by"], alarm["comment"]) == ("acknowledged", "operator", "pump restarted")
+        # The shelved alarm stays shelved, until the end it was given before the kill.
+        shelved = next(a for a in snapshot["alarms"] if a["id"] == SHELVED)
+        assert (shelved["state"], shelved["shelved_until"]) == ("shelved", shelved_until)
 
         # History from before the kill, JSON and CSV: at most the last second is lost.
         newest_seen = seen[TEMP]["ts"]
@@ -317,6 +330,32 @@ def test_history_alarms_acks_and_totals_survive_a_kill_9(tmp_path, backend, requ
         assert code == 200 and rows[0] == ["ts", "point", "value"] and len(rows) == len(samples) + 1
         code, body = http(port, f"/api/history?points={TEMP}&from={started - 5}&to={killed}&step=60")
         assert code == 200 and json.loads(body)["points"][TEMP]
+
+        # The same history over the WebSocket: several points (an id and a pattern) in one request.
+        ws.send_json({"type": "history", "points": [TEMP, "plant/crac-1/+"], "from": started - 5, "to": killed})
+        answer = ws.until(lambda m: m["type"] == "history")
+        assert answer["points"][TEMP] == samples and answer["step"] is None
+        crac_ids = [k for k in answer["points"] if k.startswith("plant/crac-1/")]
+        assert "plant/crac-1/supply_temp" in crac_ids and all(answer["points"][k] for k in crac_ids)
+        ws.send_json({"type": "history", "points": [TEMP], "from": f"{started - 5}", "to": killed, "step": "1m",
+                      "agg": "max"})
+        answer = ws.until(lambda m: m["type"] == "history")
+        _, body = http(port, f"/api/history?points={TEMP}&from={started - 5}&to={killed}&step=1m&agg=max")
+
+        def closed_minutes(rows: list[list[float]]) -> list[list[float]]:
+            return [row for row in rows if row[0] + 60 <= killed]  # the kill's minute may fill up meanwhile
+
+        assert (answer["step"], answer["agg"]) == (60, "max") and answer["points"][TEMP]
+        assert closed_minutes(answer["points"][TEMP]) == closed_minutes(json.loads(body)["points"][TEMP])
+        # A viewer's token reads its own points only, as over HTTP.
+        viewer = Ws(port, VIEWER)
+        viewer.send_json({"type": "history", "points": [TEMP, "plant/crac-1/supply_temp"], "from": started - 5})
+        refused = viewer.until(lambda m: m["type"] in ("history", "error"))
+        assert (refused["type"], refused["error"]) == ("error", "forbidden")
+        viewer.send_json({"type": "history", "points": ["plant/chiller-1/+"], "from": started - 5, "to": killed})
+        mine = viewer.until(lambda m: m["type"] == "history")
+        assert TEMP in mine["points"] and all(k.startswith("plant/chiller-1/") for k in mine["points"])
+        viewer.close()
 
         # The journal: who acknowledged, and the comment; a viewer token sees its points only.
         code, body = http(port, f"/api/alarms/journal?from={started - 5}")

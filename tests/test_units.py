@@ -153,7 +153,7 @@ def test_negative_power_never_decreases_energy_and_is_counted_as_export():
 
 def test_an_incompatible_unit_is_refused_and_logged_once_per_point():
     with watch_log() as log:
-        clock, hub, derived, _ = setup(DerivedSettings(energy_max_gap=3600.0))
+        clock, hub, derived, _ = setup(DerivedSettings(energy_max_gap=3600.0, forecast_gate=False))
         for at in range(5):
             put(hub, POWER, 12.0, at, "°C")
             put(hub, SUPPLY, 7.0, at, "kW")
@@ -162,7 +162,7 @@ def test_an_incompatible_unit_is_refused_and_logged_once_per_point():
     assert hub.get("plant/chiller-1/energy_kwh") is None
     assert hub.get("plant/chiller-1/delta_t") is None
     assert hub.get(f"{SUPPLY}.forecast_5m") is None
-    assert hub.get(f"{RETURN}.forecast_5m") is not None  # the good input still counts
+    assert hub.get(f"{RETURN}.forecast_5m") is not None  # the good input still counts (gate off here)
     assert sorted(e["point"] for e in events) == [POWER, SUPPLY]
     assert events[0]["why"] == "'°C' is not a unit of power (expected e.g. kW)"
     assert derived.refused == 10
@@ -320,8 +320,8 @@ def test_skill_gate_cycle_baseline_is_the_same_time_one_cycle_earlier():
     assert not gate.earns(0)  # the forecast loses to the cycle baseline
 
 
-def test_gated_forecasts_appear_once_they_beat_the_baselines_and_go_stale_when_they_stop():
-    settings = DerivedSettings(forecast_gate=True, forecast_minutes=(5,), forecast_cycle=86400.0)
+def test_by_default_forecasts_appear_once_they_beat_the_baselines_and_go_stale_when_they_stop():
+    settings = DerivedSettings(forecast_minutes=(5,))  # the gate is on by default
     clock, hub, derived, _ = setup(settings)
     forecast = f"{SUPPLY}.forecast_5m"
     seen_at = None
@@ -332,12 +332,39 @@ def test_gated_forecasts_appear_once_they_beat_the_baselines_and_go_stale_when_t
             seen_at = at
     assert seen_at is not None and seen_at >= 300 + 20 * 30  # first due at 5 min, then 20 checks
     assert point_of(hub, forecast).status == "ok"
+    skill = point_of(hub, f"{forecast}_skill")  # the rolling score is published beside it
+    assert isinstance(skill.value, float) and 0 < skill.value <= 1 and skill.unit == ""
     gate = derived._gates[SUPPLY]
     gate.min_checks = 10**9  # the skill can no longer be shown: the point goes stale, once
     put(hub, SUPPLY, 11.0, 4000, "°C")
     assert point_of(hub, forecast).status == "stale"
     put(hub, SUPPLY, 11.0, 4010, "°C")
     assert point_of(hub, forecast).ts == T0 + 4000
+
+
+def test_by_default_a_forecast_that_loses_to_a_baseline_is_never_published_but_its_skill_is():
+    import math as m
+
+    clock, hub, derived, _ = setup(DerivedSettings(forecast_minutes=(5,), forecast_cycle=600.0))
+    forecast = f"{SUPPLY}.forecast_5m"
+    for step in range(0, 600):  # a ten-minute cycle: "same time one cycle earlier" is nearly exact
+        at = 10 * step
+        put(hub, SUPPLY, 7.0 + m.sin(2 * m.pi * at / 600.0), at, "°C")
+        assert hub.get(forecast) is None, at
+    skill = point_of(hub, f"{forecast}_skill")
+    assert isinstance(skill.value, float) and skill.value < 0
+    assert not derived._gates[SUPPLY].earns(0)
+
+
+def test_the_gate_is_a_plant_file_key():
+    from hvac_push.ops.plant_file import ConfigError, parse_config
+
+    base = '[simulator]\nunits = 1\n[derived]\n'
+    assert parse_config(base).derived.forecast_gate is True  # type: ignore[union-attr]
+    off = parse_config(base + "forecast_gate = false\nforecast_cycle = 600.0\n").derived
+    assert off is not None and (off.forecast_gate, off.forecast_cycle) == (False, 600.0)
+    with pytest.raises(ConfigError, match="derived.forecast_gate: expected true or false"):
+        parse_config(base + 'forecast_gate = "no"\n')
 
 
 def test_a_restart_continues_the_export_total_too():

@@ -618,9 +618,10 @@ class AlarmEngine:
         """At start-up, before any evaluation: the listed alarms and the C{seq} a journal ended at.
 
         Nothing is sent or journalled; the next transition of each alarm continues
-        from its restored state. Points out of service stay out. A shelve's end is
-        not in the journal, so restored shelved alarms are unshelved at the first
-        reactor turn (shown again, never hidden longer than asked).
+        from its restored state. Points out of service stay out. A shelved alarm
+        stays hidden until the end its journal entry holds (C{shelved_until}) and
+        is shown again then; one journalled without an end comes back at the
+        first reactor turn (never hidden longer than asked).
         """
         for alarm in alarms:
             if alarm.state not in LISTED:
@@ -641,8 +642,11 @@ class AlarmEngine:
                 self._flooded.add(source)
                 self._down.setdefault(source, set()).update(alarm.points)
             elif alarm.state == "shelved":
-                track.shelved_until = alarm.shelved_until or alarm.ts
-                track.shelve_call = self.clock.callLater(0, self._shelve_over, alarm.id)
+                # Hidden until the journalled end, as long as asked and never longer than max_shelve from now.
+                until = alarm.shelved_until
+                delay = 0.0 if until is None else min(max(0.0, until - self.clock.seconds()), self.max_shelve)
+                track.shelved_until = alarm.ts if until is None else until
+                track.shelve_call = self.clock.callLater(delay, self._shelve_over, alarm.id)
             elif alarm.state == "suppressed":
                 track.suppressed_by = alarm.suppressed_by or alarm.id
                 self.clock.callLater(0, self._unsuppress_restored, alarm.id)

@@ -224,10 +224,11 @@ class DerivedSettings:
     severity: str = configurable("warning", choices=SEVERITIES)
     #: Equipment kinds (L{equipment.KINDS}) by C{"site/unit"} or C{"unit"}; others are read from the unit's name.
     kinds: Mapping[str, str] = FrozenMapping()
-    #: Publish a forecast only while its rolling measured skill beats the baselines (L{SkillGate}).
-    forecast_gate: bool = False
+    #: Publish a forecast only while its rolling measured skill beats the baselines (L{SkillGate});
+    #: C{False}: every forecast from the first sample, as before the gate (docs/derived.md).
+    forecast_gate: bool = configurable(True)
     #: The period of the C{cycle} baseline (same time of the previous cycle), in seconds.
-    forecast_cycle: float = 86400.0
+    forecast_cycle: float = configurable(86400.0, low=0, high=366 * 86400, positive=True)
 
     def __post_init__(self) -> None:
         if not isinstance(self.schedules, Schedules):
@@ -406,6 +407,8 @@ class DerivedPoints:
         self._gates: dict[str, SkillGate] = {}
         #: Gated forecast ids currently published as earning their place.
         self._earning: set[str] = set()
+        #: The skill last published per C{<forecast id>_skill} point.
+        self._skills: dict[str, float] = {}
         self._trackers: dict[str, DampedHolt] = {}
         self._predicted: dict[str, bool] = {}
         self._energy: dict[str, _Energy] = {}
@@ -595,6 +598,13 @@ class DerivedPoints:
         gate.update(point.ts, value, forecasts)
         for index, minutes in enumerate(self.settings.forecast_minutes):
             forecast_id = f"{point_id}.forecast_{minutes}m"
+            skill = gate.skill(index)
+            if skill is not None:
+                # The rolling score beside the forecast, published whether it earns its place or not.
+                skill_id, rounded = f"{forecast_id}_skill", round(skill, 3)
+                if self._skills.get(skill_id) != rounded:
+                    self._skills[skill_id] = rounded
+                    self._emit(skill_id, rounded, "", point.ts)
             if gate.earns(index):
                 self._earning.add(forecast_id)
                 self._emit(forecast_id, round(forecasts[index], 3), point.unit, point.ts)

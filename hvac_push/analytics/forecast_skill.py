@@ -23,6 +23,8 @@ from collections import deque
 from typing import Sequence
 
 BASELINES = ("last", "average", "cycle")
+#: The lowest skill reported: ten times the best baseline's error, or worse.
+MIN_SKILL = -9.0
 
 
 class _Horizon:
@@ -122,6 +124,24 @@ class SkillGate:
         """How many checks (with forgetting) the forecast at horizon number C{index} has had."""
         return self._horizons[index].weight[0]
 
+    def skill(self, index: int) -> float | None:
+        """The skill score at horizon number C{index}: 1 - forecast error / best baseline error.
+
+        Above 0 the forecast beats every baseline (1: perfect); at or below 0 it does not.
+        Held at L{MIN_SKILL} or more (a baseline with no error would make it minus infinity).
+        L{None} until it has had C{min_checks} checks, or while no baseline has been scored.
+        """
+        if self.checks(index) < self.min_checks:
+            return None
+        errors = self.errors(index)
+        model = errors.pop("forecast")
+        if not errors:
+            return None
+        best = min(errors.values())
+        if best <= 0.0:
+            return 0.0 if model <= 0.0 else MIN_SKILL
+        return max(MIN_SKILL, 1.0 - model / best)
+
     def earns(self, index: int) -> bool:
         """Whether the forecast at horizon number C{index} beats every baseline, measured on enough checks."""
         if self.checks(index) < self.min_checks:
@@ -131,4 +151,4 @@ class SkillGate:
         return all(model < baseline for baseline in errors.values())
 
 
-__all__ = ["BASELINES", "SkillGate"]
+__all__ = ["BASELINES", "MIN_SKILL", "SkillGate"]

@@ -914,6 +914,8 @@ def _derived(
 def _derived_setting(c: _Checker, t: dict[str, Any], path: str, setting: Field[Any]) -> Any:
     """One plain C{[derived]} setting (a number, a text or a choice), checked as its field says; None when absent."""
     accepts = setting.metadata[CONFIGURABLE]
+    if isinstance(setting.default, bool):
+        return c.boolean(t, setting.name, path)
     if "choices" in accepts:
         return c.choice(t, setting.name, path, None, accepts["choices"])
     if isinstance(setting.default, float):

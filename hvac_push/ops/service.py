@@ -132,6 +132,7 @@ class PushService(MultiService):
             # The start-up connection is not carried across twistd's fork; the threads open their own.
             self.store.store.close()
         self.factory.history = self.history
+        self.factory.store = self.store
         self.factory.attach_alarms(self.alarms)
         #: Thread-safe publishing for producers and users' own threads.
         self.publisher = Publisher(self.hub, reactor)

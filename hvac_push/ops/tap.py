@@ -189,7 +189,7 @@ class Options(usage.Options):
         "auth-token-file": "PATH", "auth-audience": "AUD", "auth-issuer": "ISS", "max-message-size": "BYTES",
         "client-rate": "PER_S", "client-burst": "N", "max-connections-per-ip": "N", "handshake-timeout": "SECONDS",
         "max-subscriptions": "N", "send-buffer": "BYTES", "slow-client-timeout": "SECONDS", "tls-ciphers": "CIPHERS",
-        "store": "URL", "store-retention": "RAW,MINUTE,HOUR", "sim-faults": "WHEN", "max-shelve": "MINUTES",
+        "store": "URL", "store-retention": "RAW,MINUTE,HOUR[,JOURNAL]", "sim-faults": "WHEN", "max-shelve": "MINUTES",
     }
     longdesc = (
         "Push live HVAC telemetry to WebSocket clients at /ws. With no data "
@@ -233,8 +233,9 @@ class Options(usage.Options):
         ["store", None, None, "Where trends, the alarm journal and last values are kept: sqlite:PATH (default "
          "sqlite:hvac-push.db), postgresql://user@host/db, or memory (nothing kept across restarts). "
          "Overrides the plant file's 'store'."],
-        ["store-retention", None, None, "How long the store keeps raw samples, minute and hour rollups: "
-         "RAW,MINUTE,HOUR durations with s, m, h, d, w or y (default 7d,365d,5y).", _retention],
+        ["store-retention", None, None, "How long the store keeps raw samples, minute and hour rollups and the "
+         "alarm journal: RAW,MINUTE,HOUR[,JOURNAL] durations with s, m, h, d, w or y (default 7d,365d,5y,5y).",
+         _retention],
     ] + _SECURITY_PARAMETERS
 
     def __init__(self) -> None:

@@ -295,6 +295,9 @@ class PlantModel:
         self.time = 0.0
         #: Whether the scheduled demo fault (see L{FAULT_PERIOD_S}) runs.
         self.faults = faults
+        #: When set, the first unit's share of capacity at a plant time, instead of the demo fault's
+        #: (benchmarks use it for a slow fault: benchmarks/predicted_alarm.py).
+        self.capacity_of_first: Callable[[float], float] | None = None
         self._demand = 1.0
         self._rng = random.Random(seed)
         self._units: list[_Unit] = []
@@ -340,7 +343,10 @@ class PlantModel:
         h = dt / count
         for _ in range(count):
             self.time += h
-            self._units[0].derate = FAULT_CAPACITY if self.fault_active else 1.0
+            if self.capacity_of_first is not None:
+                self._units[0].derate = self.capacity_of_first(self.time)
+            else:
+                self._units[0].derate = FAULT_CAPACITY if self.fault_active else 1.0
             for unit in self._units:
                 unit.advance(h, self.time, self._demand, self._rng)
 

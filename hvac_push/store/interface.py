@@ -26,14 +26,16 @@ class StoreError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Retention:
-    """How long each kind of row is kept, in seconds (defaults: 7 days, 1 year, 5 years)."""
+    """How long each kind of row is kept, in seconds (defaults: 7 days, 1 year, 5 years, and 5 years of alarm journal)."""
 
     raw: float = 7 * 86400.0
     minute: float = 365 * 86400.0
     hour: float = 5 * 365 * 86400.0
+    #: Alarm transitions older than this go, except the latest of each listed alarm (it is the alarm list).
+    journal: float = 5 * 365 * 86400.0
 
     def __post_init__(self) -> None:
-        if not (0 < self.raw and 0 < self.minute and 0 < self.hour):
+        if not (0 < self.raw and 0 < self.minute and 0 < self.hour and 0 < self.journal):
             raise ValueError("retention periods must be positive")
 
 
@@ -53,6 +55,8 @@ class JournalEntry:
     message: str
     by: str | None = None
     comment: str | None = None
+    #: When a C{shelved} alarm comes back (epoch seconds), so a restart keeps it hidden until then.
+    shelved_until: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -60,7 +60,11 @@ class PostgresStore(SqlStore):
             "unit TEXT, ts DOUBLE PRECISION, status TEXT)",
             "CREATE TABLE IF NOT EXISTS alarm_journal (id BIGSERIAL PRIMARY KEY, ts DOUBLE PRECISION NOT NULL, "
             "seq BIGINT, alarm TEXT, point TEXT, kind TEXT, state TEXT, severity TEXT, num DOUBLE PRECISION, "
-            "txt TEXT, alarm_limit DOUBLE PRECISION, message TEXT, acked_by TEXT, comment TEXT)",
+            "txt TEXT, alarm_limit DOUBLE PRECISION, message TEXT, acked_by TEXT, comment TEXT, "
+            "shelved_until DOUBLE PRECISION)",
             "CREATE INDEX IF NOT EXISTS alarm_journal_ts ON alarm_journal (ts)",
             "CREATE INDEX IF NOT EXISTS alarm_journal_alarm ON alarm_journal (alarm, id)",
         ]
+
+    def add_missing_columns(self, cursor: Any) -> None:
+        cursor.execute("ALTER TABLE alarm_journal ADD COLUMN IF NOT EXISTS shelved_until DOUBLE PRECISION")

@@ -26,7 +26,7 @@ from hvac_push.analytics.history import History
 from hvac_push.core.follow import HubFollower
 from hvac_push.core.hub import Hub
 from hvac_push.core.points import Point, Sample
-from hvac_push.store.interface import JournalEntry, Retention, Store
+from hvac_push.store.interface import JournalEntry, Retention, Store, StoreError
 from hvac_push.store.writer import StoreWriter
 
 T = TypeVar("T")
@@ -35,14 +35,14 @@ T = TypeVar("T")
 def journal_entry(seq: int, alarm: Alarm) -> JournalEntry:
     return JournalEntry(
         alarm.ts, seq, alarm.id, alarm.point, alarm.kind, alarm.state, alarm.severity,
-        alarm.value, alarm.limit, alarm.message, alarm.by, alarm.comment,
+        alarm.value, alarm.limit, alarm.message, alarm.by, alarm.comment, alarm.shelved_until,
     )
 
 
 def alarm_from(entry: JournalEntry) -> Alarm:
     return Alarm(
         entry.alarm, entry.point, entry.kind, entry.state, entry.severity, entry.value, entry.limit,
-        entry.ts, entry.message, entry.by, entry.comment,
+        entry.ts, entry.message, entry.by, entry.comment, shelved_until=entry.shelved_until,
     )
 
 
@@ -123,6 +123,24 @@ class StoreService(Service):
     def _journal(self, seq: int, alarm: Alarm) -> None:
         # At once, not with the next flush: an acknowledgement must survive a crash a moment later.
         self.writer.add_journal([journal_entry(seq, alarm)])
+
+    def journal_written(self) -> Deferred[None]:
+        """Fires (on the reactor thread) once every alarm transition handed over so far is committed.
+
+        It waits while the database is away; it fails with L{StoreError} if the
+        service stops before they could be written. An operator's confirmation
+        (C{acked}) is sent only then, so a crash right after it loses nothing.
+        """
+        done: Deferred[None] = Deferred()
+
+        def written(ok: bool) -> None:
+            if ok:
+                self.reactor.callFromThread(done.callback, None)
+            else:
+                self.reactor.callFromThread(done.errback, StoreError("the store stopped before the journal was written"))
+
+        self.writer.when_written(written)
+        return done
 
     # -- running ------------------------------------------------------------------
 

@@ -30,7 +30,9 @@ from hvac_push.store.interface import (
 
 SCHEMA_VERSION = "1"
 ROLLUP_TABLES = {MINUTE: "rollup_minute", HOUR: "rollup_hour"}
-_JOURNAL_COLUMNS = "ts, seq, alarm, point, kind, state, severity, num, txt, alarm_limit, message, acked_by, comment"
+_JOURNAL_COLUMNS = (
+    "ts, seq, alarm, point, kind, state, severity, num, txt, alarm_limit, message, acked_by, comment, shelved_until"
+)
 
 
 class _Accumulator:
@@ -95,6 +97,10 @@ class SqlStore:
     def schema(self) -> list[str]:
         raise NotImplementedError
 
+    def add_missing_columns(self, cursor: Any) -> None:
+        """Columns added since a file or database was created (schema 1 stays readable by adding them)."""
+        raise NotImplementedError
+
     # -- connections --------------------------------------------------------------
 
     def _conn(self) -> Any:
@@ -128,6 +134,7 @@ class SqlStore:
         def create(cursor: Any) -> None:
             for statement in self.schema():
                 cursor.execute(statement)
+            self.add_missing_columns(cursor)
             cursor.execute(self._sql("SELECT value FROM meta WHERE key = 'schema'"))
             row = cursor.fetchone()
             if row is None:
@@ -243,10 +250,10 @@ class SqlStore:
             )
         if journal:
             cursor.executemany(
-                self._sql(f"INSERT INTO alarm_journal ({_JOURNAL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+                self._sql(f"INSERT INTO alarm_journal ({_JOURNAL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
                 [
                     (e.ts, e.seq, e.alarm, e.point, e.kind, e.state, e.severity, *encode_value(e.value),
-                     e.limit, e.message, e.by, e.comment)
+                     e.limit, e.message, e.by, e.comment, e.shelved_until)
                     for e in journal
                 ],
             )
@@ -264,6 +271,18 @@ class SqlStore:
                 for key in keys:
                     cursor.execute(self._sql(f"DELETE FROM {table} WHERE series = ? AND {column} < ?"), (key, now - age))
                     removed += max(cursor.rowcount, 0)
+            # The journal: old transitions go, but never the latest of a listed alarm (the alarm list
+            # restored at start-up) nor the one holding the highest seq (where the next seq continues).
+            cursor.execute(
+                self._sql(
+                    "DELETE FROM alarm_journal WHERE ts < ? AND id NOT IN ("
+                    "SELECT id FROM alarm_journal WHERE state <> 'normal' AND id IN "
+                    "(SELECT MAX(id) FROM alarm_journal GROUP BY alarm)) "
+                    "AND id <> (SELECT MAX(id) FROM alarm_journal)"
+                ),
+                (now - retention.journal,),
+            )
+            removed += max(int(cursor.rowcount), 0)
             return removed
 
         return int(self._transaction(work))
@@ -319,9 +338,9 @@ class SqlStore:
 
 
 def _journal_entries(rows: Sequence[Any]) -> Iterator[JournalEntry]:
-    for ts, seq, alarm, point, kind, state, severity, num, txt, limit, message, by, comment in rows:
+    for ts, seq, alarm, point, kind, state, severity, num, txt, limit, message, by, comment, until in rows:
         yield JournalEntry(float(ts), int(seq), alarm, point, kind, state, severity, decode_value(num, txt),
-                           limit, message, by, comment)
+                           limit, message, by, comment, None if until is None else float(until))
 
 
 def _one_line(error: BaseException) -> str:

@@ -73,10 +73,15 @@ class SqliteStore(SqlStore):
             "ts REAL, status TEXT)",
             "CREATE TABLE IF NOT EXISTS alarm_journal (id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, "
             "seq INTEGER, alarm TEXT, point TEXT, kind TEXT, state TEXT, severity TEXT, num REAL, txt TEXT, "
-            "alarm_limit REAL, message TEXT, acked_by TEXT, comment TEXT)",
+            "alarm_limit REAL, message TEXT, acked_by TEXT, comment TEXT, shelved_until REAL)",
             "CREATE INDEX IF NOT EXISTS alarm_journal_ts ON alarm_journal (ts)",
             "CREATE INDEX IF NOT EXISTS alarm_journal_alarm ON alarm_journal (alarm, id)",
         ]
+
+    def add_missing_columns(self, cursor: Any) -> None:
+        cursor.execute("PRAGMA table_info(alarm_journal)")
+        if "shelved_until" not in {row[1] for row in cursor.fetchall()}:
+            cursor.execute("ALTER TABLE alarm_journal ADD COLUMN shelved_until REAL")
 
     def backup(self, target: str) -> None:
         """Copy the database to C{target} with SQLite's online backup (safe while the server writes)."""

@@ -62,10 +62,13 @@ _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 8
 
 
 def parse_retention(text: str) -> Retention:
-    """C{RAW,MINUTE,HOUR} as three durations with a unit, e.g. C{7d,365d,5y}; C{ValueError} with the reason."""
+    """C{RAW,MINUTE,HOUR[,JOURNAL]} as durations with a unit, e.g. C{7d,365d,5y} or C{7d,365d,5y,10y}.
+
+    The alarm journal keeps 5 years unless the fourth is given; C{ValueError} with the reason.
+    """
     parts = [p.strip() for p in text.split(",")]
-    if len(parts) != 3:
-        raise ValueError(f"expected three durations RAW,MINUTE,HOUR such as 7d,365d,5y, got {text!r}")
+    if len(parts) not in (3, 4):
+        raise ValueError(f"expected durations RAW,MINUTE,HOUR[,JOURNAL] such as 7d,365d,5y or 7d,365d,5y,10y, got {text!r}")
     seconds = []
     for part in parts:
         match = _DURATION.match(part)

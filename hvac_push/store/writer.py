@@ -22,6 +22,8 @@ from hvac_push.core.points import Point
 from hvac_push.store.interface import JournalEntry, Store, StoreError
 
 Task = Callable[[Store], object]
+#: Told C{True} once what was queued before it is committed, C{False} if the writer gave up on it.
+Barrier = Callable[[bool], object]
 
 
 @dataclass
@@ -66,6 +68,7 @@ class StoreWriter:
         self._samples: deque[Point] = deque()
         self._journal: list[JournalEntry] = []
         self._tasks: list[Task] = []
+        self._barriers: list[Barrier] = []
         self._closing = False
         self._busy = False
         self._last_drop_log = 0.0
@@ -109,11 +112,21 @@ class StoreWriter:
             self._tasks.append(task)
             self._cond.notify()
 
+    def when_written(self, barrier: Barrier) -> None:
+        """Call C{barrier(True)} on the writer thread once every journal entry queued before it is committed.
+
+        Kept across failed attempts (it waits for the database to come back);
+        C{barrier(False)} when the writer shuts down without having written them.
+        """
+        with self._cond:
+            self._barriers.append(barrier)
+            self._cond.notify()
+
     def wait_idle(self, timeout: float) -> bool:
         """Block until nothing is pending or running (tests, tools); True if it got there in time."""
         with self._cond:
             return self._cond.wait_for(
-                lambda: not self._busy and not self._samples and not self._journal and not self._tasks, timeout
+                lambda: not (self._busy or self._samples or self._journal or self._tasks or self._barriers), timeout
             )
 
     def close(self) -> None:
@@ -144,23 +157,30 @@ class StoreWriter:
         pause = self.retry_min
         while True:
             with self._cond:
-                self._cond.wait_for(lambda: self._closing or self._samples or self._journal or self._tasks)
-                if not (self._samples or self._journal or self._tasks):
+                self._cond.wait_for(
+                    lambda: self._closing or self._samples or self._journal or self._tasks or self._barriers
+                )
+                if not (self._samples or self._journal or self._tasks or self._barriers):
                     return
                 count = min(len(self._samples), self.batch_max)
                 samples = [self._samples.popleft() for _ in range(count)]
                 journal, self._journal = self._journal, []
                 tasks, self._tasks = self._tasks, []
+                barriers, self._barriers = self._barriers, []
                 closing = self._closing
                 self._busy = True
             try:
                 ok = self._write(samples, journal)
                 if ok:
                     pause = self.retry_min
+                    for barrier in barriers:
+                        self._tell(barrier, True)
                     for task in tasks:
                         self._run_task(task)
                 else:
                     self._put_back(samples, journal, tasks)
+                    with self._cond:
+                        self._barriers[:0] = barriers
                     if closing:
                         self._give_up()
                         return
@@ -208,6 +228,12 @@ class StoreWriter:
             )
         return True
 
+    def _tell(self, barrier: Barrier, written: bool) -> None:
+        try:
+            barrier(written)
+        except Exception:
+            self.log.failure("store: a write barrier failed")
+
     def _run_task(self, task: Task) -> None:
         try:
             task(self.store)
@@ -231,6 +257,9 @@ class StoreWriter:
             self._samples.clear()
             self._journal.clear()
             self._tasks.clear()
+            barriers, self._barriers = self._barriers, []
+        for barrier in barriers:
+            self._tell(barrier, False)
         if lost_samples or lost_journal:
             self.stats.samples_dropped += lost_samples
             self.stats.journal_dropped += lost_journal

@@ -109,7 +109,11 @@ def _one(query: dict[str, list[str]], name: str) -> str | None:
 
 
 def parse_range(query: dict[str, list[str]], now: float, default_span: float) -> tuple[float, float]:
-    end_text, start_text = _one(query, "to"), _one(query, "from")
+    return range_of(_one(query, "from"), _one(query, "to"), now, default_span)
+
+
+def range_of(start_text: str | None, end_text: str | None, now: float, default_span: float) -> tuple[float, float]:
+    """C{from}/C{to} as given (L{parse_time}); C{to} defaults to now, C{from} to C{default_span} before C{to}."""
     end = now if end_text is None else parse_time("to", end_text, now)
     start = end - default_span if start_text is None else parse_time("from", start_text, now)
     if start >= end:
@@ -212,7 +216,7 @@ class _StoreResource(Resource):
         raise NotImplementedError
 
 
-def _resolve(store: Store, patterns: tuple[Pattern, ...]) -> list[str]:
+def resolve_points(store: Store, patterns: tuple[Pattern, ...]) -> list[str]:
     """The stored point ids the patterns match; exact ids are kept even when nothing is stored yet."""
     exact = [p.text for p in patterns if "+" not in p.levels and "#" not in p.levels]
     wild = [p for p in patterns if p.text not in exact]
@@ -253,13 +257,13 @@ class HistoryResource(_StoreResource):
         if agg not in AGGREGATES:
             raise BadRequest(f"'agg': expected one of {', '.join(AGGREGATES)}")
         fmt = parse_format(query)
-        point_ids = await self.store.read(_resolve, patterns)
+        point_ids = await self.store.read(resolve_points, patterns)
         request.setHeader(b"cache-control", b"no-store")
         if fmt == "json":
             result: dict[str, Any] = {}
             for point_id in point_ids:
                 rows = await self.store.read(series, point_id, start, end, step, agg)
-                result[point_id] = [row for row in rows if _finite(row[1])]
+                result[point_id] = [row for row in rows if finite(row[1])]
             request.setHeader(b"content-type", b"application/json")
             request.write(_dumps({"from": start, "to": end, "step": step, "agg": agg if step else None,
                                   "points": result}).encode("utf-8"))
@@ -273,11 +277,11 @@ class HistoryResource(_StoreResource):
                 if gone:
                     return
                 request.write("".join(
-                    _csv_line(ts, point_id, value) for ts, value in rows[chunk:chunk + 5000] if _finite(value)
+                    _csv_line(ts, point_id, value) for ts, value in rows[chunk:chunk + 5000] if finite(value)
                 ).encode("utf-8"))
 
 
-def _finite(value: object) -> bool:
+def finite(value: object) -> bool:
     return not (isinstance(value, float) and not math.isfinite(value))
 
 
@@ -285,11 +289,14 @@ def _journal_dict(entry: JournalEntry) -> dict[str, Any]:
     return {
         "ts": entry.ts, "seq": entry.seq, "alarm": entry.alarm, "point": entry.point, "kind": entry.kind,
         "state": entry.state, "severity": entry.severity, "value": entry.value, "limit": entry.limit,
-        "message": entry.message, "by": entry.by, "comment": entry.comment,
+        "message": entry.message, "by": entry.by, "comment": entry.comment, "shelved_until": entry.shelved_until,
     }
 
 
-_JOURNAL_FIELDS = ("ts", "seq", "alarm", "point", "kind", "state", "severity", "value", "limit", "message", "by", "comment")
+_JOURNAL_FIELDS = (
+    "ts", "seq", "alarm", "point", "kind", "state", "severity", "value", "limit", "message", "by", "comment",
+    "shelved_until",
+)
 
 
 class JournalResource(_StoreResource):
@@ -330,4 +337,7 @@ def make_api(store: StoreService, authenticator: Authenticator | None, clock: IR
     return api
 
 
-__all__ = ["BadRequest", "HistoryResource", "JournalResource", "make_api", "parse_step", "parse_time"]
+__all__ = [
+    "BadRequest", "HistoryResource", "JournalResource", "finite", "make_api", "parse_step", "parse_time", "range_of",
+    "resolve_points",
+]

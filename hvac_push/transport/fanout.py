@@ -22,6 +22,7 @@ from hvac_push.transport import wire
 from hvac_push.analytics.alarms import Alarm, AlarmEngine
 from hvac_push.transport.auth import Authenticator
 from hvac_push.analytics.history import History
+from hvac_push.store.recorder import StoreService
 from hvac_push.transport.guard import ConnectionGuard
 from hvac_push.transport.interface import Client
 from hvac_push.transport.limits import DEFAULT_LIMITS, Limits
@@ -83,6 +84,8 @@ class PushServerFactory(WebSocketServerFactory):
         #: Optional parts, attached by L{hvac_push.ops.service.PushService}.
         self.alarms: AlarmEngine | None = None
         self.history: History | None = None
+        #: The durable store: ranged C{history} requests and journal-gated confirmations.
+        self.store: StoreService | None = None
         hub.add_listener(self.wake)
 
     @property

@@ -16,6 +16,7 @@ from hvac_push.analytics.alarms import AlarmEngine
 from hvac_push.analytics.history import History
 from hvac_push.core.hub import Hub
 from hvac_push.core.points import Subscription
+from hvac_push.store.recorder import StoreService
 from hvac_push.transport.auth import Authenticator
 from hvac_push.transport.cov_filter import CovFilter
 from hvac_push.transport.guard import ConnectionGuard
@@ -52,6 +53,7 @@ class ClientHost(Protocol):
     hub: Hub
     alarms: AlarmEngine | None
     history: History | None
+    store: StoreService | None
     limits: Limits
     authenticator: Authenticator | None
     guard: ConnectionGuard

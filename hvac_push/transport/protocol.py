@@ -26,6 +26,7 @@ from hvac_push.transport import wire
 from hvac_push.transport.auth import ALL, AuthError, Permissions
 from hvac_push.transport.cov_filter import CovFilter
 from hvac_push.transport.interface import ClientHost
+from hvac_push.transport.store_answers import HistoryQueries, answer_after_journal
 from hvac_push.transport.limits import ABUSIVE, ACCEPT, POLICY_VIOLATION, TOKEN_EXPIRED, MessageGate
 from hvac_push.transport.sockets import bound_send_buffer
 from hvac_push.core.points import EVERYTHING, CovRule, Pattern, Subscription
@@ -63,6 +64,7 @@ class PushServerProtocol(WebSocketServerProtocol):
         self._expiry: IDelayedCall | None = None
         self._abort_call: IDelayedCall | None = None
         self._deny_headers: list[tuple[str, str]] | None = None
+        self._history_queries = HistoryQueries(self)
 
     # -- handshake ----------------------------------------------------------
 
@@ -247,6 +249,8 @@ class PushServerProtocol(WebSocketServerProtocol):
             self.resume(command)
         elif isinstance(command, wire.HistoryRequest):
             self.history(command)
+        elif isinstance(command, wire.HistoryQuery):
+            self.history_range(command)
         elif isinstance(command, wire.Ack):
             self.ack(command.alarm, command.comment)
         elif isinstance(command, wire.Auth):
@@ -265,6 +269,14 @@ class PushServerProtocol(WebSocketServerProtocol):
         samples = history.samples(request.point, request.since, self.factory.now())
         self.send_bytes(wire.encode_history(request.point, samples))
 
+    def history_range(self, request: wire.HistoryQuery) -> None:
+        """C{history} with C{points}: read from the store off the reactor thread (L{store_answers})."""
+        self._history_queries.start(self.factory.store, request, self.factory.now())
+
+    def answer_recorded(self, payload: bytes) -> None:
+        """Send an operator's confirmation once its transition is in the alarm journal (L{store_answers})."""
+        answer_after_journal(self, self.factory.store, payload)
+
     def ack(self, alarm_id: str, comment: str = "") -> None:
         alarms = self.factory.alarms
         if alarms is None:
@@ -275,7 +287,7 @@ class PushServerProtocol(WebSocketServerProtocol):
         if alarm is None or not self.may_read(alarm.point):
             raise wire.WireError("unknown_alarm", f"no listed alarm {alarm_id}")
         alarms.ack(alarm_id, by=self.permissions.subject or "anonymous", comment=comment)
-        self.send_bytes(wire.encode_acked(alarm_id))
+        self.answer_recorded(wire.encode_acked(alarm_id))
 
     def may_shelve(self) -> bool:
         """Authorization hook: may this client shelve alarms and take points out of service? (The C{shelve} claim.)"""
@@ -294,17 +306,17 @@ class PushServerProtocol(WebSocketServerProtocol):
                 if not self.may_read(command.point):
                     raise wire.WireError("forbidden", f"not allowed to read {command.point}")
                 alarms.set_out_of_service(command.point, command.on, by=by, comment=command.comment)
-                self.send_bytes(wire.encode_out_of_service(command.point, command.on))
+                self.answer_recorded(wire.encode_out_of_service(command.point, command.on))
                 return
             alarm = alarms.alarms.get(command.alarm)
             if alarm is None or not self.may_read(alarm.point):
                 raise wire.WireError("unknown_alarm", f"no listed alarm {command.alarm}")
             if isinstance(command, wire.Shelve):
                 shelved = alarms.shelve(command.alarm, command.minutes, by=by, comment=command.comment)
-                self.send_bytes(wire.encode_shelved(command.alarm, shelved.shelved_until))
+                self.answer_recorded(wire.encode_shelved(command.alarm, shelved.shelved_until))
             else:
                 alarms.unshelve(command.alarm, by=by, comment=command.comment)
-                self.send_bytes(wire.encode_shelved(command.alarm, None))
+                self.answer_recorded(wire.encode_shelved(command.alarm, None))
         except UnknownPoint:
             raise wire.WireError("unknown_point", f"no point {getattr(command, 'point', '')}") from None
         except UnknownAlarm:

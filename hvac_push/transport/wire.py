@@ -196,8 +196,25 @@ class Resume:
 
 @dataclass(frozen=True, slots=True)
 class HistoryRequest:
+    """The single-point form: the in-memory trend of C{point} since C{since}."""
+
     point: str
     since: float
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryQuery:
+    """The store form, as C{GET /api/history} takes it: several points (patterns) over a range.
+
+    C{start}/C{end}/C{step} are kept as the client wrote them (epoch seconds,
+    ISO 8601, C{now-24h}; C{60} or C{5m}) and read against the server's clock.
+    """
+
+    patterns: tuple[Pattern, ...]
+    start: str | None = None
+    end: str | None = None
+    step: str | None = None
+    agg: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,7 +273,9 @@ class Custom:
     message: dict[str, Any]
 
 
-Command = Union[Subscribe, Unsubscribe, Ping, Resume, HistoryRequest, Ack, Auth, Shelve, Unshelve, OutOfService]
+Command = Union[
+    Subscribe, Unsubscribe, Ping, Resume, HistoryRequest, HistoryQuery, Ack, Auth, Shelve, Unshelve, OutOfService
+]
 #: The longest shelve a message may ask for (the server's own maximum is usually lower).
 MAX_SHELVE_MINUTES = 7 * 24 * 60
 
@@ -270,7 +289,7 @@ MESSAGE_FIELDS: dict[str, frozenset[str]] = {
         ("unsubscribe", ("points",)),
         ("ping", ()),
         ("resume", ("since", "epoch", "alarm_seq")),
-        ("history", ("point", "since")),
+        ("history", ("point", "since", "points", "from", "to", "step", "agg")),
         ("ack", ("alarm", "comment")),
         ("auth", ("token",)),
         ("shelve", ("alarm", "minutes", "comment")),
@@ -380,7 +399,11 @@ def parse_client_message(
         return Subscribe(parse_patterns(message.get("points")), parse_cov_rule(message))
     if kind == "resume":
         return parse_resume(message)
+    if kind == "history" and "points" in message:
+        return _parse_history_query(message)
     if kind == "history":
+        if any(key in message for key in ("from", "to", "step", "agg")):
+            raise WireError("bad_message", "'from', 'to', 'step' and 'agg' go with 'points' (a list), not 'point'")
         point = message.get("point")
         try:
             point_id = check_point_id(point if isinstance(point, str) else "")
@@ -416,6 +439,36 @@ def parse_client_message(
             raise WireError("bad_message", f"'token' must be a string of 1 to {MAX_TOKEN_LENGTH} characters")
         return Auth(token)
     raise WireError("unknown_type", f"unknown message type {kind[:40]!r}")
+
+
+def _parse_history_query(message: dict[str, Any]) -> HistoryQuery:
+    """C{history} with C{points}: the patterns checked here, the range against the clock later."""
+    if "point" in message or "since" in message:
+        raise WireError("bad_message", "a history request takes either 'point' (and 'since') or 'points'")
+    texts: list[str | None] = []
+    for key in ("from", "to", "step"):
+        value = message.get(key)
+        if value is None:
+            texts.append(None)
+        elif isinstance(value, str) and 0 < len(value) <= 64:
+            texts.append(value)
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            texts.append(repr(value))
+        else:
+            raise WireError("bad_message", f"'{key}' must be a number or a short string")
+    agg = message.get("agg")
+    if agg is not None and not isinstance(agg, str):
+        raise WireError("bad_message", "'agg' must be a string")
+    return HistoryQuery(parse_patterns(message.get("points")), texts[0], texts[1], texts[2], agg)
+
+
+def encode_history_range(
+    start: float, end: float, step: float | None, agg: str | None, series: dict[str, list[list[Any]]]
+) -> bytes:
+    """C{history} answering a C{points} request: the same document as C{GET /api/history}."""
+    return _dumps(
+        {"type": "history", "from": start, "to": end, "step": step, "agg": agg, "points": series}
+    ).encode("utf-8")
 
 
 #: The members C{shelve}, C{unshelve} and C{out_of_service} cannot do without (the rest: L{MESSAGE_FIELDS}).
