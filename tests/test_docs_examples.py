@@ -167,8 +167,8 @@ async def test_api_key_protocol_refuses_unknown_keys_and_answers_its_own_message
         assert await within(5, handshake_status(r, running.port, headers={"X-Api-Key": "guess"})) == 401
         client = await within(5, connect(r, running.port, headers={"X-Api-Key": "k-7f3a"}))
         assert (await within(5, client.next()))["type"] == "snapshot"
-        client.send_json({"type": "whoami"})
-        assert await within(5, client.next("whoami")) == {"type": "whoami", "user": "ops-console"}
+        client.send_json({"type": "whoami", "id": "w-1"})
+        assert await within(5, client.next("whoami")) == {"id": "w-1", "type": "whoami", "user": "ops-console"}
         client.send_json({"type": "nonsense"})
         assert (await within(5, client.next("error")))["error"] == "unknown_type"
         client.sendClose()
