@@ -444,6 +444,21 @@ def test_mirror_example_prints_every_point_then_each_change(tmp_path):
 
 
 @pytest.mark.slow
+def test_the_python_client_with_count_prints_exactly_that_many_lines_and_exits(tmp_path):
+    from tests.clientserver import running
+
+    with running(tmp_path, "--sim-seed", "5", "--sim-units", "2", "--sim-rate", "40") as server:
+        points = set(server.snapshot()["points"])
+        assert len(points) > 7  # the first message alone holds more than the count
+        for count in (7, len(points) + 5):  # within the snapshot, and past it into the updates
+            lines, code = _example_lines("client.py", server.url, "--count", str(count), count=count + 50)
+            assert code == 0 and len(lines) == count, lines
+            assert all(line.split(" = ")[0] in points for line in lines), lines
+        lines, code = _example_lines("client.py", server.url, "--count", "0", count=10)
+        assert code == 2 and "--count: must be 1 or more" in lines[-1], lines
+
+
+@pytest.mark.slow
 def test_alarm_panel_example_lists_acknowledges_and_shows_history(tmp_path):
     from tests.clientserver import ALARM_PLANT, running
 
