@@ -108,7 +108,8 @@ def test_every_message_a_server_sends_or_accepts_fits_its_schema(tmp_path: Path)
 
     token = "asyncapi-test-token-" + "z" * 24
     (tmp_path / "tokens.toml").write_text(
-        f'[[token]]\nname = "t"\nsha256 = "{hash_token(token)}"\npoints = ["#"]\nack = true\n', encoding="utf-8"
+        f'[[token]]\nname = "t"\nsha256 = "{hash_token(token)}"\npoints = ["#"]\nack = true\nshelve = true\n',
+        encoding="utf-8",
     )
     (tmp_path / "plant.toml").write_text(ALARM_PLANT, encoding="utf-8")
     schemas = Schemas()
@@ -141,6 +142,14 @@ def test_every_message_a_server_sends_or_accepts_fits_its_schema(tmp_path: Path)
             assert "id" not in answers["alarm"]
             transition = schemas.check("alarm", answers["alarm"])
             assert transition["alarm"]["state"] == "acknowledged"
+            send(ws, "shelve", {"type": "shelve", "alarm": alarm_id, "minutes": 5, "comment": "sensor swap", "id": "sh"})
+            shelved = schemas.check("shelved", receive(ws, "shelved"))
+            assert shelved["id"] == "sh" and shelved["until"] is not None
+            send(ws, "unshelve", {"type": "unshelve", "alarm": alarm_id, "id": "un"})
+            assert schemas.check("shelved", receive(ws, "shelved"))["until"] is None
+            for on in (True, False):
+                send(ws, "outOfService", {"type": "out_of_service", "point": "plant/chiller-1/supply_temp", "on": on})
+                assert schemas.check("outOfServiceAnswer", receive(ws, "out_of_service"))["on"] is on
             send(ws, "historyRequest", {"type": "history", "point": "plant/chiller-1/supply_temp", "since": 0, "id": 3})
             history = schemas.check("historyAnswer", receive(ws, "history"))
             assert history["samples"] and history["id"] == 3
@@ -189,6 +198,8 @@ def test_the_schemas_refuse_what_the_protocol_does_not_allow():
         "historyRequest": {"type": "history", "point": "a/b"},
         "ack": {"type": "ack", "alarm": "a", "id": {"not": "an id"}},
         "acked": {"type": "acked", "alarm": "a", "id": "x" * 129},
+        "shelve": {"type": "shelve", "alarm": "a", "minutes": 0},
+        "outOfService": {"type": "out_of_service", "point": "a/b/c", "on": "yes"},
     }
     for name, message in bad.items():
         assert list(schemas.validators[name].iter_errors(message)), name
