@@ -222,6 +222,19 @@ def test_alarms_arrive_listed_and_can_be_acknowledged(tmp_path: Path) -> None:
             assert again.alarms[alarm_id].state == "acknowledged"
         async with Mirror(server.url, points=["plant/ahu-1/#"]) as elsewhere:
             assert not elsewhere.alarms
+        # Shelve and unshelve: the answer gives the end, the transitions come as alarm changes.
+        async with Mirror(server.url, points=["plant/chiller-1/#"]) as plant:
+            transitions = plant.alarm_changes(current=False)
+            until = await plant.shelve(alarm_id, 5, comment="sensor swap")
+            shelved = await asyncio.wait_for(transitions.__anext__(), 10)
+            assert shelved.alarm is not None and shelved.alarm.state == "shelved"
+            assert until is not None and shelved.alarm.extra.get("shelved_until") == until
+            await plant.unshelve(alarm_id)
+            back = await asyncio.wait_for(transitions.__anext__(), 10)
+            assert back.alarm is not None and back.alarm.state != "shelved"
+            with pytest.raises(ServerError) as e:
+                await plant.unshelve(alarm_id)
+            assert e.value.code == "wrong_state"
 
     with running(tmp_path, "--config", "plant.toml") as server:
         asyncio.run(main(server))

@@ -338,9 +338,30 @@ class Mirror:
         if not self._server_default:
             self._dispatch(self._state.keep_only(self._filters))
 
-    async def ack(self, alarm_id: str) -> None:
-        """Acknowledge an alarm; the transition itself arrives as an alarm change."""
-        await self._request({"type": "ack", "alarm": alarm_id})
+    async def ack(self, alarm_id: str, comment: str = "") -> None:
+        """Acknowledge an alarm (C{comment} goes into the journal); the transition arrives as an alarm change."""
+        await self._request({"type": "ack", "alarm": alarm_id, **({"comment": comment} if comment else {})})
+
+    async def shelve(self, alarm_id: str, minutes: float, comment: str = "") -> float | None:
+        """Shelve an alarm for C{minutes} (the server caps it); returns when the shelve ends, in epoch seconds.
+
+        Needs the token's C{shelve} claim; the transition arrives as an alarm change.
+        """
+        answer = await self._request(
+            {"type": "shelve", "alarm": alarm_id, "minutes": minutes, **({"comment": comment} if comment else {})}
+        )
+        until = answer.get("until")
+        return float(until) if isinstance(until, (int, float)) else None
+
+    async def unshelve(self, alarm_id: str, comment: str = "") -> None:
+        """End a shelve now."""
+        await self._request({"type": "unshelve", "alarm": alarm_id, **({"comment": comment} if comment else {})})
+
+    async def out_of_service(self, point_id: str, on: bool = True, comment: str = "") -> None:
+        """Take a point's alarms out of service (C{on}) or put them back."""
+        await self._request(
+            {"type": "out_of_service", "point": point_id, "on": on, **({"comment": comment} if comment else {})}
+        )
 
     async def history(self, point_id: str, since: float = 0.0) -> list[tuple[float, Value]]:
         """The server's recent samples of a point with C{ts >= since}, oldest first."""
