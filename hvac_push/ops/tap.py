@@ -418,8 +418,10 @@ def makeService(config: Options, reactor: Any = None) -> PushService:
     from hvac_push.ops.cluster import install_links
 
     install_links(service, reactor, subscribe=config.get("subscribe") or (), publish=config.get("publish") or ())
-    # Under twistd a port in use is one line and exit status 1 (hvac_push.ops.listeners).
-    service.exit_on_listen_failure = getattr(config, "parent", None) is not None
+    # Under twistd -n a port in use is one line and exit status 1 (hvac_push.ops.listeners); a daemonizing
+    # twistd reports the error to its parent process itself, through its status pipe.
+    twistd = getattr(config, "parent", None)
+    service.exit_on_listen_failure = twistd is not None and bool(twistd.get("nodaemon"))
     if config.get("listen-default") and config["listen"] == [LOOPBACK_LISTEN]:
         _log.info("{note}", note=LOOPBACK_NOTE)
     for description in config["listen"]:
