@@ -108,7 +108,8 @@ def test_every_message_a_server_sends_or_accepts_fits_its_schema(tmp_path: Path)
 
     token = "asyncapi-test-token-" + "z" * 24
     (tmp_path / "tokens.toml").write_text(
-        f'[[token]]\nname = "t"\nsha256 = "{hash_token(token)}"\npoints = ["#"]\nack = true\n', encoding="utf-8"
+        f'[[token]]\nname = "t"\nsha256 = "{hash_token(token)}"\npoints = ["#"]\nack = true\nshelve = true\n',
+        encoding="utf-8",
     )
     (tmp_path / "plant.toml").write_text(ALARM_PLANT, encoding="utf-8")
     schemas = Schemas()
@@ -131,48 +132,64 @@ def test_every_message_a_server_sends_or_accepts_fits_its_schema(tmp_path: Path)
                 send(ws, "resume", {"type": "resume", "since": 0, "epoch": "another-epoch"})
                 snapshot = schemas.check("snapshot", receive(ws, "snapshot"))
                 assert snapshot["resync"] is True
-            send(ws, "ack", {"type": "ack", "alarm": alarm_id})
+            send(ws, "ack", {"type": "ack", "alarm": alarm_id, "id": "a-1"})
             answers: dict[str, dict[str, Any]] = {}
             while len(answers) < 2:  # the transition and the confirmation, in either order
                 message = json.loads(ws.recv(timeout=15))
                 if message["type"] in ("acked", "alarm"):
                     answers[message["type"]] = message
-            schemas.check("acked", answers["acked"])
+            assert schemas.check("acked", answers["acked"])["id"] == "a-1"
+            assert "id" not in answers["alarm"]
             transition = schemas.check("alarm", answers["alarm"])
             assert transition["alarm"]["state"] == "acknowledged"
-            send(ws, "historyRequest", {"type": "history", "point": "plant/chiller-1/supply_temp", "since": 0})
-            assert schemas.check("historyAnswer", receive(ws, "history"))["samples"]
+            send(ws, "shelve", {"type": "shelve", "alarm": alarm_id, "minutes": 5, "comment": "sensor swap", "id": "sh"})
+            shelved = schemas.check("shelved", receive(ws, "shelved"))
+            assert shelved["id"] == "sh" and shelved["until"] is not None
+            send(ws, "unshelve", {"type": "unshelve", "alarm": alarm_id, "id": "un"})
+            assert schemas.check("shelved", receive(ws, "shelved"))["until"] is None
+            for on in (True, False):
+                send(ws, "outOfService", {"type": "out_of_service", "point": "plant/chiller-1/supply_temp", "on": on})
+                assert schemas.check("outOfServiceAnswer", receive(ws, "out_of_service"))["on"] is on
+            send(ws, "historyRequest", {"type": "history", "point": "plant/chiller-1/supply_temp", "since": 0, "id": 3})
+            history = schemas.check("historyAnswer", receive(ws, "history"))
+            assert history["samples"] and history["id"] == 3
             # The store form (the server runs with its default SQLite store in the test's folder).
             deadline = time.monotonic() + 10
             while True:  # the store gets the first samples within its flush period (0.25 s) of the start
                 send(ws, "historyRangeRequest", {"type": "history", "points": ["plant/chiller-1/+"],
-                                                 "from": "now-1h", "step": "1m", "agg": "max"})
+                                                 "from": "now-1h", "step": "1m", "agg": "max", "id": "r"})
                 ranged = schemas.check("historyRangeAnswer", receive(ws, "history"))
                 if ranged["points"] or time.monotonic() > deadline:
                     break
                 time.sleep(0.2)
-            assert ranged["points"]["plant/chiller-1/supply_temp"] and ranged["step"] == 60
+            assert ranged["points"]["plant/chiller-1/supply_temp"] and ranged["step"] == 60 and ranged["id"] == "r"
             send(ws, "ping", {"type": "ping", "id": 7})
             assert schemas.check("pong", receive(ws, "pong"))["id"] == 7
             send(ws, "ping", {"type": "ping"})
             assert schemas.check("pong", receive(ws, "pong"))["id"] is None
             send(ws, "subscribe", {"type": "subscribe", "points": ["plant/crac-1/+"], "deadband": 0.5,
-                                   "min_interval_ms": 100, "max_interval_ms": 60000})
-            assert schemas.check("snapshot", receive(ws, "snapshot"))["points"]
-            send(ws, "unsubscribe", {"type": "unsubscribe", "points": ["plant/crac-1/+"]})
-            send(ws, "auth", {"type": "auth", "token": token})
-            assert schemas.check("authenticated", receive(ws, "authenticated"))["ack"] is True
+                                   "min_interval_ms": 100, "max_interval_ms": 60000, "id": "s-1"})
+            subscribed = schemas.check("snapshot", receive(ws, "snapshot"))
+            assert subscribed["points"] and subscribed["id"] == "s-1"
+            send(ws, "unsubscribe", {"type": "unsubscribe", "points": ["plant/crac-1/+"], "id": "u-1"})
+            send(ws, "auth", {"type": "auth", "token": token, "id": 4.5})
+            authenticated = schemas.check("authenticated", receive(ws, "authenticated"))
+            assert authenticated["ack"] is True and authenticated["id"] == 4.5
             # A resume without alarm_seq gets the alarm list; with one, the replay (nothing new here).
             send(ws, "resume", {"type": "resume", "since": snapshot["version"], "epoch": snapshot["epoch"]})
             schemas.check("alarms", receive(ws, "alarms"))
             send(ws, "resume", {"type": "resume", "since": snapshot["version"], "epoch": snapshot["epoch"],
-                                "alarm_seq": transition["seq"]})
-            schemas.check("update", receive(ws, "update"))
+                                "alarm_seq": transition["seq"], "id": "r-1"})
+            # Pushed updates may come first; the answer is the update with the id.
+            while "id" not in (update := schemas.check("update", receive(ws, "update"))):
+                pass
+            assert update["id"] == "r-1"
             ws.send("{not json")
             error = schemas.check("error", receive(ws, "error"))
             assert error["error"] == "bad_json"
-            ws.send(json.dumps({"type": "ack", "alarm": "plant/nowhere/x:high"}))
-            assert schemas.check("error", receive(ws, "error"))["error"] == "unknown_alarm"
+            ws.send(json.dumps({"type": "ack", "alarm": "plant/nowhere/x:high", "id": "a-2"}))
+            refused = schemas.check("error", receive(ws, "error"))
+            assert (refused["error"], refused["id"]) == ("unknown_alarm", "a-2")
             # Every message the client sent was accepted: no error answered any of them.
             ws.send(json.dumps({"type": "ping", "id": "end"}))
             while (last := json.loads(ws.recv(timeout=10)))["type"] != "pong":
@@ -190,6 +207,10 @@ def test_the_schemas_refuse_what_the_protocol_does_not_allow():
         "alarm": {"type": "alarm", "seq": 1, "alarm": {"id": "a"}},
         "historyRequest": {"type": "history", "point": "a/b"},
         "historyRangeRequest": {"type": "history", "points": [], "since": 0},
+        "ack": {"type": "ack", "alarm": "a", "id": {"not": "an id"}},
+        "acked": {"type": "acked", "alarm": "a", "id": "x" * 129},
+        "shelve": {"type": "shelve", "alarm": "a", "minutes": 0},
+        "outOfService": {"type": "out_of_service", "point": "a/b/c", "on": "yes"},
     }
     for name, message in bad.items():
         assert list(schemas.validators[name].iter_errors(message)), name

@@ -23,7 +23,7 @@ from hvac_push.client import (
     ServerError,
 )
 from hvac_push.client.mirror import _with_query
-from hvac_push.client.model import pattern_matches
+from hvac_push.client.model import Value, pattern_matches
 from hvac_push.client.state import MirrorState
 from tests.clientserver import (
     ALARM_PLANT,
@@ -110,6 +110,37 @@ def test_subscribe_with_a_filter_then_unsubscribe(sim: Server) -> None:
     asyncio.run(main())
 
 
+def mean(samples: list[tuple[float, Value]]) -> float:
+    numbers = [float(v) for _, v in samples if isinstance(v, (int, float))]
+    return sum(numbers) / len(numbers)
+
+
+def test_requests_in_flight_together_each_get_their_own_answer_by_id(sim: Server) -> None:
+    async def main() -> None:
+        async with Mirror(sim.url, points=["plant/chiller-1/#"]) as plant:
+            supply, ret = "plant/chiller-1/supply_temp", "plant/chiller-1/return_temp"
+            results = await asyncio.gather(
+                plant.history(supply),
+                plant.ack("plant/chiller-1/nothing:high"),
+                plant.history(ret),
+                plant.unsubscribe(["plant/never/#"]),
+                plant.ping(),
+                plant.subscribe(["plant/ahu-1/supply_temp"]),
+                return_exceptions=True,
+            )
+            supply_samples, ack_error, return_samples, unsubscribe_error, rtt, subscribed = results
+            assert isinstance(supply_samples, list) and isinstance(return_samples, list)
+            assert supply_samples and return_samples
+            # Each history answer is its own point's: a chiller's return water is warmer than its supply.
+            assert mean(supply_samples) < mean(return_samples)
+            assert isinstance(ack_error, ServerError) and ack_error.code == "unknown_alarm"
+            assert isinstance(unsubscribe_error, ServerError) and unsubscribe_error.code == "not_subscribed"
+            assert isinstance(rtt, float) and subscribed is None
+            assert "plant/ahu-1/supply_temp" in plant.points
+
+    asyncio.run(main())
+
+
 def test_a_dropped_connection_resumes_without_a_gap(sim: Server) -> None:
     async def main() -> None:
         proxy = await CuttableProxy(sim.port).start()
@@ -191,6 +222,19 @@ def test_alarms_arrive_listed_and_can_be_acknowledged(tmp_path: Path) -> None:
             assert again.alarms[alarm_id].state == "acknowledged"
         async with Mirror(server.url, points=["plant/ahu-1/#"]) as elsewhere:
             assert not elsewhere.alarms
+        # Shelve and unshelve: the answer gives the end, the transitions come as alarm changes.
+        async with Mirror(server.url, points=["plant/chiller-1/#"]) as plant:
+            transitions = plant.alarm_changes(current=False)
+            until = await plant.shelve(alarm_id, 5, comment="sensor swap")
+            shelved = await asyncio.wait_for(transitions.__anext__(), 10)
+            assert shelved.alarm is not None and shelved.alarm.state == "shelved"
+            assert until is not None and shelved.alarm.extra.get("shelved_until") == until
+            await plant.unshelve(alarm_id)
+            back = await asyncio.wait_for(transitions.__anext__(), 10)
+            assert back.alarm is not None and back.alarm.state != "shelved"
+            with pytest.raises(ServerError) as e:
+                await plant.unshelve(alarm_id)
+            assert e.value.code == "wrong_state"
 
     with running(tmp_path, "--config", "plant.toml") as server:
         asyncio.run(main(server))

@@ -256,9 +256,9 @@ def test_twistd_with_a_bad_config_ends_with_the_one_line(tmp_path):
     assert result.returncode != 0
     output = result.stdout + result.stderr
     assert "Traceback" not in output
-    assert output.strip().splitlines()[-1].endswith(
-        "plant.toml: units.chiller-1.points.supply_temp.register: expected an integer"
-    )
+    (line,) = output.strip().splitlines()
+    assert line.endswith("plant.toml: units.chiller-1.points.supply_temp.register: expected an integer"
+                         " (see: twistd hvacpush --help)")
 
 
 # -- [derived] ---------------------------------------------------------------------

@@ -167,8 +167,8 @@ async def test_api_key_protocol_refuses_unknown_keys_and_answers_its_own_message
         assert await within(5, handshake_status(r, running.port, headers={"X-Api-Key": "guess"})) == 401
         client = await within(5, connect(r, running.port, headers={"X-Api-Key": "k-7f3a"}))
         assert (await within(5, client.next()))["type"] == "snapshot"
-        client.send_json({"type": "whoami"})
-        assert await within(5, client.next("whoami")) == {"type": "whoami", "user": "ops-console"}
+        client.send_json({"type": "whoami", "id": "w-1"})
+        assert await within(5, client.next("whoami")) == {"id": "w-1", "type": "whoami", "user": "ops-console"}
         client.send_json({"type": "nonsense"})
         assert (await within(5, client.next("error")))["error"] == "unknown_type"
         client.sendClose()
@@ -431,8 +431,14 @@ def _example_lines(name: str, *args: str, count: int, timeout: float = 30) -> tu
 
 @pytest.mark.slow
 def test_mirror_example_prints_every_point_then_each_change(tmp_path):
+    """docs/clients.md's script that mirrors the plant in under ten lines, run against a real server."""
     from tests.clientserver import running
 
+    clients = (ROOT / "docs" / "clients.md").read_text(encoding="utf-8")
+    first_block = clients.split("```", 2)[1]
+    assert "literalinclude} examples/mirror.py" in first_block
+    code = (EXAMPLES / "mirror.py").read_text(encoding="utf-8")
+    assert len([line for line in code.splitlines() if line.strip()]) < 10
     with running(tmp_path, "--sim-seed", "5", "--sim-units", "2", "--sim-rate", "40") as server:
         points = set(server.snapshot()["points"])
         lines, _ = _example_lines("mirror.py", server.url, count=len(points) + 10)
@@ -441,6 +447,50 @@ def test_mirror_example_prints_every_point_then_each_change(tmp_path):
     assert set(first) == points  # the current state of every point first
     assert all(line.split()[0] in points and line.split()[-1] in ("ok", "stale") for line in lines)
     assert any(" °C " in line for line in lines)
+
+
+@pytest.mark.slow
+def test_the_readme_embedding_example_runs_as_pasted(tmp_path):
+    """The README's block that builds a PushService, run as a script: its producer's point and the published one arrive."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Embedding and extending", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    port = free_port()
+    assert code.count("listenTCP(8080,") == 1
+    script = tmp_path / "embedding.py"
+    script.write_text(code.replace("listenTCP(8080,", f"listenTCP({port},"), encoding="utf-8")
+    process = subprocess.Popen(
+        [sys.executable, str(script)], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:  # the producer's first sample may come a moment after the listener
+            (snapshot,) = first_messages(port, path="/telemetry", timeout=20)
+            if "site/room-1/temp" in snapshot["points"] or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert snapshot["points"]["site/room-1/temp"]["value"] == 21.5
+        assert snapshot["points"]["site/ahu-1/supply_temp"]["value"] == 14.2
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=30)
+    assert process.returncode in (0, -signal.SIGTERM) and "Traceback" not in output, output
+
+
+@pytest.mark.slow
+def test_the_python_client_with_count_prints_exactly_that_many_lines_and_exits(tmp_path):
+    from tests.clientserver import running
+
+    with running(tmp_path, "--sim-seed", "5", "--sim-units", "2", "--sim-rate", "40") as server:
+        points = set(server.snapshot()["points"])
+        assert len(points) > 7  # the first message alone holds more than the count
+        for count in (7, len(points) + 5):  # within the snapshot, and past it into the updates
+            lines, code = _example_lines("client.py", server.url, "--count", str(count), count=count + 50)
+            assert code == 0 and len(lines) == count, lines
+            assert all(line.split(" = ")[0] in points for line in lines), lines
+        lines, code = _example_lines("client.py", server.url, "--count", "0", count=10)
+        assert code == 2 and "--count: must be 1 or more" in lines[-1], lines
 
 
 @pytest.mark.slow

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import queue
 import sqlite3
 import threading
@@ -20,6 +22,7 @@ from hvac_push.store.sqlite import SqliteStore
 from hvac_push.store.url import parse_retention
 from hvac_push.transport.auth import ALL
 from hvac_push.transport.store_answers import answer_after_journal
+from hvac_push.transport.wire import RequestId
 
 T0 = 1_800_000_000.0
 P = "plant/chiller-1/supply_temp"
@@ -63,15 +66,18 @@ class Answers:
 
     permissions = ALL
 
-    def __init__(self) -> None:
+    def __init__(self, request_id: RequestId | None = None) -> None:
+        self.request_id = request_id
         self.sent: list[bytes] = []
         self.errors: list[tuple[str, str]] = []
 
     def send_bytes(self, payload: bytes) -> None:
-        self.sent.append(payload)
-
-    def send_error(self, code: str, detail: str) -> None:
-        self.errors.append((code, detail))
+        message = json.loads(payload) if payload.startswith(b"{") else {}
+        if message.get("type") == "error":
+            assert message.get("id") == self.request_id
+            self.errors.append((message["error"], message["detail"]))
+        else:
+            self.sent.append(payload)
 
 
 @pytest.fixture
@@ -264,3 +270,21 @@ def test_a_journal_made_before_shelve_ends_were_kept_gets_the_column(tmp_path):
         store.write([], [entry(2.0, 2, "plant/a/x:high", "shelved")])
     finally:
         store.close()
+
+
+def test_a_confirmation_sent_after_the_commit_echoes_the_id_of_the_request_it_answers(gated):
+    clock = ThreadClock()
+    clock.advance(T0)
+    hub, engine, service = alarmed_life(gated, clock)
+    try:
+        hub.publish(Sample(P, 9.5, "degC", T0))
+        engine.ack(ALARM, by="alice")
+        client = Answers(request_id="ack-7")
+        answer_after_journal(client, service, b'{"type":"acked"}')
+        client.request_id = None  # the connection has moved on to its next message
+        gated.gate.set()
+        clock.run_from_threads()
+        assert client.sent == [b'{"id":"ack-7","type":"acked"}']
+    finally:
+        gated.gate.set()
+        stop(service)

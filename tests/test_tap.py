@@ -26,9 +26,9 @@ def parse(*argv: str) -> Options:
     return options
 
 
-def test_defaults_listen_on_8080_and_run_the_simulator():
+def test_defaults_listen_on_8080_of_this_machine_only_and_run_the_simulator():
     options = parse()
-    assert options["listen"] == ["tcp:8080"]
+    assert options["listen"] == ["tcp:8080:interface=127.0.0.1"]
     assert options["interval"] == 100.0 and options["allow-origin"] == []
     service = makeService(options, reactor=MemoryReactorClock())
     assert isinstance(service, MultiService)
@@ -138,7 +138,9 @@ def test_twistd_with_a_bad_value_ends_with_one_line_and_no_traceback(tmp_path):
     assert result.returncode != 0
     output = result.stdout + result.stderr
     assert "Traceback" not in output
-    assert output.strip().splitlines()[-1].endswith("--sim-rate: expected a number, got 'lots'")
+    assert output.strip().splitlines() == [
+        "twistd hvacpush: --sim-rate: expected a number, got 'lots' (see: twistd hvacpush --help)"
+    ]
 
 
 @pytest.mark.slow

@@ -121,3 +121,45 @@ def test_a_point_without_a_value_encodes_as_null():
         "value": None, "unit": "°C", "ts": 5.0, "version": 3, "status": "down"
     }
     assert wire.encode_point(point)["value"] is None
+
+
+@pytest.mark.parametrize("request_id", ["r-1", 7, -2.5, 0, "", "x" * wire.MAX_REQUEST_ID_LENGTH])
+def test_any_message_may_carry_an_id_and_its_answer_echoes_it(request_id):
+    request = wire.parse_request(json.dumps({"type": "history", "point": "p/u/a", "since": 1, "id": request_id}))
+    assert request.id == request_id and request.command == wire.HistoryRequest("p/u/a", 1)
+    answer = wire.with_request_id(wire.encode_acked("p/u/a:high"), request.id)
+    assert json.loads(answer) == {"id": request_id, "type": "acked", "alarm": "p/u/a:high"}
+    assert wire.parse_request(b'{"type":"ping"}').id is None
+    assert wire.with_request_id(b'{"type":"acked"}', None) == b'{"type":"acked"}'
+    assert json.loads(wire.with_request_id(b"{ }", request_id)) == {"id": request_id}
+
+
+@pytest.mark.parametrize("request_id", [True, None, {"a": 1}, [1], "x" * (wire.MAX_REQUEST_ID_LENGTH + 1), 2**53 + 1])
+def test_an_id_that_cannot_be_echoed_is_a_bad_message_without_an_id(request_id):
+    if request_id is None:  # an explicit null is the same as no id
+        assert wire.parse_request(b'{"type":"ping","id":null}').id is None
+        return
+    with pytest.raises(wire.WireError) as raised:
+        wire.parse_request(json.dumps({"type": "ack", "alarm": "a", "id": request_id}))
+    assert raised.value.code == "bad_message" and raised.value.request_id is None
+
+
+@pytest.mark.parametrize(
+    "message, code",
+    [
+        ({"type": "subscribe", "points": ["a/#/c"], "id": "q"}, "bad_pattern"),
+        ({"type": "subscribe", "points": ["a/b/c"], "deadbnd": 1, "id": "q"}, "unknown_field"),
+        ({"type": "launch", "id": "q"}, "unknown_type"),
+        ({"id": "q"}, "bad_message"),
+    ],
+)
+def test_a_refused_message_keeps_its_id_for_the_error(message, code):
+    with pytest.raises(wire.WireError) as raised:
+        wire.parse_request(json.dumps(message))
+    assert (raised.value.code, raised.value.request_id) == (code, "q")
+
+
+def test_a_large_snapshot_gets_its_id_without_being_decoded_wrongly():
+    points = [Point(f"p/u/p{i}", float(i), "°C", 1.0, "ok", i + 1) for i in range(500)]
+    answer = json.loads(wire.with_request_id(wire.encode_snapshot("E", 500, points), "s"))
+    assert answer["id"] == "s" and answer["type"] == "snapshot" and len(answer["points"]) == 500

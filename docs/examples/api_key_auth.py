@@ -33,7 +33,8 @@ class ApiKeyProtocol(PushServerProtocol):
 
     def onCustomMessage(self, kind: str, message: dict[str, Any]) -> None:
         if kind == "whoami":
-            self.send_bytes(json.dumps({"type": "whoami", "user": self.user}).encode("utf-8"))
+            # reply() echoes the request's "id", as every built-in answer does.
+            self.reply(json.dumps({"type": "whoami", "user": self.user}).encode("utf-8"))
 
 
 def require_api_keys(push: PushService, lookup: Callable[[str], str | None]) -> None:

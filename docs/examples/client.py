@@ -50,11 +50,13 @@ class TelemetryFactory(WebSocketClientFactory):
         return self.client
 
     def show(self, point_id: str, point: dict[str, Any]) -> None:
-        print(f"{point_id} = {point['value']} {point['unit']}".rstrip(), flush=True)
         if self.count is not None:
+            if self.count == 0:
+                return  # done: the rest of this message, and whatever arrives before the close, is not shown
             self.count -= 1
-            if self.count == 0 and self.client is not None:
-                self.client.sendClose()
+        print(f"{point_id} = {point['value']} {point['unit']}".rstrip(), flush=True)
+        if self.count == 0 and self.client is not None:
+            self.client.sendClose()
 
     def closed(self, code: int | None, reason: str | None) -> None:
         if not self.done.called:
@@ -66,11 +68,18 @@ class TelemetryFactory(WebSocketClientFactory):
             self.done.callback(1)
 
 
+def positive(text: str) -> int:
+    number = int(text)
+    if number < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return number
+
+
 def main(reactor: Any, *argv: str) -> Deferred[int]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("url", help="e.g. ws://localhost:8080/ws")
     parser.add_argument("patterns", nargs="*", help="points to follow, e.g. plant/+/supply_temp")
-    parser.add_argument("--count", type=int, help="stop after this many point lines")
+    parser.add_argument("--count", type=positive, help="print this many point lines, then stop")
     args = parser.parse_args(argv)
     url = args.url
     if args.patterns:

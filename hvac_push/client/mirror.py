@@ -118,13 +118,6 @@ class Stream(Generic[T]):
         self.end()
 
 
-@dataclass
-class _Request:
-    matches: Callable[[Mapping[str, Any]], bool]
-    fence: str | None
-    answer: asyncio.Future[Mapping[str, Any] | None]
-
-
 class Mirror:
     """A live copy of the points (and their alarms) that match C{points}.
 
@@ -187,8 +180,8 @@ class Mirror:
         self._ws: ClientConnection | None = None
         self._runner: asyncio.Task[None] | None = None
         self._closing = False
-        self._request_lock = asyncio.Lock()
-        self._pending: _Request | None = None
+        #: Request id to the answer it waits for (docs/protocol.md, Request ids).
+        self._pending: dict[str, asyncio.Future[Mapping[str, Any]]] = {}
         self._ids = itertools.count(1)
         self._streams: set[Stream[Any]] = set()
         self._change_callbacks: list[Callable[[PointChange], object]] = []
@@ -328,10 +321,7 @@ class Mirror:
         """Add patterns (or change their filter); their points arrive before this returns."""
         wanted = list(patterns)
         for chunk in _chunks(wanted):
-            await self._request(
-                {"type": "subscribe", "points": chunk, **(filter.to_wire() if filter else {})},
-                lambda m: m.get("type") == "snapshot",
-            )
+            await self._request({"type": "subscribe", "points": chunk, **(filter.to_wire() if filter else {})})
             for pattern in chunk:
                 self._filters[pattern] = filter
 
@@ -342,25 +332,41 @@ class Mirror:
         points stay until a resync.)
         """
         for chunk in _chunks(list(patterns)):
-            await self._request({"type": "unsubscribe", "points": chunk}, lambda m: False)
+            await self._request({"type": "unsubscribe", "points": chunk}, answered=False)
             for pattern in chunk:
                 self._filters.pop(pattern, None)
         if not self._server_default:
             self._dispatch(self._state.keep_only(self._filters))
 
-    async def ack(self, alarm_id: str) -> None:
-        """Acknowledge an alarm; the transition itself arrives as an alarm change."""
+    async def ack(self, alarm_id: str, comment: str = "") -> None:
+        """Acknowledge an alarm (C{comment} goes into the journal); the transition arrives as an alarm change."""
+        await self._request({"type": "ack", "alarm": alarm_id, **({"comment": comment} if comment else {})})
+
+    async def shelve(self, alarm_id: str, minutes: float, comment: str = "") -> float | None:
+        """Shelve an alarm for C{minutes} (the server caps it); returns when the shelve ends, in epoch seconds.
+
+        Needs the token's C{shelve} claim; the transition arrives as an alarm change.
+        """
+        answer = await self._request(
+            {"type": "shelve", "alarm": alarm_id, "minutes": minutes, **({"comment": comment} if comment else {})}
+        )
+        until = answer.get("until")
+        return float(until) if isinstance(until, (int, float)) else None
+
+    async def unshelve(self, alarm_id: str, comment: str = "") -> None:
+        """End a shelve now."""
+        await self._request({"type": "unshelve", "alarm": alarm_id, **({"comment": comment} if comment else {})})
+
+    async def out_of_service(self, point_id: str, on: bool = True, comment: str = "") -> None:
+        """Take a point's alarms out of service (C{on}) or put them back."""
         await self._request(
-            {"type": "ack", "alarm": alarm_id}, lambda m: m.get("type") == "acked" and m.get("alarm") == alarm_id
+            {"type": "out_of_service", "point": point_id, "on": on, **({"comment": comment} if comment else {})}
         )
 
     async def history(self, point_id: str, since: float = 0.0) -> list[tuple[float, Value]]:
         """The server's recent samples of a point with C{ts >= since}, oldest first."""
-        answer = await self._request(
-            {"type": "history", "point": point_id, "since": since},
-            lambda m: m.get("type") == "history" and m.get("point") == point_id,
-        )
-        samples = answer.get("samples") if answer is not None else None
+        answer = await self._request({"type": "history", "point": point_id, "since": since})
+        samples = answer.get("samples")
         return [
             (float(s[0]), s[1])
             for s in (samples if isinstance(samples, list) else [])
@@ -369,14 +375,9 @@ class Mirror:
 
     async def ping(self) -> float:
         """Round trip to the server through its message handling, in seconds."""
-        ping_id = f"hvac-push-client-{next(self._ids)}"
         loop = asyncio.get_running_loop()
         started = loop.time()
-        await self._request(
-            {"type": "ping", "id": ping_id},
-            lambda m: m.get("type") == "pong" and m.get("id") == ping_id,
-            fenced=False,
-        )
+        await self._request({"type": "ping"})
         return loop.time() - started
 
     async def authenticate(self, token: str) -> Mapping[str, Any]:
@@ -384,38 +385,34 @@ class Mirror:
 
         Returns the server's C{authenticated} answer (new expiry and grant).
         """
-        answer = await self._request(
-            {"type": "auth", "token": token}, lambda m: m.get("type") == "authenticated"
-        )
+        answer = await self._request({"type": "auth", "token": token})
         self._token = token
-        return answer or {}
+        return answer
 
-    async def _request(
-        self, message: dict[str, Any], matches: Callable[[Mapping[str, Any]], bool], *, fenced: bool = True
-    ) -> Mapping[str, Any] | None:
-        """Send C{message} and wait for its answer, or its error.
+    async def _request(self, message: dict[str, Any], *, answered: bool = True) -> Mapping[str, Any]:
+        """Send C{message} with an C{id} of its own and wait for the answer echoing it, or the error.
 
-        The protocol echoes no request id (except on C{pong}), so requests go
-        one at a time, each followed by a C{ping} fence: the server answers in
-        order, so an C{error} before the fence's C{pong} is this request's, and
-        a C{pong} with nothing before it means "done, no answer".
+        The server echoes the C{id} on every direct answer, so several
+        requests may be in flight. A request with no answer on success
+        (C{unsubscribe}) is followed by a C{ping} with the same C{id}: the
+        server answers in order, so its C{pong} means "done", and an error
+        before it is the request's.
         """
-        async with self._request_lock:
-            ws = self._ws
-            if ws is None:
-                raise self.failure or ConnectionLost("not connected (reconnecting)")
-            fence = f"hvac-push-client-fence-{next(self._ids)}" if fenced else None
-            request = _Request(matches, fence, asyncio.get_running_loop().create_future())
-            self._pending = request
-            try:
-                await ws.send(json.dumps(message))
-                if fence is not None:
-                    await ws.send(json.dumps({"type": "ping", "id": fence}))
-                return await asyncio.wait_for(request.answer, self._request_timeout)
-            except ConnectionClosed:
-                raise ConnectionLost("the connection closed before the answer") from None
-            finally:
-                self._pending = None
+        ws = self._ws
+        if ws is None:
+            raise self.failure or ConnectionLost("not connected (reconnecting)")
+        request_id = f"c{next(self._ids)}"
+        answer: asyncio.Future[Mapping[str, Any]] = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = answer
+        try:
+            await ws.send(json.dumps({**message, "id": request_id}))
+            if not answered:
+                await ws.send(json.dumps({"type": "ping", "id": request_id}))
+            return await asyncio.wait_for(answer, self._request_timeout)
+        except ConnectionClosed:
+            raise ConnectionLost("the connection closed before the answer") from None
+        finally:
+            self._pending.pop(request_id, None)
 
     # -- the connection ---------------------------------------------------------------
 
@@ -552,28 +549,23 @@ class Mirror:
         return ws.close_code, ws.close_reason or ""
 
     def _answer(self, message: Mapping[str, Any]) -> None:
-        """Give a message to the request waiting for it, if any; a server error without one is a notice."""
-        request = self._pending
+        """Give a message to the request whose C{id} it echoes, if any; a server error without one is a notice."""
         kind = message.get("type")
-        if request is not None and not request.answer.done():
-            if request.matches(message):
-                request.answer.set_result(message)
-                return
+        request_id = message.get("id")
+        answer = self._pending.get(request_id) if isinstance(request_id, str) else None
+        if answer is not None and not answer.done():
             if kind == "error":
-                request.answer.set_exception(
-                    ServerError(str(message.get("error", "error")), str(message.get("detail", "")))
-                )
-                return
-            if kind == "pong" and request.fence is not None and message.get("id") == request.fence:
-                request.answer.set_result(None)
-                return
+                answer.set_exception(ServerError(str(message.get("error", "error")), str(message.get("detail", ""))))
+            else:
+                answer.set_result(message)
+            return
         if kind == "error":
             self._emit_event(ServerNotice(str(message.get("error", "error")), str(message.get("detail", ""))))
 
     def _fail_pending(self, error: ClientError) -> None:
-        request = self._pending
-        if request is not None and not request.answer.done():
-            request.answer.set_exception(error)
+        for answer in self._pending.values():
+            if not answer.done():
+                answer.set_exception(error)
 
     def _fail(self, error: ClientError) -> None:
         log.error("hvac-push: giving up: %s", error)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Mapping
 
-from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IStreamServerEndpoint
@@ -23,6 +22,7 @@ from hvac_push.analytics.alarms import AlarmEngine
 from hvac_push.transport.auth import Authenticator
 from hvac_push.analytics.history import DEFAULT_WINDOW, History
 from hvac_push.ops.health import Readiness, ReadinessCheck
+from hvac_push.ops.listeners import ListenerService
 from hvac_push.transport.limits import DEFAULT_LIMITS, Limits
 from hvac_push.core.hub import Hub
 from hvac_push.ops.metrics import MetricsResource, make_registry
@@ -96,6 +96,8 @@ class PushService(MultiService):
     ):
         super().__init__()
         self.reactor = reactor
+        #: Under twistd (set by L{hvac_push.ops.tap}): a port in use is one log line and exit status 1, not a traceback.
+        self.exit_on_listen_failure = False
         #: OpenSSL cipher string for TLS 1.2 on C{ssl:} listeners; L{None}: Twisted's defaults.
         self.tls_ciphers = tls_ciphers
         #: Serve C{/metrics} and C{/healthz} details only with a token the authenticator accepts.
@@ -218,10 +220,15 @@ class PushService(MultiService):
         return server_endpoint(self.reactor, description, self.tls_ciphers)
 
     def add_listener(self, description: str, site: Site | None = None) -> Service:
-        """Serve C{site} (by default our own) on a strports endpoint description."""
-        service = StreamServerEndpointService(self.endpoint(description), site or self.site())
-        # As strports.service does: a port that cannot be bound fails startService, not later.
-        service._raiseSynchronously = True
+        """Serve C{site} (by default our own) on a strports endpoint description.
+
+        Once listening it logs one line with its URLs; a port that cannot be
+        bound fails startService, or (C{exit_on_listen_failure}, under twistd)
+        is one error line and exit status 1.
+        """
+        service = ListenerService(
+            self.endpoint(description), site or self.site(), description, exit_on_failure=self.exit_on_listen_failure
+        )
         service.setServiceParent(self)
         return service
 

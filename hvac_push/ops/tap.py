@@ -6,8 +6,10 @@ twistd never starts half-configured or dies with a traceback.
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING, Any, cast
 
+from twisted.logger import Logger
 from twisted.python import usage
 
 from hvac_push.transport.tls import MODERN_CIPHERS
@@ -17,7 +19,15 @@ if TYPE_CHECKING:  # imported when called, to keep twistd's plugin scan light
     from hvac_push.ops.service import PushService
     from hvac_push.sources.simulator import SimulatorProducer
 
+#: With authentication configured and no --listen: every interface, as before.
 DEFAULT_LISTEN = "tcp:8080"
+#: With no --listen and no authentication: this machine only (as mosquitto 2 does).
+LOOPBACK_LISTEN = "tcp:8080:interface=127.0.0.1"
+LOOPBACK_NOTE = (
+    "No --listen and no authentication: listening on 127.0.0.1:8080, this machine only. "
+    "To serve the network, give --listen tcp:8080 together with a token option "
+    "(--auth-token-file, --auth-jwt-secret-file or --auth-jwt-public-key-file; docs/security.md)"
+)
 
 
 def _number(kind: type, name: str, low: float, high: float) -> Any:
@@ -255,7 +265,7 @@ class Options(usage.Options):
         self["subscribe"].append(_broker_url("subscribe", url))
 
     def opt_listen(self, description: str) -> None:
-        """Listen on a strports endpoint, e.g. tcp:8080, ssl:8443:privateKey=key.pem, reuseport:8080 (repeatable; default tcp:8080)."""
+        """Listen on a strports endpoint, e.g. tcp:8080, ssl:8443:privateKey=key.pem, reuseport:8080 (repeatable; default: tcp:8080:interface=127.0.0.1, this machine only, or tcp:8080 with a token option)."""
         from twisted.internet.endpoints import serverFromString
 
         try:
@@ -280,9 +290,21 @@ class Options(usage.Options):
             raise usage.UsageError(str(e)) from None
         self["ws-option"][key] = value
 
+    def parseOptions(self, options: Any = None) -> None:
+        """Under twistd, a bad option is one line and a pointer to C{--help}, exit status 2.
+
+        (twistd itself would print the whole usage text, then the error, and
+        exit 0.) Parsed outside twistd, the L{usage.UsageError} is raised as usual.
+        """
+        try:
+            super().parseOptions(options)
+        except usage.UsageError as e:
+            if getattr(self, "parent", None) is None:
+                raise
+            sys.stderr.write(f"twistd hvacpush: {e} (see: twistd hvacpush --help)\n")
+            raise SystemExit(2) from None
+
     def postOptions(self) -> None:
-        if not self["listen"]:
-            self["listen"] = [DEFAULT_LISTEN]
         if self["log-format"] == "json":
             _select_json_logs(self)
         self["plant"] = None
@@ -309,6 +331,10 @@ class Options(usage.Options):
         except ValueError as e:
             raise usage.UsageError(str(e)) from None
         self["authenticator"], self["limits"] = _security(self)
+        #: Safe by default: without a token option, no --listen means this machine only.
+        self["listen-default"] = not self["listen"]
+        if not self["listen"]:
+            self["listen"] = [DEFAULT_LISTEN if self["authenticator"] is not None else LOOPBACK_LISTEN]
         if self["private-status"] and self["authenticator"] is None:
             raise usage.UsageError("--private-status: needs a token option (--auth-jwt-secret-file, "
                                    "--auth-jwt-public-key-file or --auth-token-file)")
@@ -393,6 +419,15 @@ def makeService(config: Options, reactor: Any = None) -> PushService:
     from hvac_push.ops.cluster import install_links
 
     install_links(service, reactor, subscribe=config.get("subscribe") or (), publish=config.get("publish") or ())
+    # Under twistd -n a port in use is one line and exit status 1 (hvac_push.ops.listeners); a daemonizing
+    # twistd reports the error to its parent process itself, through its status pipe.
+    twistd = getattr(config, "parent", None)
+    service.exit_on_listen_failure = twistd is not None and bool(twistd.get("nodaemon"))
+    if config.get("listen-default") and config["listen"] == [LOOPBACK_LISTEN]:
+        _log.info("{note}", note=LOOPBACK_NOTE)
     for description in config["listen"]:
         service.add_listener(description)
     return service
+
+
+_log = Logger()

@@ -65,6 +65,8 @@ class PushServerProtocol(WebSocketServerProtocol):
         self._abort_call: IDelayedCall | None = None
         self._deny_headers: list[tuple[str, str]] | None = None
         self._history_queries = HistoryQueries(self)
+        #: The C{id} of the client message being handled, echoed by L{reply}.
+        self.request_id: wire.RequestId | None = None
 
     # -- handshake ----------------------------------------------------------
 
@@ -149,12 +151,12 @@ class PushServerProtocol(WebSocketServerProtocol):
         alarms = self.factory.alarms
         usable = resume is not None and resume.epoch == hub.epoch and resume.since <= hub.version
         if resume is not None and usable:
-            self.send_bytes(wire.encode_update(hub.epoch, hub.version, hub.changed_since(resume.since, self.subscription)))
+            self.reply(wire.encode_update(hub.epoch, hub.version, hub.changed_since(resume.since, self.subscription)))
             if alarms is not None:
                 self.replay_alarms(resume.alarm_seq)
         else:
             points = hub.points(self.subscription)
-            self.send_bytes(
+            self.reply(
                 wire.encode_snapshot(
                     hub.epoch,
                     hub.version,
@@ -230,13 +232,19 @@ class PushServerProtocol(WebSocketServerProtocol):
             self.send_error("binary_not_supported", "send JSON text frames")
             return
         try:
-            command = wire.parse_client_message(payload, self.customMessageTypes)
+            request = wire.parse_request(payload, self.customMessageTypes)
+            self.request_id = request.id
+            command = request.command
             if isinstance(command, wire.Custom):
                 self.onCustomMessage(command.type, command.message)
             else:
                 self.handle(command)
         except wire.WireError as e:
+            if e.request_id is not None:
+                self.request_id = e.request_id
             self.send_error(e.code, e.detail)
+        finally:
+            self.request_id = None
 
     def handle(self, command: wire.Command) -> None:
         if isinstance(command, wire.Subscribe):
@@ -267,7 +275,7 @@ class PushServerProtocol(WebSocketServerProtocol):
         if request.point not in history and self.factory.hub.get(request.point) is None:
             raise wire.WireError("unknown_point", f"no point {request.point}")
         samples = history.samples(request.point, request.since, self.factory.now())
-        self.send_bytes(wire.encode_history(request.point, samples))
+        self.reply(wire.encode_history(request.point, samples))
 
     def history_range(self, request: wire.HistoryQuery) -> None:
         """C{history} with C{points}: read from the store off the reactor thread (L{store_answers})."""
@@ -342,7 +350,7 @@ class PushServerProtocol(WebSocketServerProtocol):
         added = [p for p in hub.points(after) if not before.matches(p.point_id)]
         if self.cov is not None:
             self.cov.record(added, self.factory.now())
-        self.send_bytes(wire.encode_snapshot(hub.epoch, hub.version, added))
+        self.reply(wire.encode_snapshot(hub.epoch, hub.version, added))
 
     def unsubscribe(self, patterns: tuple[Pattern, ...]) -> None:
         """Drop patterns exactly as they were subscribed; unknown ones are an error."""
@@ -356,7 +364,16 @@ class PushServerProtocol(WebSocketServerProtocol):
     # -- sending ------------------------------------------------------------
 
     def send_error(self, code: str, detail: str) -> None:
-        self.send_bytes(wire.encode_error(code, detail))
+        self.reply(wire.encode_error(code, detail))
+
+    def reply(self, payload: bytes) -> None:
+        """Send a direct answer to the client message being handled; it echoes that message's C{id}.
+
+        Outside a message (the opening snapshot, alarm transitions) there is
+        no C{id} and the payload goes as it is. Subclasses answer custom
+        messages through here too.
+        """
+        self.send_bytes(wire.with_request_id(payload, self.request_id))
 
     def send_bytes(self, payload: bytes) -> None:
         """Send one text message built by L{wire} (used for per-client replies), whole whatever its size."""
@@ -514,7 +531,7 @@ class PushServerProtocol(WebSocketServerProtocol):
             if self.cov is not None:
                 self.cov.set_rule(dropped, None)
         self._schedule_expiry()
-        self.send_bytes(
+        self.reply(
             wire.encode_authenticated(permissions.expires, [p.text for p in permissions.patterns], permissions.may_ack)
         )
         if dropped:

@@ -37,26 +37,35 @@ class Asker(Protocol):
     """What this module needs of a connection (L{hvac_push.transport.protocol.PushServerProtocol})."""
 
     permissions: Permissions
+    request_id: wire.RequestId | None
 
     def send_bytes(self, payload: bytes) -> None: ...
 
-    def send_error(self, code: str, detail: str) -> None: ...
+
+def _answer(client: Asker, request_id: wire.RequestId | None, payload: bytes) -> None:
+    """A late answer: it echoes the C{id} of the request it answers, captured when that request arrived."""
+    client.send_bytes(wire.with_request_id(payload, request_id))
+
+
+def _error(client: Asker, request_id: wire.RequestId | None, code: str, detail: str) -> None:
+    _answer(client, request_id, wire.encode_error(code, detail))
 
 
 def answer_after_journal(client: Asker, store: StoreService | None, payload: bytes) -> None:
     """Send C{payload} once every alarm transition so far is committed (at once on a server without a store)."""
+    request_id = client.request_id
     if store is None:
-        client.send_bytes(payload)
+        _answer(client, request_id, payload)
         return
 
     def failed(failure: Failure | None = None) -> None:
-        client.send_error("store_unavailable", "done, but not recorded in the alarm journal: the store stopped")
+        _error(client, request_id, "store_unavailable", "done, but not recorded in the alarm journal: the store stopped")
 
     if not store.running:  # shutting down: the writer takes nothing more
         failed()
         return
 
-    store.journal_written().addCallbacks(lambda _: client.send_bytes(payload), failed)
+    store.journal_written().addCallbacks(lambda _: _answer(client, request_id, payload), failed)
 
 
 class HistoryQueries:
@@ -84,10 +93,17 @@ class HistoryQueries:
         if self.in_flight >= MAX_IN_FLIGHT:
             raise wire.WireError("busy", f"at most {MAX_IN_FLIGHT} history requests at once; wait for an answer")
         self.in_flight += 1
-        ensureDeferred(self._read(store, request, start, end, step, agg))
+        ensureDeferred(self._read(store, request, start, end, step, agg, self.client.request_id))
 
     async def _read(
-        self, store: StoreService, request: wire.HistoryQuery, start: float, end: float, step: float | None, agg: str
+        self,
+        store: StoreService,
+        request: wire.HistoryQuery,
+        start: float,
+        end: float,
+        step: float | None,
+        agg: str,
+        request_id: wire.RequestId | None,
     ) -> None:
         try:
             point_ids: list[str] = await store.read(resolve_points, request.patterns)
@@ -97,12 +113,13 @@ class HistoryQueries:
                 points[point_id] = [row for row in rows if finite(row[1])]
         except StoreError as e:
             _log.warn("history request: store unavailable: {error}", error=str(e))
-            self.client.send_error("store_unavailable", "the store is unavailable; try again later")
+            _error(self.client, request_id, "store_unavailable", "the store is unavailable; try again later")
         except Exception:
             _log.failure("history request failed")
-            self.client.send_error("internal_error", "the history request failed")
+            _error(self.client, request_id, "internal_error", "the history request failed")
         else:
-            self.client.send_bytes(wire.encode_history_range(start, end, step, agg if step else None, points))
+            range_ = wire.encode_history_range(start, end, step, agg if step else None, points)
+            _answer(self.client, request_id, range_)
         finally:
             self.in_flight -= 1
 

@@ -17,20 +17,31 @@ from hvac_push.core.points import CovRule, InvalidPoint, Pattern, Point, check_p
 PROTOCOL_VERSION = 1
 SUBPROTOCOL = "hvac-push.v1"
 MAX_PATTERNS_PER_MESSAGE = 100
-MAX_PING_ID_LENGTH = 128
+#: The longest string C{id} a client message may carry (echoed on its answer).
+MAX_REQUEST_ID_LENGTH = 128
+MAX_PING_ID_LENGTH = MAX_REQUEST_ID_LENGTH
 MAX_TOKEN_LENGTH = 8192
 MAX_ACK_COMMENT = 1000
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 
 
+#: A client message's C{id}: a JSON string or number, echoed on the direct answer.
+RequestId = Union[str, int, float]
+
+
 class WireError(Exception):
-    """A client message that cannot be obeyed; becomes an C{error} message."""
+    """A client message that cannot be obeyed; becomes an C{error} message.
+
+    C{request_id} is the message's C{id} when it was read before the error,
+    so the C{error} can echo it.
+    """
 
     def __init__(self, code: str, detail: str):
         super().__init__(f"{code}: {detail}")
         self.code = code
         self.detail = detail
+        self.request_id: RequestId | None = None
 
 
 # -- server to client -------------------------------------------------------
@@ -167,6 +178,20 @@ def encode_error(code: str, detail: str) -> bytes:
     return _dumps({"type": "error", "error": code, "detail": detail}).encode("utf-8")
 
 
+def with_request_id(payload: bytes, request_id: RequestId | None) -> bytes:
+    """A direct answer carrying the C{id} of the request it answers (unchanged without one).
+
+    The one place answers get their C{id}: the member goes first in the
+    object, spliced in without decoding a message that may be a large snapshot.
+    """
+    if request_id is None:
+        return payload
+    if not payload.startswith(b"{"):
+        raise ValueError("an answer must be a JSON object")
+    rest = payload[1:].lstrip()
+    return b'{"id":' + _dumps(request_id).encode("utf-8") + (b"" if rest.startswith(b"}") else b",") + rest
+
+
 def encode_authenticated(expires: float | None, points: list[str], ack: bool) -> bytes:
     """C{authenticated}: the answer to an C{auth} message, with the new grant."""
     return _dumps({"type": "authenticated", "expires": expires, "points": points, "ack": ack}).encode("utf-8")
@@ -276,12 +301,21 @@ class Custom:
 Command = Union[
     Subscribe, Unsubscribe, Ping, Resume, HistoryRequest, HistoryQuery, Ack, Auth, Shelve, Unshelve, OutOfService
 ]
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One client message: its command and the C{id} its answer echoes (L{None} without one)."""
+
+    command: Command | Custom
+    id: RequestId | None = None
+
 #: The longest shelve a message may ask for (the server's own maximum is usually lower).
 MAX_SHELVE_MINUTES = 7 * 24 * 60
 
 #: The fields each client message type may carry; any other is an C{unknown_field}
 #: error, so a misspelt option is reported instead of silently ignored. Every
-#: message may carry an C{id} (only C{ping} echoes it).
+#: message may carry an C{id} (L{parse_request_id}), echoed on its direct answer.
 MESSAGE_FIELDS: dict[str, frozenset[str]] = {
     kind: frozenset(("type", "id", *names))
     for kind, names in (
@@ -377,6 +411,33 @@ def parse_client_message(
 
     Types named in C{custom_types} come back as L{Custom} for a subclass to handle.
     """
+    return parse_request(payload, custom_types).command
+
+
+def parse_request_id(message: dict[str, Any]) -> RequestId | None:
+    """A message's optional C{id}: a string of at most L{MAX_REQUEST_ID_LENGTH} characters, or a number."""
+    request_id = message.get("id")
+    if isinstance(request_id, bool) or not (request_id is None or isinstance(request_id, (int, float, str))):
+        raise WireError("bad_message", "'id' must be a number or a string")
+    if isinstance(request_id, str) and len(request_id) > MAX_REQUEST_ID_LENGTH:
+        raise WireError("bad_message", f"'id' longer than {MAX_REQUEST_ID_LENGTH} characters")
+    if isinstance(request_id, int) and abs(request_id) > 2**53:
+        raise WireError("bad_message", "'id' is outside the exact JSON integer range")
+    return request_id
+
+
+def parse_request(payload: bytes | str, custom_types: frozenset[str] = frozenset()) -> Request:
+    """L{parse_client_message} with the message's C{id}; a L{WireError} raised after the C{id} was read carries it."""
+    message = _load_object(payload)
+    request_id = parse_request_id(message)
+    try:
+        return Request(_command(message, custom_types), request_id)
+    except WireError as e:
+        e.request_id = request_id
+        raise
+
+
+def _load_object(payload: bytes | str) -> dict[str, Any]:
     try:
         text = payload.decode("utf-8") if isinstance(payload, bytes) else payload
         message = _loads(text)
@@ -385,6 +446,10 @@ def parse_client_message(
         raise WireError("bad_json", f"not valid JSON: {str(e)[:100]}") from None
     if not isinstance(message, dict):
         raise WireError("bad_message", "a message must be a JSON object")
+    return message
+
+
+def _command(message: dict[str, Any], custom_types: frozenset[str]) -> Command | Custom:
     kind = message.get("type")
     if not isinstance(kind, str):
         raise WireError("bad_message", "a message needs a string 'type'")
@@ -423,16 +488,7 @@ def parse_client_message(
     if kind == "unsubscribe":
         return Unsubscribe(parse_patterns(message.get("points")))
     if kind == "ping":
-        ping_id = message.get("id")
-        if isinstance(ping_id, bool) or not (
-            ping_id is None or isinstance(ping_id, (int, float, str))
-        ):
-            raise WireError("bad_message", "'id' must be a number or a string")
-        if isinstance(ping_id, str) and len(ping_id) > MAX_PING_ID_LENGTH:
-            raise WireError("bad_message", f"'id' longer than {MAX_PING_ID_LENGTH} characters")
-        if isinstance(ping_id, int) and abs(ping_id) > 2**53:
-            raise WireError("bad_message", "'id' is outside the exact JSON integer range")
-        return Ping(ping_id)
+        return Ping(parse_request_id(message))
     if kind == "auth":
         token = message.get("token")
         if not isinstance(token, str) or not 0 < len(token) <= MAX_TOKEN_LENGTH:
