@@ -780,6 +780,36 @@ def test_client_limits_of_a_factory_without_history_say_so() -> None:
     }
 
 
+def test_plant_json_summarises_each_unit_for_what_the_token_may_read() -> None:
+    """The overview's source: kind, point names and counts by status per unit, only points the grant reads."""
+    from twisted.internet.task import Clock
+
+    from hvac_push.core.hub import Hub
+    from hvac_push.core.points import Pattern, Sample
+    from hvac_push.transport.auth import Permissions
+    from hvac_push.transport.fanout import PushServerFactory
+    from hvac_push.transport.plant_summary import plant_summary
+
+    hub = Hub()
+    hub.publish_many([
+        Sample("plant/chiller-1/supply_temp", 7.0, "°C", 1.0),
+        Sample("plant/chiller-1/power", 50.0, "kW", 1.0, "stale"),
+        Sample("plant/ahu-2/supply_temp", 14.0, "°C", 1.0, "down"),
+        Sample("other/crac-1/supply_temp", 19.0, "°C", 1.0),
+    ])
+    factory = PushServerFactory(hub, Clock())
+    whole = plant_summary(factory)
+    units = {f"{u['site']}/{u['unit']}": u for u in whole["units"]}
+    assert sorted(units) == ["other/crac-1", "plant/ahu-2", "plant/chiller-1"]
+    chiller = units["plant/chiller-1"]
+    assert chiller["kind"] == "chiller" and sorted(chiller["points"]) == ["power", "supply_temp"]
+    assert chiller["status"] == {"ok": 1, "stale": 1} and chiller["alarms"] == 0
+    assert units["plant/ahu-2"]["kind"] == "ahu" and units["plant/ahu-2"]["status"] == {"down": 1}
+    assert whole["points"] == {"ok": 2, "stale": 1, "down": 1} and whole["alarm_list"] == []
+    narrow = plant_summary(factory, Permissions((Pattern.parse("plant/chiller-1/#"),)))
+    assert [u["unit"] for u in narrow["units"]] == ["chiller-1"] and narrow["points"] == {"ok": 1, "stale": 1}
+
+
 def test_the_page_paces_its_requests_by_the_limits_the_server_serves(limited: Server, watched: Watched) -> None:
     page = watched.page
     page.goto(limited.url + UNIT)

@@ -98,9 +98,10 @@ export function showUnitPage(key) {
     group.appendChild(el('h3', 'group-title', title));
     const list = el('dl', 'group-items');
     items.forEach(([label, compute]) => {
-      const dt = el('dt', null, label);
+      const item = el('div', 'group-item');
       const dd = el('dd', null, '\u2014');
-      list.append(dt, dd);
+      item.append(el('dt', null, label), dd);
+      list.appendChild(item);
       cells.push({ dd, compute });
     });
     group.appendChild(list);
@@ -114,7 +115,7 @@ export function showUnitPage(key) {
     const id = key + '/' + name;
     const fig = el('figure', 'trend');
     fig.dataset.trend = id;
-    const caption = el('figcaption', 'trend-title', label + ' \u00b7 ' + prettyName(name));
+    const caption = el('figcaption', 'trend-title', label === prettyName(name) ? label : label + ' \u00b7 ' + prettyName(name));
     const canvas = el('canvas', 'trend-chart');
     canvas.setAttribute('role', 'img');
     canvas.setAttribute('aria-label', 'Trend of ' + label + ' with its setpoint and alarm limits');
@@ -146,5 +147,11 @@ export function refreshUnitKind() {
 /** The groups panel again (a value of the unit changed, or the temperature unit). */
 export function renderGroups() {
   if (!current) return;
-  cells.forEach((c) => { c.dd.textContent = c.compute(); });
+  cells.forEach((c) => {
+    // "(computed here)": a figure this page derives, not one the server measured or computed.
+    const text = c.compute();
+    const derived = text.endsWith(' (computed here)');
+    c.dd.textContent = derived ? text.slice(0, -' (computed here)'.length) : text;
+    if (derived) c.dd.appendChild(el('span', 'computed', 'computed by this page'));
+  });
 }
