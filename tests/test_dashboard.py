@@ -956,6 +956,29 @@ def test_a_token_in_the_fragment_goes_live_and_leaves_no_trace_in_urls_or_logs(
     assert "Traceback" not in log
 
 
+def test_a_token_granted_one_unit_sees_only_that_unit_on_the_overview_live(workdir: Path, watched: Watched) -> None:
+    secret = workdir / "jwt-secret"
+    secret.write_bytes(SECRET)
+    server = start_server(workdir, "--sim-units", "3", "--sim-seed", "5", "--auth-jwt-secret-file", str(secret))
+    try:
+        page = watched.page
+        page.goto(server.url + "#token=" + mint(600, ["plant/chiller-1/#"]))
+        page.wait_for_selector('#overview[data-units="1"]', state="attached", timeout=10000)
+        assert page.eval_on_selector_all(".tile", "t => t.map(x => x.dataset.unit)") == ["plant/chiller-1"]
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('.tile-val .num')].every(n => n.textContent !== '\u2014')", timeout=10000
+        )
+        # Subscribed to the tile's points one by one: within the grant, so nothing was refused.
+        subscribed = [p for s in watched.sockets for m in s["sent"] if m.get("type") == "subscribe" for p in m["points"]]
+        handshake = urllib.parse.unquote(watched.sockets[0]["url"].partition("points=")[2].partition("&")[0])
+        assert sorted(handshake.split(",") + subscribed) == [
+            "plant/chiller-1/compressor", "plant/chiller-1/power", "plant/chiller-1/supply_temp"]
+        assert all(s["errors"] == [] for s in watched.sockets)
+    finally:
+        server.stop()
+    assert "Traceback" not in server.output()
+
+
 def test_an_expired_or_refused_token_says_so_and_asks_again(workdir: Path, watched: Watched) -> None:
     server = start_guarded(workdir)
     page = watched.page

@@ -15,24 +15,36 @@ import { KIND_ORDER, kindInfo, tilePoints } from './kinds.js';
 import { collator, SITE_UNIT } from './points.js';
 import { plant } from './plant.js';
 import { mirror } from './state.js';
+import { terms } from './terms.js';
 import { displayUnit } from './units.js';
 
 export const SEVERITY_RANK = { critical: 0, major: 1, minor: 2, warning: 3 };
 const BAD = ['down', 'fault', 'stale', 'waiting'];
+const MAX_EXACT = 48;   // up to this many tile points are subscribed one by one
 const STATUS_ICON = { ok: '\u2713', waiting: '\u2026', stale: '\u29d6', fault: '\u2716', down: '\u2716' };
 
 const tiles = new Map();        // "site/unit" -> {a, run, status, alarm, values: Map(point id -> {num, uom})}
 const valueViews = new Map();   // point id -> {num, uom, tile}
 let filter = { site: null, kind: null };
 
-/** The patterns the overview needs: per site, each point name some tile shows (site/+/name). */
+/**
+ * The patterns the overview needs. A few tiles: their points one by one (exact, and
+ * within a token that grants only some units). Many: per site, each point name some
+ * tile shows (site/+/name), a handful of patterns whatever the plant's size.
+ */
 export function tilePatterns() {
   const names = new Map();   // site -> Set(names)
+  const ids = [];
   plant.units.forEach((u) => {
     if (u.unit === SITE_UNIT || (filter.site && u.site !== filter.site) || (filter.kind && u.kind !== filter.kind)) return;
     if (!names.has(u.site)) names.set(u.site, new Set());
-    tilePoints(u.kind, u.points).forEach((n) => names.get(u.site).add(n));
+    tilePoints(u.kind, u.points).forEach((n) => {
+      names.get(u.site).add(n);
+      ids.push(u.site + '/' + u.unit + '/' + n);
+    });
   });
+  // Room for the unit page's pattern beside them while the view changes.
+  if (ids.length <= Math.min(MAX_EXACT, terms.max_subscriptions - 2)) return ids.sort();
   const out = [];
   names.forEach((set, site) => set.forEach((n) => out.push(site + '/+/' + n)));
   return out.sort();
