@@ -328,7 +328,9 @@ function drawLarge(target) {
   ctx.lineWidth = 1;
 
   // Time axis: about six ticks at round times.
-  const tickS = TIME_STEPS.filter((step) => (t1 - t0) / step <= 7)[0] || 86400;
+  // About six ticks at round times, fewer when the chart is too narrow for their labels to stand apart.
+  const fit = Math.max(2, Math.floor(box.w / (ctx.measureText('00:00:00').width + 14)));
+  const tickS = TIME_STEPS.filter((step) => (t1 - t0) / step <= Math.min(7, fit))[0] || 86400;
   ctx.textAlign = 'center';
   ctx.textBaseline = 'top';
   for (let t = Math.ceil(t0 / tickS) * tickS; t <= t1; t += tickS) {
