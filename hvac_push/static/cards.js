@@ -1,7 +1,6 @@
-/* The unit cards, the site totals strip and the header's summary: one card per
- * unit, one view per point (a row, chip, note or total, see points.js kindOf),
- * kept in step with the mirror in state.js. Existing elements are reused, so a
- * value changing only rewrites its text.
+/* The unit page's card: one view per point of the unit shown (a row, chip, note
+ * or site total, see points.js kindOf), kept in step with the mirror. Existing
+ * elements are reused, so a value changing only rewrites its text.
  */
 
 import { markAllDirty, track, untrack } from './charts.js';
@@ -282,6 +281,3 @@ export function showAlarms() {
     else delete v.el.dataset.alarmed;
   });
 }
-
-/** Kept for the views that call it: the header's counts come from the plant summary (overview.js). */
-export function renderSummary() {}
