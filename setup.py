@@ -22,7 +22,7 @@ setup(
         "hvac_push.client",
         "twisted.plugins",
     ],
-    package_data={"twisted.plugins": ["hvacpush_plugin.py", "hvacpush_reuseport.py"], "hvac_push": ["py.typed", "static/*"]},
+    package_data={"twisted.plugins": ["hvacpush_plugin.py", "hvacpush_reuseport.py"], "hvac_push": ["py.typed", "static/*", "static/examples/*"]},
     install_requires=[
         "twisted[tls]>=24.3",  # ssl: listeners (wss://) need pyOpenSSL and service_identity
         "autobahn>=24.4",

@@ -22,6 +22,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -43,8 +44,16 @@ CHROMIUM_ARGS = [
 ]
 DESKTOP = {"width": 1600, "height": 900}
 PHONE = {"width": 390, "height": 844}
+WALL = {"width": 1400, "height": 900}
 POINT = "plant/chiller-1/supply_temp"
 ROW = f'[data-point="{POINT}"]'
+#: The deep link of chiller-1's unit page, whose rows the tests read.
+UNIT = "#/unit/plant/chiller-1"
+
+
+def without_id(message: dict[str, Any]) -> dict[str, Any]:
+    """A message the page sent, less the request C{id} the client adds to match the answer."""
+    return {k: v for k, v in message.items() if k != "id"}
 
 
 # -- a twistd server in a subprocess ------------------------------------------
@@ -290,7 +299,8 @@ def matches_probe(watched: Watched, probe: Probe, point_id: str = POINT, timeout
 
 
 def shown(value: float) -> str:
-    return f"{value:.1f}"
+    """As the page shows it: JavaScript's toFixed(1) rounds an exact tie (6.25) up, Python's format to even."""
+    return str(Decimal(value).quantize(Decimal("0.1"), rounding=ROUND_HALF_UP))
 
 
 # -- tests ---------------------------------------------------------------------------------
@@ -338,7 +348,7 @@ def test_the_modules_import_only_each_other_without_circles() -> None:
     assert sorted(order) == sorted(graph), f"not reached from app.js: {set(graph) - set(order)}"
 
 
-def test_every_unit_is_a_card_with_its_points_and_nothing_is_fetched_from_elsewhere(
+def test_the_overview_has_a_tile_per_unit_and_the_unit_page_every_point_and_nothing_comes_from_elsewhere(
     plant: Server, watched: Watched
 ) -> None:
     probe = Probe(plant.port)
@@ -350,27 +360,43 @@ def test_every_unit_is_a_card_with_its_points_and_nothing_is_fetched_from_elsewh
     page = watched.page
     page.goto(plant.url)
     watched.live()
-    page.wait_for_function("() => document.querySelectorAll('.card').length === 6")
-    units = page.eval_on_selector_all(".card", "cards => cards.map(c => c.dataset.unit)")
+    page.wait_for_selector('#overview[data-units="6"]', state="attached", timeout=10000)
+    units = page.eval_on_selector_all(".tile", "tiles => tiles.map(t => t.dataset.unit)")
     assert sorted(units) == sorted(f"plant/{u}" for u in ("chiller-1", "crac-1", "ahu-1", "chiller-2", "crac-2", "ahu-2"))
-    # Every point of the snapshot is on the page (derived ones as chips, notes or site totals)...
-    on_page = set(page.eval_on_selector_all("[data-point]", "els => els.map(e => e.dataset.point)"))
-    assert set(snapshot["points"]) <= on_page, set(snapshot["points"]) - on_page
-    # ... in the card of its unit, each measured point as a row with its value and unit of measure.
+    kinds = page.eval_on_selector_all(".kind-section", "s => s.map(x => x.dataset.kind)")
+    assert kinds == ["chiller", "crac", "ahu"]
+    # A tile says whether the unit runs and how its points are, in words, with its key values.
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.tile-val .num')].every(n => n.textContent !== '\\u2014')", timeout=5000
+    )
+    tile = page.eval_on_selector(
+        '.tile[data-unit="plant/chiller-1"]',
+        "t => [t.querySelector('.tile-run').textContent, t.querySelector('.tile-status').textContent,"
+        " [...t.querySelectorAll('.tile-val')].map(v => v.textContent)]",
+    )
+    assert tile[0] in ("\u25b6 Running", "\u25a0 Stopped") and "all ok" in tile[1], tile
+    assert tile[2][0].startswith("CHW supply ") and tile[2][0].endswith("°C") and tile[2][1].endswith("kW"), tile
+    assert "6 units" in page.text_content("#summary")
+
+    # The unit page: every point of the unit, each measured point a row with its value and unit.
+    page.click('.tile[data-unit="plant/chiller-1"]')
+    page.wait_for_selector(f".card {ROW}", timeout=5000)
+    assert page.evaluate("location.hash") == UNIT
+    on_page = set(page.eval_on_selector_all(".card [data-point]", "els => els.map(e => e.dataset.point)"))
+    mine = {p for p in snapshot["points"] if p.startswith("plant/chiller-1/")}
+    assert mine == on_page, mine ^ on_page
     rows = page.eval_on_selector_all(
         ".card .pt",
         "rows => rows.map(r => [r.closest('.card').dataset.unit, r.dataset.point, r.dataset.status,"
         " r.querySelector('.num').textContent, r.querySelector('.uom').textContent, !!r.querySelector('canvas.spark')])",
     )
-    assert len(rows) == 6 * 7
+    assert len(rows) == 7
     for unit_key, point_id, status, number, unit, sparkline in rows:
-        assert point_id.startswith(unit_key + "/") and status == "ok" and number.strip() and sparkline, point_id
+        assert unit_key == "plant/chiller-1" and status == "ok" and number.strip() and sparkline, point_id
         if point_id.endswith("_temp") or point_id.endswith("setpoint"):
             assert unit == "°C"
         if point_id.endswith("/compressor"):
             assert number in ("ON", "OFF")
-    assert page.is_visible('#totals [data-point="plant/site/energy_kwh"]')
-    assert "6 units" in page.text_content("#summary")
     origin = plant.url
     assert all(url.startswith(origin) or url.startswith("data:") for url in watched.requests), watched.requests
     assert {s["url"].split("?")[0] for s in watched.sockets} == {f"ws://127.0.0.1:{plant.port}/ws"}
@@ -378,7 +404,8 @@ def test_every_unit_is_a_card_with_its_points_and_nothing_is_fetched_from_elsewh
 
 def test_a_published_value_is_on_the_page_within_a_second(plant: Server, watched: Watched) -> None:
     page = watched.page
-    page.goto(plant.url)
+    page.goto(plant.url + UNIT)
+    page.wait_for_selector(ROW)
     watched.live()
     probe = Probe(plant.port)
     try:
@@ -411,7 +438,8 @@ def test_a_published_value_is_on_the_page_within_a_second(plant: Server, watched
 
 def test_fahrenheit_is_a_toggle_that_sticks(plant: Server, watched: Watched) -> None:
     page = watched.page
-    page.goto(plant.url)
+    page.goto(plant.url + UNIT)
+    page.wait_for_selector(ROW)
     watched.live()
     page.click("#temp-f")
     _, celsius, number, unit = watched.row()
@@ -420,6 +448,7 @@ def test_fahrenheit_is_a_toggle_that_sticks(plant: Server, watched: Watched) -> 
     assert unit == "kW" and number == shown(kw)  # only temperatures change
     page.reload()
     watched.live()
+    page.wait_for_selector(ROW)
     assert page.get_attribute("#temp-f", "aria-pressed") == "true"
     assert watched.row()[3] == "°F"
     page.click("#temp-c")
@@ -434,8 +463,9 @@ def test_after_a_server_restart_the_page_reconnects_by_itself_and_shows_the_new_
     second: Server | None = None
     try:
         page = watched.page
-        page.goto(first.url)
+        page.goto(first.url + UNIT)
         watched.live()
+        page.wait_for_selector(ROW)
         page.evaluate("window.sameDocument = true")
         old_epoch = watched.sockets[0]["frames"][0]["epoch"]
         first.kill()
@@ -523,7 +553,8 @@ def test_a_dropped_connection_resumes_from_the_last_version_with_an_update(
     proxy = CuttableProxy(plant.port)
     try:
         page = watched.page
-        page.goto(f"http://127.0.0.1:{proxy.port}/")
+        page.goto(f"http://127.0.0.1:{proxy.port}/" + UNIT)
+        page.wait_for_selector(ROW)
         watched.live()
         page.evaluate("window.sameDocument = true")
         page.wait_for_timeout(300)
@@ -537,7 +568,7 @@ def test_a_dropped_connection_resumes_from_the_last_version_with_an_update(
         first = resumed["frames"][0]
         assert first["type"] == "update" and first["epoch"] == epoch, first
         assert page.evaluate("window.sameDocument === true"), "the page reloaded"
-        assert page.eval_on_selector_all(".card", "c => c.length") == 6
+        assert page.eval_on_selector_all(".card .pt", "c => c.length") == 7
         probe = Probe(plant.port)
         try:
             probe.next(5)
@@ -548,31 +579,43 @@ def test_a_dropped_connection_resumes_from_the_last_version_with_an_update(
         proxy.close()
 
 
-def test_screenshots_of_a_control_room_screen_and_a_phone(plant: Server, watched: Watched, browser: Any) -> None:
-    """test-artifacts/dashboard.png and dashboard-phone.png, for people to look at."""
+def test_the_unit_page_fills_its_charts_and_fits_a_control_room_screen_and_a_phone(
+    plant: Server, watched: Watched, browser: Any
+) -> None:
+    """test-artifacts/dashboard-unit.png and dashboard-unit-phone.png, for people to look at."""
     ARTIFACTS.mkdir(exist_ok=True)
     page = watched.page
-    page.goto(plant.url)
+    page.set_viewport_size(WALL)
+    page.goto(plant.url + UNIT)
     watched.live()
+    page.wait_for_selector(ROW)
     # Every chart is filled from the server's history (paced under its rate limit)...
     page.wait_for_selector('body[data-history-pending="0"]', state="attached", timeout=10000)
-    filled = page.eval_on_selector_all(
-        ".pt canvas.spark", "cs => cs.filter(c => c.width > 0).length"
+    filled = page.eval_on_selector_all(".pt canvas.spark", "cs => cs.filter(c => c.width > 0).length")
+    assert filled == 7
+    # ... the large trend of the supply temperature has its setpoint and both alarm limits drawn...
+    page.wait_for_function(
+        "() => (document.querySelector('.trend-chart')?.dataset.lines || '').split(',').length === 3", timeout=5000
     )
-    assert filled == 6 * 7
-    page.wait_for_timeout(300)  # ... and drawn on the next frame
-    assert page.evaluate("document.documentElement.scrollWidth") <= DESKTOP["width"]
-    page.screenshot(path=str(ARTIFACTS / "dashboard.png"))
+    lines = page.eval_on_selector(".trend-chart", "c => c.dataset.lines")
+    assert "limit:9.0" in lines or "limit:9" in lines, lines
+    assert "limit:4" in lines and "setpoint:" in lines, lines
+    # ... and the chiller's own group: supply, return, delta T and kW per ton side by side.
+    group = page.text_content("#unit-groups") or ""
+    assert all(word in group for word in ("Supply", "Return", "\u0394T", "kW per ton")), group
+    page.wait_for_timeout(300)  # drawn on the next frame
+    assert page.evaluate("document.documentElement.scrollWidth") <= WALL["width"]
+    page.screenshot(path=str(ARTIFACTS / "dashboard-unit.png"), full_page=True)
     phone = browser.new_context(viewport=PHONE, device_scale_factor=2, is_mobile=True, has_touch=True)
     try:
         small = Watched(phone)
-        small.page.goto(plant.url)
+        small.page.goto(plant.url + UNIT)
         small.live()
         small.page.wait_for_selector('body[data-history-pending="0"]', state="attached", timeout=10000)
         small.page.wait_for_timeout(300)
         width = small.page.evaluate("document.documentElement.scrollWidth")
         assert width <= PHONE["width"], f"the phone layout scrolls sideways ({width}px)"
-        small.page.screenshot(path=str(ARTIFACTS / "dashboard-phone.png"))
+        small.page.screenshot(path=str(ARTIFACTS / "dashboard-unit-phone.png"))
         assert not small.errors, small.errors
     finally:
         phone.close()
@@ -603,6 +646,16 @@ def test_an_alarm_appears_and_can_be_acknowledged(workdir: Path, watched: Watche
         page.goto(server.url)
         watched.live()
         item = f'#alarm-list [data-alarm="{ALARM}"]'
+        # On the overview: the unit's tile says it is in alarm, in words, and sorts first; the list has it.
+        tile = '.tile[data-unit="plant/chiller-1"]'
+        page.wait_for_selector(f'{tile}[data-alarm="critical"]', timeout=10000)
+        assert (page.text_content(f"{tile} .tile-alarm") or "").endswith("1 alarm \u00b7 CRITICAL")
+        assert page.eval_on_selector('.kind-section[data-kind="chiller"] .tile', "t => t.dataset.unit") == "plant/chiller-1"
+        page.wait_for_selector(item, timeout=10000)
+        since = page.text_content(f"{item} .alarm-info") or ""
+        # ... and from its unit page (a click on the tile), where it can be acknowledged.
+        page.click(tile)
+        page.wait_for_selector(f".card {ROW}", timeout=5000)
         page.wait_for_selector(item, timeout=10000)
         assert page.get_attribute(item, "data-state") == "active"
         assert page.get_attribute(item, "data-severity") == "critical"
@@ -614,6 +667,9 @@ def test_an_alarm_appears_and_can_be_acknowledged(workdir: Path, watched: Watche
         page.click(f"{item} button.ack")
         page.wait_for_selector(f'{item}[data-state="acknowledged"]', timeout=3000)
         assert page.query_selector(f"{item} button.ack") is None
+        # The alarm's "since" is still when it started, not when it was acknowledged.
+        started = re.search(r"since (\d\d:\d\d:\d\d)", since)
+        assert started and started.group(0) in (page.text_content(f"{item} .alarm-info") or ""), since
         # The server agrees: a new client's snapshot lists it as acknowledged.
         probe = Probe(server.port)
         try:
@@ -652,7 +708,7 @@ unit = "°C"
     server = start_server(workdir, "--config", str(workdir / "plant.toml"))
     try:
         page = watched.page
-        page.goto(server.url)
+        page.goto(server.url + UNIT)
         watched.live()
         page.wait_for_function(
             "() => document.querySelectorAll('.card .pt[data-status=\"down\"]').length === 2", timeout=10000
@@ -724,9 +780,39 @@ def test_client_limits_of_a_factory_without_history_say_so() -> None:
     }
 
 
+def test_plant_json_summarises_each_unit_for_what_the_token_may_read() -> None:
+    """The overview's source: kind, point names and counts by status per unit, only points the grant reads."""
+    from twisted.internet.task import Clock
+
+    from hvac_push.core.hub import Hub
+    from hvac_push.core.points import Pattern, Sample
+    from hvac_push.transport.auth import Permissions
+    from hvac_push.transport.fanout import PushServerFactory
+    from hvac_push.transport.plant_summary import plant_summary
+
+    hub = Hub()
+    hub.publish_many([
+        Sample("plant/chiller-1/supply_temp", 7.0, "°C", 1.0),
+        Sample("plant/chiller-1/power", 50.0, "kW", 1.0, "stale"),
+        Sample("plant/ahu-2/supply_temp", 14.0, "°C", 1.0, "down"),
+        Sample("other/crac-1/supply_temp", 19.0, "°C", 1.0),
+    ])
+    factory = PushServerFactory(hub, Clock())
+    whole = plant_summary(factory)
+    units = {f"{u['site']}/{u['unit']}": u for u in whole["units"]}
+    assert sorted(units) == ["other/crac-1", "plant/ahu-2", "plant/chiller-1"]
+    chiller = units["plant/chiller-1"]
+    assert chiller["kind"] == "chiller" and sorted(chiller["points"]) == ["power", "supply_temp"]
+    assert chiller["status"] == {"ok": 1, "stale": 1} and chiller["alarms"] == 0
+    assert units["plant/ahu-2"]["kind"] == "ahu" and units["plant/ahu-2"]["status"] == {"down": 1}
+    assert whole["points"] == {"ok": 2, "stale": 1, "down": 1} and whole["alarm_list"] == []
+    narrow = plant_summary(factory, Permissions((Pattern.parse("plant/chiller-1/#"),)))
+    assert [u["unit"] for u in narrow["units"]] == ["chiller-1"] and narrow["points"] == {"ok": 1, "stale": 1}
+
+
 def test_the_page_paces_its_requests_by_the_limits_the_server_serves(limited: Server, watched: Watched) -> None:
     page = watched.page
-    page.goto(limited.url)
+    page.goto(limited.url + UNIT)
     watched.live()
     loaded = page.evaluate("({...document.documentElement.dataset})")
     assert loaded["terms"] == "server", loaded
@@ -749,14 +835,14 @@ def test_the_page_paces_its_requests_by_the_limits_the_server_serves(limited: Se
 def test_without_client_limits_json_the_page_uses_the_default_limits(plant: Server, watched: Watched) -> None:
     page = watched.page
     page.route("**/client-limits.json", lambda route: route.abort())
-    page.goto(plant.url)
+    page.goto(plant.url + UNIT)
     watched.live()
     loaded = page.evaluate("({...document.documentElement.dataset})")
     assert loaded["terms"] == "fallback", loaded
     assert (float(loaded["clientRate"]), int(loaded["clientBurst"])) == (20.0, 40)
     assert (float(loaded["sendRate"]), int(loaded["sendBurst"])) == (18.0, 20)
     page.wait_for_selector('body[data-history-pending="0"]', state="attached", timeout=10000)
-    assert page.eval_on_selector_all(".card", "c => c.length") == 6
+    assert page.eval_on_selector_all(".card .pt", "c => c.length") == 7
     assert all(record["errors"] == [] for record in watched.sockets)
     # Chromium reports the aborted request on the console; nothing else may be there.
     watched.errors[:] = [e for e in watched.errors if not e.startswith("console: Failed to load resource")]
@@ -796,7 +882,7 @@ def test_without_a_token_the_page_is_a_sign_in_form_and_shows_no_data(workdir: P
         page.wait_for_selector('#conn[data-state="signed-out"]', state="attached", timeout=5000)
         assert page.get_attribute("#signin-token", "type") == "password"
         assert "needs an access token" in page.inner_text("#signin-note")
-        assert page.is_visible("#signin-token") and not page.is_visible("#units")
+        assert page.is_visible("#signin-token") and not page.is_visible(".tile")
         time.sleep(1.0)
         # It never knocked without a token, and there is nothing to show.
         assert watched.sockets == []
@@ -820,6 +906,8 @@ def test_a_token_in_the_fragment_goes_live_and_leaves_no_trace_in_urls_or_logs(
         assert "#" not in page.url and token not in page.url, page.url
         assert page.evaluate("location.hash") == ""
         assert session_token(page) == token
+        page.wait_for_selector('.tile[data-unit="plant/chiller-1"]', timeout=10000)
+        page.click('.tile[data-unit="plant/chiller-1"]')
         page.wait_for_selector(ROW, timeout=10000)
         _, value, number, _ = watched.row()
         assert isinstance(value, float) and number == shown(value)
@@ -835,7 +923,7 @@ def test_a_token_in_the_fragment_goes_live_and_leaves_no_trace_in_urls_or_logs(
         page.wait_for_selector("#signin", state="hidden", timeout=5000)
         assert session_token(page) == fresh
         assert len(watched.sockets) == 1
-        assert {"type": "auth", "token": fresh} in watched.sockets[0]["sent"]
+        assert {"type": "auth", "token": fresh} in [without_id(m) for m in watched.sockets[0]["sent"]]
         watched.live()
 
         # A refresh the server refuses keeps the connection and the old token.
@@ -866,6 +954,29 @@ def test_a_token_in_the_fragment_goes_live_and_leaves_no_trace_in_urls_or_logs(
     assert '"GET / HTTP/1.1" 200' in log and '"GET /client-limits.json HTTP/1.1" 200' in log
     assert token not in log and fresh not in log
     assert "Traceback" not in log
+
+
+def test_a_token_granted_one_unit_sees_only_that_unit_on_the_overview_live(workdir: Path, watched: Watched) -> None:
+    secret = workdir / "jwt-secret"
+    secret.write_bytes(SECRET)
+    server = start_server(workdir, "--sim-units", "3", "--sim-seed", "5", "--auth-jwt-secret-file", str(secret))
+    try:
+        page = watched.page
+        page.goto(server.url + "#token=" + mint(600, ["plant/chiller-1/#"]))
+        page.wait_for_selector('#overview[data-units="1"]', state="attached", timeout=10000)
+        assert page.eval_on_selector_all(".tile", "t => t.map(x => x.dataset.unit)") == ["plant/chiller-1"]
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('.tile-val .num')].every(n => n.textContent !== '\u2014')", timeout=10000
+        )
+        # Subscribed to the tile's points one by one: within the grant, so nothing was refused.
+        subscribed = [p for s in watched.sockets for m in s["sent"] if m.get("type") == "subscribe" for p in m["points"]]
+        handshake = urllib.parse.unquote(watched.sockets[0]["url"].partition("points=")[2].partition("&")[0])
+        assert sorted(handshake.split(",") + subscribed) == [
+            "plant/chiller-1/compressor", "plant/chiller-1/power", "plant/chiller-1/supply_temp"]
+        assert all(s["errors"] == [] for s in watched.sockets)
+    finally:
+        server.stop()
+    assert "Traceback" not in server.output()
 
 
 def test_an_expired_or_refused_token_says_so_and_asks_again(workdir: Path, watched: Watched) -> None:
@@ -921,14 +1032,14 @@ def test_an_acknowledgement_carries_a_comment_and_shows_who_and_when(workdir: Pa
     server = start_server(workdir, "--config", str(workdir / "plant.toml"))
     try:
         page = watched.page
-        page.goto(server.url)
+        page.goto(server.url + UNIT)
         watched.live()
         item = f'#alarm-list [data-alarm="{ALARM}"]'
         page.wait_for_selector(item, timeout=10000)
         page.fill(f"{item} input.alarm-comment", "valve checked on site")
         page.click(f"{item} button.ack")
         page.wait_for_selector(f'{item}[data-state="acknowledged"]', timeout=3000)
-        sent = [m for s in watched.sockets for m in s["sent"] if m.get("type") == "ack"]
+        sent = [without_id(m) for s in watched.sockets for m in s["sent"] if m.get("type") == "ack"]
         assert sent == [{"type": "ack", "alarm": ALARM, "comment": "valve checked on site"}], sent
         by = page.text_content(f"{item} .alarm-by") or ""
         assert "by anonymous" in by and "valve checked on site" in by, by
@@ -938,7 +1049,7 @@ def test_an_acknowledgement_carries_a_comment_and_shows_who_and_when(workdir: Pa
         assert (listed["state"], listed.get("by"), listed.get("comment")) == (
             "acknowledged", "anonymous", "valve checked on site"), listed
         other = Watched(watched.context)
-        other.page.goto(server.url)
+        other.page.goto(server.url + UNIT)
         other.live()
         other.page.wait_for_selector(f'{item}[data-state="acknowledged"] .alarm-by', timeout=5000)
         assert (other.page.text_content(f"{item} .alarm-by") or "") == by
@@ -954,7 +1065,7 @@ def test_an_alarm_can_be_shelved_for_a_while_and_unshelved(workdir: Path, watche
     server = start_server(workdir, "--config", str(workdir / "plant.toml"))
     try:
         page = watched.page
-        page.goto(server.url)
+        page.goto(server.url + UNIT)
         watched.live()
         item = f'#alarm-list [data-alarm="{ALARM}"]'
         page.wait_for_selector(item, timeout=10000)
@@ -963,7 +1074,7 @@ def test_an_alarm_can_be_shelved_for_a_while_and_unshelved(workdir: Path, watche
         before = time.time()
         page.click(f"{item} button.shelve")
         page.wait_for_selector(f'{item}[data-state="shelved"]', timeout=3000)
-        sent = [m for s in watched.sockets for m in s["sent"] if m.get("type") in ("shelve", "unshelve")]
+        sent = [without_id(m) for s in watched.sockets for m in s["sent"] if m.get("type") in ("shelve", "unshelve")]
         assert sent == [{"type": "shelve", "alarm": ALARM, "minutes": 15, "comment": "sensor swap"}], sent
         assert page.text_content(f"{item} .alarm-state") == "Shelved"
         by = page.text_content(f"{item} .alarm-by") or ""
@@ -1000,6 +1111,8 @@ def test_a_shelve_the_token_does_not_allow_is_said_next_to_the_alarm(workdir: Pa
     try:
         page = watched.page
         page.goto(server.url + "#token=" + mint(600))  # may read, no ack or shelve claim
+        page.wait_for_selector(".tile", timeout=10000)
+        page.evaluate("location.hash = '/unit/plant/chiller-1'")
         watched.live()
         item = f'#alarm-list [data-alarm="{ALARM}"]'
         page.wait_for_selector(item, timeout=10000)
@@ -1024,7 +1137,7 @@ def test_the_24_hour_range_reads_the_store_and_draws_it(workdir: Path, watched: 
     server = start_server(workdir, "--sim-units", "1", "--sim-seed", "5")
     try:
         page = watched.page
-        page.goto(server.url)
+        page.goto(server.url + UNIT)
         watched.live()
         page.wait_for_selector('html[data-history-api="true"]', state="attached", timeout=10000)
         assert page.get_attribute("html", "data-range") == "15m"
@@ -1063,7 +1176,7 @@ def test_without_a_store_the_longer_ranges_are_disabled_and_say_why(workdir: Pat
     server = start_server(workdir, "--sim-units", "1", "--sim-seed", "5", "--store", "memory")
     try:
         page = watched.page
-        page.goto(server.url)
+        page.goto(server.url + UNIT)
         watched.live()
         page.wait_for_selector('html[data-history-api="false"]', state="attached", timeout=10000)
         for key in ("24h", "7d"):
@@ -1077,3 +1190,242 @@ def test_without_a_store_the_longer_ranges_are_disabled_and_say_why(workdir: Pat
     assert "Traceback" not in server.output()
     # Chromium reports the 404 of the probe on the console; nothing else may be there.
     watched.errors[:] = [e for e in watched.errors if not e.startswith("console: Failed to load resource")]
+
+
+# -- a plant of 500 units: overview, subscriptions, memory, search, deep links ---------------------
+
+BIG_UNITS = 500
+BIG_CONFIG = f"""\
+[simulator]
+units = {BIG_UNITS}
+rate = 200
+seed = 7
+
+# One chiller far from its load limit: a critical alarm as soon as data flows.
+[units.chiller-7]
+source = "simulator"
+
+[units.chiller-7.points.load]
+unit = "kW"
+alarm = {{ low = 100000.0, severity = "critical" }}
+"""
+#: Each tile shows the running flag and two values: the points the overview subscribes to.
+TILE_POINTS = 3
+#: The JS heap (after a garbage collection) the overview of 500 units must stay under, in bytes.
+HEAP_BOUND = 32 * 1024 * 1024
+AXE = ROOT / ".npm-tools" / "node_modules" / "axe-core" / "axe.min.js"
+
+
+@pytest.fixture(scope="module")
+def big(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    workdir = tmp_path_factory.mktemp("big")
+    (workdir / "plant.toml").write_text(BIG_CONFIG)
+    server = start_server(workdir, "--config", str(workdir / "plant.toml"), "--store", "memory")
+    yield server
+    server.stop()
+    assert "Traceback" not in server.output()
+
+
+def subscribed_points(server: Server) -> tuple[int, int]:
+    """(hvacpush_subscribed_points, hvacpush_clients) from the server's /metrics."""
+    with urllib.request.urlopen(server.url + "metrics", timeout=5) as response:
+        text = response.read().decode("utf-8")
+    values = dict(re.findall(r"^(hvacpush_subscribed_points|hvacpush_clients) (\S+)$", text, re.M))
+    return int(float(values["hvacpush_subscribed_points"])), int(float(values["hvacpush_clients"]))
+
+
+def wait_subscribed(server: Server, expected: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while (seen := subscribed_points(server)) != (expected, 1):
+        assert time.monotonic() < deadline, f"the server counts {seen} (points, clients), expected ({expected}, 1)"
+        time.sleep(0.1)
+
+
+def save_figures(**figures: float) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / "dashboard-500.json"
+    known = json.loads(path.read_text()) if path.exists() else {}
+    path.write_text(json.dumps({**known, **figures}, indent=2) + "\n")
+
+
+def test_a_500_unit_overview_shows_every_unit_alarms_first_and_subscribes_only_to_its_tiles(
+    big: Server, browser: Any
+) -> None:
+    context = browser.new_context(viewport=WALL)
+    watched = Watched(context)
+    try:
+        page = watched.page
+        started = time.monotonic()
+        page.goto(big.url)
+        page.wait_for_selector(f'#overview[data-units="{BIG_UNITS}"]', state="attached", timeout=20000)
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('.tile-val .num')].every(n => n.textContent !== '\\u2014')",
+            timeout=20000,
+        )
+        render_s = time.monotonic() - started
+        in_page_ms = page.evaluate("performance.now()")
+        save_figures(overview_render_s=round(render_s, 2), overview_render_in_page_ms=round(in_page_ms))
+        assert render_s < 20, render_s  # generous: the figure itself goes to docs/dashboard.md
+        assert page.eval_on_selector_all(".tile", "t => t.length") == BIG_UNITS
+        # Units in alarm first in every kind; the critical chiller before every other chiller.
+        for order in page.eval_on_selector_all(
+            ".kind-section", "ss => ss.map(s => [...s.querySelectorAll('.tile')].map(t => !!t.dataset.alarm))"
+        ):
+            assert order == sorted(order, reverse=True), order
+        page.wait_for_selector('.tile[data-unit="plant/chiller-7"][data-alarm="critical"]', timeout=10000)
+        assert page.eval_on_selector('.kind-section[data-kind="chiller"] .tile', "t => t.dataset.unit") == "plant/chiller-7"
+        # Three or more columns of tiles at 1400 px; nothing scrolls sideways.
+        columns = page.eval_on_selector(".tiles", "g => getComputedStyle(g).gridTemplateColumns.split(' ').length")
+        assert columns >= 3 and page.evaluate("document.documentElement.scrollWidth") <= WALL["width"]
+        header = page.text_content("#summary") or ""
+        assert f"{BIG_UNITS} units" in header and f"{BIG_UNITS * 7} points" in header, header
+
+        # The server delivers to this page only the points its tiles show.
+        shown = page.evaluate(
+            "document.querySelectorAll('[data-tile-point]').length + document.querySelectorAll('.tile-run[data-on]').length"
+        )
+        assert shown == BIG_UNITS * TILE_POINTS
+        wait_subscribed(big, shown)
+        page.screenshot(path=str(ARTIFACTS / "overview-500.png"))
+
+        # Memory: the JS heap after a garbage collection, some seconds in (the one-minute figure is in the docs).
+        page.wait_for_timeout(20000)
+        cdp = context.new_cdp_session(page)
+        cdp.send("HeapProfiler.collectGarbage")
+        heap = cdp.send("Runtime.getHeapUsage")["usedSize"]
+        save_figures(heap_after_20s_mb=round(heap / 2**20, 1))
+        assert heap < HEAP_BOUND, f"{heap / 2**20:.1f} MB"
+        assert not watched.errors, watched.errors
+    finally:
+        context.close()
+
+
+def test_search_finds_a_unit_its_link_opens_its_page_subscribed_to_it_alone_and_back_returns(
+    big: Server, browser: Any
+) -> None:
+    context = browser.new_context(viewport=PHONE, device_scale_factor=2, is_mobile=True, has_touch=True)
+    watched = Watched(context)
+    try:
+        page = watched.page
+        page.goto(big.url)
+        page.wait_for_selector(f'#overview[data-units="{BIG_UNITS}"]', state="attached", timeout=20000)
+        assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+        page.screenshot(path=str(ARTIFACTS / "overview-phone.png"))
+        page.fill("#search", "crac-42")
+        page.wait_for_selector('#search-results a[href="#/unit/plant/crac-42"]', timeout=5000)
+        page.press("#search", "Enter")
+        page.wait_for_selector('.card [data-point="plant/crac-42/supply_temp"] .num', timeout=10000)
+        assert page.evaluate("location.hash") == "#/unit/plant/crac-42"
+        # The three points the tile had show at once; the rest come with the answer to the subscription.
+        page.wait_for_function("() => document.querySelectorAll('.card [data-point]').length === 7", timeout=10000)
+        rows = page.eval_on_selector_all(".card [data-point]", "r => r.map(x => x.dataset.point)")
+        assert len(rows) == 7 and all(r.startswith("plant/crac-42/") for r in rows), rows
+        wait_subscribed(big, 7)  # the overview's subscriptions are gone
+        # A point name finds points, too.
+        page.fill("#search", "return")
+        page.wait_for_selector('#search-results a[href$="/return_temp"]', timeout=5000)
+        page.fill("#search", "")
+
+        page.go_back()
+        page.wait_for_selector('.tile[data-unit="plant/crac-42"]', timeout=10000)
+        assert page.evaluate("location.hash") == ""
+        assert page.is_hidden("#unit-page")
+        wait_subscribed(big, BIG_UNITS * TILE_POINTS)
+
+        # A link sent to someone opens the unit's page directly.
+        other = Watched(context)
+        other.page.goto(big.url + "#/unit/plant/ahu-100")
+        other.page.wait_for_selector('.card [data-point="plant/ahu-100/supply_temp"]', timeout=10000)
+        assert other.page.text_content("#unit-title") == "ahu-100"
+        other.page.close()
+        # This server keeps no store: Chromium reports the 404 of the page's /api/history probe, nothing else.
+        errors = [e for e in watched.errors + other.errors if not e.startswith("console: Failed to load resource: the server responded with a status of 404")]
+        assert not errors, errors
+    finally:
+        context.close()
+
+
+def axe_serious(page: Any) -> list[str]:
+    """axe-core's violations of impact serious or critical on the page as it is."""
+    page.add_script_tag(path=str(AXE))
+    found = page.evaluate(
+        """async () => (await axe.run(document, {resultTypes: ['violations']})).violations
+             .filter(v => v.impact === 'serious' || v.impact === 'critical')
+             .map(v => v.id + ': ' + v.help + ' (' + v.nodes.slice(0, 3).map(n => n.target.join(' ')).join(', ') + ')')"""
+    )
+    return list(found)
+
+
+def test_axe_finds_no_serious_or_critical_violation_on_the_overview_or_a_unit_page(
+    plant: Server, browser: Any
+) -> None:
+    if not AXE.is_file():
+        subprocess.run(
+            ["npm", "install", "--prefix", str(ROOT / ".npm-tools"), "--no-audit", "--no-fund", "axe-core@4"],
+            check=True, capture_output=True, timeout=300,
+        )
+    # The page's CSP admits only its own scripts: axe is injected past it, for the test only.
+    context = browser.new_context(viewport=WALL, bypass_csp=True)
+    watched = Watched(context)
+    try:
+        page = watched.page
+        page.goto(plant.url)
+        page.wait_for_selector('#overview[data-units="6"]', state="attached", timeout=10000)
+        page.wait_for_timeout(500)
+        assert axe_serious(page) == []
+        # Keyboard: Tab reaches the tiles, Enter opens one.
+        for _ in range(40):
+            page.keyboard.press("Tab")
+            if page.evaluate("document.activeElement.classList.contains('tile')"):
+                break
+        unit = page.evaluate("document.activeElement.dataset.unit")
+        assert unit, "Tab never reached a tile"
+        page.keyboard.press("Enter")
+        page.wait_for_selector(f'.card[data-unit="{unit}"] .pt', timeout=10000)
+        page.wait_for_selector('body[data-history-pending="0"]', state="attached", timeout=10000)
+        assert axe_serious(page) == []
+        assert not watched.errors, watched.errors
+    finally:
+        context.close()
+
+
+def test_the_js_client_module_mirrors_subscribes_asks_and_resumes_on_a_bare_page(plant: Server, browser: Any) -> None:
+    context = browser.new_context()
+    watched = Watched(context)
+    try:
+        page = watched.page
+        # A page of its own (static/examples/client.html), which imports only the client module.
+        page.goto(plant.url + "static/examples/client.html?points=plant/chiller-1/%23")
+        page.wait_for_function("() => window.client && window.client.state === 'live'", timeout=10000)
+        page.wait_for_function("() => window.client.mirror.points.size > 0", timeout=5000)
+        ids = page.evaluate("[...client.mirror.points.keys()]")
+        assert ids and all(i.startswith("plant/chiller-1/") for i in ids), ids
+        assert watched.sockets[0]["url"].endswith("/ws?points=plant/chiller-1/#".replace("#", "%23"))
+        # Subscribe with a COV filter: the answer is the snapshot of what it added.
+        added = page.evaluate(
+            "client.subscribe(['plant/crac-1/supply_temp'], {deadband: 0.5}).then(m => Object.keys(m.points))"
+        )
+        assert added == ["plant/crac-1/supply_temp"]
+        assert page.evaluate("client.mirror.points.has('plant/crac-1/supply_temp')")
+        # History and ping are answered; an error answer rejects with its code.
+        samples = page.evaluate("client.history('plant/chiller-1/supply_temp', Date.now() / 1000 - 60).then(m => m.samples.length)")
+        assert samples > 0
+        assert page.evaluate("client.ping().then(m => m.type)") == "pong"
+        assert page.evaluate("client.ack('no-such-alarm').then(() => 'ok', e => e.code)") == "unknown_alarm"
+        # Unsubscribe: those points leave the mirror.
+        page.evaluate("client.unsubscribe(['plant/crac-1/supply_temp'])")
+        assert not page.evaluate("client.mirror.points.has('plant/crac-1/supply_temp')")
+        # The connection drops: the client reconnects by itself and resumes from its version.
+        version = page.evaluate("client.mirror.version")
+        page.evaluate("client.ws.close()")
+        page.wait_for_function("() => window.client.state !== 'live'", timeout=5000)
+        page.wait_for_function("() => window.client.state === 'live'", timeout=10000)
+        resumed = watched.sockets[-1]
+        assert "since=" in resumed["url"] and "epoch=" in resumed["url"], resumed["url"]
+        assert resumed["frames"][0]["type"] == "update"
+        assert page.evaluate("client.mirror.version") >= version
+        page.evaluate("client.close()")
+        assert page.evaluate("client.state") == "closed"
+        assert not watched.errors, watched.errors
+    finally:
+        context.close()

@@ -106,6 +106,11 @@ class PushCollector:
         yield gauge("connections", "TCP connections to the WebSocket endpoint, handshaking ones included",
                     len(factory.connections))
         yield gauge("clients", "Open WebSocket clients receiving updates", len(factory.clients))
+        subscribed = [len(hub.points(client.subscription)) for client in factory.clients]
+        yield gauge("subscribed_points", "Points matched by the subscriptions of all open clients, summed",
+                    sum(subscribed))
+        yield gauge("subscribed_points_max", "Points matched by the widest subscription of one open client",
+                    max(subscribed, default=0))
         yield counter("handshakes_accepted", "WebSocket handshakes accepted", stats.handshakes_accepted)
         denied = CounterMetricFamily(
             "hvacpush_handshakes_denied", "WebSocket handshakes refused, by reason", labels=["reason", "code"]

@@ -47,6 +47,16 @@ const notes = new Map();          // alarm id -> {text, timer}: a refusal shown 
 const drafts = new Map();         // alarm id -> {comment, minutes}: what the operator typed, across redraws
 
 let openPoint = () => {};
+let source = () => Array.from(mirror.alarms.values());
+
+/** C{list()} gives the alarms the panel shows (the current view's). */
+export function alarmSource(list) { source = list; }
+
+/** When the alarm started: the first time this page saw it, which later transitions do not move. */
+export function alarmSince(a) {
+  const start = mirror.alarmStart.get(a.id);
+  return typeof start === 'number' ? start : a.ts;
+}
 
 /** C{open(id)} runs when an alarm's point is clicked. */
 export function onOpenAlarmPoint(open) { openPoint = open; }
@@ -64,7 +74,7 @@ function compareAlarms(a, b) {
   const ub = ANNUNCIATED.has(b.state || 'active') ? 0 : 1;
   const sa = SEVERITY_RANK[a.severity] !== undefined ? SEVERITY_RANK[a.severity] : 9;
   const sb = SEVERITY_RANK[b.severity] !== undefined ? SEVERITY_RANK[b.severity] : 9;
-  return ua - ub || sa - sb || (b.ts || 0) - (a.ts || 0) || collator.compare(a.id, b.id);
+  return ua - ub || sa - sb || (alarmSince(b) || 0) - (alarmSince(a) || 0) || collator.compare(a.id, b.id);
 }
 
 function alarmValue(alarm, field) {
@@ -96,7 +106,11 @@ function acknowledge(id) {
   const message = { type: 'ack', alarm: id };
   const comment = commentOf(id);
   if (comment) message.comment = comment;
-  if (!request(message, { type: 'ack', id })) return;
+  request(message).catch((e) => {
+    clearPendingAck(id);
+    if (e.code === 'unknown_type' || e.code === 'unavailable') acksUnsupported();
+    alarmRefused(id, e.code);
+  });
   mirror.pendingAcks.set(id, setTimeout(() => {
     mirror.pendingAcks.delete(id);
     renderAlarms();
@@ -111,7 +125,7 @@ function shelve(id, minutes) {
   const message = minutes === null ? { type: 'unshelve', alarm: id } : { type: 'shelve', alarm: id, minutes };
   const comment = commentOf(id);
   if (comment) message.comment = comment;
-  if (!request(message, { type: 'shelve', id })) return;
+  request(message).then(() => shelveAnswered(id), (e) => alarmRefused(id, e.code));
   pendingShelves.set(id, setTimeout(() => {
     pendingShelves.delete(id);
     renderAlarms();
@@ -236,7 +250,7 @@ function focused() {
 
 export function renderAlarms() {
   const list = $('alarm-list');
-  const alarms = Array.from(mirror.alarms.values()).sort(compareAlarms);
+  const alarms = source().sort(compareAlarms);
   const live = connectionState() === 'live';
   const typing = focused();
   list.textContent = '';
@@ -256,10 +270,10 @@ export function renderAlarms() {
       li.appendChild(el('div', 'alarm-source', 'source ' + String(a.point || '').split('/')[0]));
     } else {
       const where = splitId(a.point || '');
-      const what = el('button', 'alarm-point', where.unit + ' \u00b7 ' + prettyName(where.point));
-      what.type = 'button';
-      what.title = 'Show the trend of ' + (a.point || '');
-      what.addEventListener('click', () => { if (a.point) openPoint(a.point); });
+      const what = el('a', 'alarm-point', where.unit + ' \u00b7 ' + prettyName(where.point));
+      what.href = '#/unit/' + where.site + '/' + where.unit;
+      what.title = 'Open ' + where.site + '/' + where.unit;
+      what.addEventListener('click', () => openPoint(a.point));
       li.appendChild(what);
     }
     const text = a.message || (words(KIND_LABEL, a.kind) || 'Alarm') + ' on ' + (a.point || '');
@@ -271,7 +285,8 @@ export function renderAlarms() {
     const facts = [];
     if (a.value !== undefined && a.value !== null) facts.push('value ' + alarmValue(a, 'value'));
     if (a.limit !== undefined && a.limit !== null) facts.push('limit ' + alarmValue(a, 'limit'));
-    if (typeof a.ts === 'number' && !a.by) facts.push('since ' + formatClock(a.ts));
+    const since = alarmSince(a);
+    if (typeof since === 'number') facts.push('since ' + formatClock(since));
     if (facts.length) li.appendChild(el('div', 'alarm-info', facts.join(' \u00b7 ')));
     const who = operatorLine(a);
     if (who) li.appendChild(el('div', 'alarm-by', who));
@@ -286,7 +301,8 @@ export function renderAlarms() {
     list.appendChild(li);
   });
   // Forget drafts and notes of alarms that left the list.
-  drafts.forEach((d, id) => { if (!mirror.alarms.has(id)) drafts.delete(id); });
+  const listed = new Set(alarms.map((a) => a.id));
+  drafts.forEach((d, id) => { if (!listed.has(id)) drafts.delete(id); });
   if (typing) {
     const input = list.querySelector('[data-alarm="' + CSS.escape(typing.id) + '"] .alarm-comment');
     if (input) {

@@ -1,12 +1,10 @@
-/* The unit cards, the site totals strip and the header's summary: one card per
- * unit, one view per point (a row, chip, note or total, see points.js kindOf),
- * kept in step with the mirror in state.js. Existing elements are reused, so a
- * value changing only rewrites its text.
+/* The unit page's card: one view per point of the unit shown (a row, chip, note
+ * or site total, see points.js kindOf), kept in step with the mirror. Existing
+ * elements are reused, so a value changing only rewrites its text.
  */
 
 import { markAllDirty, track, untrack } from './charts.js';
 import { $, el } from './dom.js';
-import { showPlantState } from './header.js';
 import { formatClock, formatNumber, formatValue } from './format.js';
 import {
   collator, comparePoints, derivedOf, isFlag, kindOf, prettyName, SITE_UNIT, splitId, unitKey
@@ -23,6 +21,13 @@ const STATUS_RANK = { ok: 0, waiting: 1, stale: 2, fault: 3, down: 4 };
 const cards = new Map();   // unit key -> {card, rows, chips, badge, title, site}
 const views = new Map();   // point id -> {kind, el, num, uom, tag, canvas, notes, label}
 let openPoint = () => {};
+let shownUnit = null;      // "site/unit" of the unit page, or null (no cards)
+
+/** The unit page shows C{key} ("site/unit"), or nothing (null). */
+export function showUnit(key) {
+  shownUnit = key;
+  rebuild();
+}
 
 /** C{open(id)} runs when a row, chip or total is clicked (or Enter/Space pressed on it). */
 export function onOpenPoint(open) { openPoint = open; }
@@ -38,6 +43,7 @@ export function rebuild() {
   const byUnit = new Map();
   const totals = [];
   mirror.points.forEach((_, id) => {
+    if (unitKey(id) !== shownUnit) return;
     if (splitId(id).unit === SITE_UNIT) {
       totals.push(id);
       return;
@@ -107,9 +113,7 @@ export function rebuild() {
   });
   strip.hidden = totals.length === 0;
 
-  $('placeholder').hidden = keys.length > 0;
-  $('site').textContent = sites.size === 1 ? Array.from(sites)[0] : '';
-  renderSummary();
+  $('placeholder').hidden = keys.length > 0 || totals.length > 0 || shownUnit === null;
   markAllDirty();
 }
 
@@ -222,13 +226,13 @@ function updateNote(v, name, p) {
   const suffix = derivedOf(name).suffix;
   const forecast = /^forecast_(\d+)m$/.exec(suffix);
   if (forecast) {
-    v.label.textContent = 'in ' + forecast[1] + ' min ';
+    v.label.textContent = 'Forecast +' + forecast[1] + ' min: ';
     v.num.textContent = formatValue(p.value, p.unit, undefined);
     v.uom.textContent = '';
     v.el.hidden = forecast[1] !== '15';
     v.el.dataset.note = 'forecast';
   } else if (suffix === 'minutes_to_limit' && typeof p.value === 'number') {
-    v.label.textContent = p.value <= 0 ? 'past limit' : 'limit in ';
+    v.label.textContent = p.value <= 0 ? 'forecast: past limit' : 'forecast: limit in ';
     v.num.textContent = p.value <= 0 ? '' : formatNumber(p.value, true);
     v.uom.textContent = p.value <= 0 ? '' : ' min';
     v.el.hidden = p.value >= LOOKAHEAD_CAP_MIN;
@@ -276,21 +280,4 @@ export function showAlarms() {
     if (alarmed.has(id)) v.el.dataset.alarmed = 'true';
     else delete v.el.dataset.alarmed;
   });
-}
-
-/** The header's count of units and points, and of those that are not fine; the badge hears of down ones. */
-export function renderSummary() {
-  const counts = { ok: 0, waiting: 0, stale: 0, fault: 0, down: 0 };
-  mirror.points.forEach((p) => {
-    if (counts[p.status] !== undefined) counts[p.status] += 1;
-  });
-  const parts = [cards.size + (cards.size === 1 ? ' unit' : ' units'), mirror.points.size + ' points'];
-  const box = $('summary');
-  box.textContent = '';
-  box.appendChild(el('span', 'sum', parts.join(' \u00b7 ')));
-  if (counts.stale) box.appendChild(el('span', 'sum sum-stale', counts.stale + ' stale'));
-  if (counts.fault) box.appendChild(el('span', 'sum sum-fault', counts.fault + ' fault'));
-  if (counts.down) box.appendChild(el('span', 'sum sum-down', counts.down + ' down'));
-  if (counts.waiting) box.appendChild(el('span', 'sum sum-waiting', counts.waiting + ' waiting'));
-  showPlantState(counts.ok, mirror.points.size);
 }

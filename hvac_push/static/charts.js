@@ -6,6 +6,7 @@
 
 import { formatClock, formatNumber } from './format.js';
 import { isFlag, splitId } from './points.js';
+import { limitsOf } from './plant.js';
 import { mirror } from './state.js';
 import { rangeSeconds, rangeSeries } from './ranges.js';
 import { terms } from './terms.js';
@@ -19,6 +20,7 @@ const sparks = new Map();         // point id -> its sparkline's canvas
 const dirty = new Set();          // point ids whose chart needs a redraw
 const onScreen = new Set();       // charts in (or near) the viewport: only they are drawn
 const detail = { id: null, canvas: null, stats: null, forced: false };
+const trends = new Map();         // point id -> {id, canvas, stats}: the unit page's large charts
 let frameQueued = false;
 let visibilityListener = () => {};
 
@@ -65,6 +67,15 @@ export function showDetailChart(id, canvas, stats) {
 
 export function hideDetailChart() { detail.id = null; }
 
+/** Draw C{canvas} as the large trend of C{id} (with its setpoint and limits), C{stats} under it. */
+export function trackTrend(id, canvas, stats) {
+  trends.set(id, { id, canvas, stats });
+  markDirty(id);
+}
+
+/** Stop drawing every unit-page trend (the page was left). */
+export function untrackTrends() { trends.clear(); }
+
 export function redrawDetail() {
   detail.forced = true;
   queueFrame();
@@ -77,6 +88,7 @@ export function markDirty(id) {
 
 export function markAllDirty() {
   sparks.forEach((_, id) => dirty.add(id));
+  trends.forEach((_, id) => dirty.add(id));
   queueFrame();
 }
 
@@ -92,7 +104,8 @@ function drawFrame() {
     const canvas = sparks.get(id);
     if (canvas && onScreen.has(id)) drawSpark(canvas, id);
   });
-  if (detail.id && (dirty.has(detail.id) || detail.forced)) drawDetail();
+  if (detail.id && (dirty.has(detail.id) || detail.forced)) drawLarge(detail);
+  trends.forEach((t) => { if (dirty.has(t.id) || detail.forced) drawLarge(t); });
   detail.forced = false;
   dirty.clear();
 }
@@ -114,7 +127,9 @@ function colours() {
       grid: css('--chart-grid') || 'rgba(255,255,255,0.08)',
       text: css('--muted') || '#8b98a5',
       on: css('--on') || '#4cc2ff',
-      flag: css('--major') || '#ff9a1f'
+      flag: css('--major') || '#ff9a1f',
+      limit: css('--limit-line') || '#ff7b72',
+      setpoint: css('--setpoint-line') || '#7ee787'
     };
   }
   return palette;
@@ -271,25 +286,51 @@ function niceStep(span, count) {
   return step * mag;
 }
 
-/** The large chart: time and value axes, the series, and min/mean/max under it. */
-function drawDetail() {
-  const id = detail.id;
+/**
+ * The lines drawn across a large chart of C{id}: the alarm limits the server
+ * uses for it (plant.json), and for a supply temperature its unit's setpoint.
+ */
+function referenceLines(id) {
+  const lines = [];
+  const limits = limitsOf(id);
+  if (limits && typeof limits.high === 'number') lines.push({ value: limits.high, label: 'high limit', kind: 'limit' });
+  if (limits && typeof limits.low === 'number') lines.push({ value: limits.low, label: 'low limit', kind: 'limit' });
+  const parts = splitId(id);
+  if (parts.point === 'supply_temp') {
+    const sp = mirror.points.get(parts.site + '/' + parts.unit + '/setpoint');
+    if (sp && typeof sp.value === 'number') lines.push({ value: sp.value, label: 'setpoint', kind: 'setpoint' });
+  }
+  return lines;
+}
+
+/** The large chart: time and value axes, the series, setpoint and limit lines, and min/mean/max under it. */
+function drawLarge(target) {
+  const id = target.id;
   const p = mirror.points.get(id);
-  const g = prepare(detail.canvas);
+  const g = prepare(target.canvas);
   if (!g || !p) return;
   const ctx = g.ctx;
   const c = colours();
   const series = seriesOf(id);
   const { t0, t1 } = timeRange(series, rangeSeconds() || terms.history_window);
   const samples = visible(series, t0);
-  const box = { x: 56, y: 10, w: g.w - 70, h: g.h - 36 };
   ctx.font = '12px system-ui, sans-serif';
+  const lines = typeof samples[samples.length - 1]?.[1] === 'number' ? referenceLines(id) : [];
+  // Room for the widest value label on the left and the setpoint/limit names on the right: nothing is clipped.
+  const nums0 = samples.filter((s) => typeof s[1] === 'number');
+  const range0 = nums0.length ? valueRange(nums0.concat(lines.map((l) => [0, l.value])), p.unit) : null;
+  const left = range0 ? Math.ceil(Math.max(ctx.measureText(formatNumber(range0.lo)).width,
+    ctx.measureText(formatNumber(range0.hi)).width)) + 16 : 16;
+  const right = lines.length ? Math.ceil(Math.max(...lines.map((l) => ctx.measureText(l.label).width))) + 12 : 14;
+  const box = { x: left, y: 10, w: g.w - left - right, h: g.h - 36 };
   ctx.fillStyle = c.text;
   ctx.strokeStyle = c.grid;
   ctx.lineWidth = 1;
 
   // Time axis: about six ticks at round times.
-  const tickS = TIME_STEPS.filter((step) => (t1 - t0) / step <= 7)[0] || 86400;
+  // About six ticks at round times, fewer when the chart is too narrow for their labels to stand apart.
+  const fit = Math.max(2, Math.floor(box.w / (ctx.measureText('00:00:00').width + 14)));
+  const tickS = TIME_STEPS.filter((step) => (t1 - t0) / step <= Math.min(7, fit))[0] || 86400;
   ctx.textAlign = 'center';
   ctx.textBaseline = 'top';
   for (let t = Math.ceil(t0 / tickS) * tickS; t <= t1; t += tickS) {
@@ -298,10 +339,12 @@ function drawDetail() {
     ctx.moveTo(Math.round(tx) + 0.5, box.y);
     ctx.lineTo(Math.round(tx) + 0.5, box.y + box.h);
     ctx.stroke();
-    if (tx > box.x + 20) ctx.fillText(tickLabel(t, tickS), tx, box.y + box.h + 6);
+    const label = tickLabel(t, tickS);
+    const half = ctx.measureText(label).width / 2;
+    if (tx - half >= 0 && tx + half <= g.w) ctx.fillText(label, tx, box.y + box.h + 6);
   }
 
-  const stats = detail.stats;
+  const stats = target.stats;
   if (!samples.length) {
     ctx.textAlign = 'center';
     ctx.textBaseline = 'middle';
@@ -312,7 +355,7 @@ function drawDetail() {
   const nums = samples.filter((s) => typeof s[1] === 'number');
   let range = null;
   if (nums.length && typeof samples[samples.length - 1][1] === 'number') {
-    range = valueRange(nums, p.unit);
+    range = range0;
     const step = niceStep(range.hi - range.lo, 5);
     const decimals = Math.max(0, Math.min(4, -Math.floor(Math.log10(step) + 1e-9)));
     ctx.textAlign = 'right';
@@ -344,4 +387,23 @@ function drawDetail() {
   const colour = lineColour(id);
   plot(ctx, samples, p.unit, box, t0, t1, range, colour, colour === c.line ? c.fill : null);
   ctx.restore();
+  // Setpoint (solid) and limits (dashed), named at the right edge: the name says what each line is.
+  if (range) {
+    ctx.textAlign = 'left';
+    ctx.textBaseline = 'middle';
+    lines.forEach((l) => {
+      const vy = box.y + box.h - (displayNumber(l.value, p.unit) - range.lo) / (range.hi - range.lo) * box.h;
+      ctx.strokeStyle = l.kind === 'limit' ? c.limit : c.setpoint;
+      ctx.setLineDash(l.kind === 'limit' ? [6, 4] : []);
+      ctx.lineWidth = 1.2;
+      ctx.beginPath();
+      ctx.moveTo(box.x, Math.round(vy) + 0.5);
+      ctx.lineTo(box.x + box.w, Math.round(vy) + 0.5);
+      ctx.stroke();
+      ctx.setLineDash([]);
+      ctx.fillStyle = ctx.strokeStyle;
+      ctx.fillText(l.label, box.x + box.w + 4, vy);
+    });
+    target.canvas.dataset.lines = lines.map((l) => l.kind + ':' + l.value).join(',');
+  }
 }

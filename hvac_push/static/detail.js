@@ -53,7 +53,9 @@ export function renderDetailHead() {
     }
   });
   parts.sort((a, b) => a[0] - b[0]);
-  $('detail-forecast').textContent = parts.length ? 'Forecast: ' + parts.map((x) => x[1]).join(' \u00b7 ') : '';
+  // Say what the numbers are: the server's estimates of where the value is heading, not measurements.
+  $('detail-forecast').textContent = parts.length
+    ? 'Forecast by the server (smoothed trend, not a measurement): ' + parts.map((x) => x[1]).join(' \u00b7 ') : '';
 }
 
 /** Wire the dialog's close button, backdrop and close event. */

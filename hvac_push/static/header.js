@@ -12,7 +12,7 @@ const LABEL = { live: 'Live', connecting: 'Connecting', reconnecting: 'Reconnect
 // Points whose value is fine, of all: a connection to the server is not a view of the plant.
 const plant = { ok: 0, total: 0 };
 
-/** How much of the plant the page can see (cards.js counts it); the badge says so. */
+/** How much of the plant is live (app.js counts it from plant.json); the badge says so. */
 export function showPlantState(ok, total) {
   if (plant.ok === ok && plant.total === total) return;
   plant.ok = ok;

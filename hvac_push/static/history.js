@@ -8,16 +8,24 @@
 import { chartKind } from './cards.js';
 import { detailPoint, isOnScreen } from './charts.js';
 import { collator, comparePoints, chartable, unitKey } from './points.js';
-import { maySend, outstanding, request } from './socket.js';
-import { mirror } from './state.js';
+import { holdRequests, maySend, request } from './socket.js';
+import { applyHistory, mirror } from './state.js';
 import { terms } from './terms.js';
 
 const KIND_PRIORITY = { row: 0, chip: 1, total: 2 };
 
+const RATE_LIMITED_PAUSE_MS = 1500;
+const UNSUPPORTED = new Set(['unknown_type', 'unavailable', 'forbidden']);
+
 let queue = [];   // point ids still to ask history for
+let inflight = 0; // history requests sent and not answered yet
+let answered = () => {};
+
+/** C{onAnswer(id)} runs when a point's history arrived (to redraw its chart). */
+export function onHistory(onAnswer) { answered = onAnswer; }
 
 /** A new connection: whatever was queued is asked again by its first snapshot or update. */
-export function resetHistory() { queue = []; }
+export function resetHistory() { queue = []; inflight = 0; }
 
 /** The server has no history for this page: charts fill from live data only. */
 export function historyUnsupported() {
@@ -57,14 +65,14 @@ export function pumpHistory() {
   if (mirror.support.history === false) queue = [];
   const detail = detailPoint();
   // How many charts in view still wait for their past (0 once they are all filled).
-  let waiting = outstanding('history');
-  queue.forEach((id) => { if (isOnScreen(id) || id === detail) waiting++; });
+  // A view shows only the points it subscribed to (one unit's): all of them are wanted.
+  const waiting = inflight + queue.length;
   document.body.dataset.historyPending = String(waiting);
   if (mirror.support.history === false) return;
   while (queue.length && maySend()) {
     let index = queue.indexOf(detail);
     if (index < 0) index = queue.findIndex((id) => isOnScreen(id));
-    if (index < 0) return;
+    if (index < 0) index = 0;
     const id = queue.splice(index, 1)[0];
     if (!sendHistory(id)) {
       queue.unshift(id);
@@ -80,5 +88,20 @@ function sendHistory(id) {
   // then only the gap before the newest sample (the time we were away).
   let since = now - terms.history_window;
   if (s && s.length > 1 && s[0][0] <= since + 5) since = s[s.length - 2][0];
-  return request({ type: 'history', point: id, since }, { type: 'history', id });
+  inflight += 1;
+  request({ type: 'history', point: id, since }).then((m) => {
+    inflight -= 1;
+    if (applyHistory(m)) answered(id);
+    pumpHistory();
+  }, (e) => {
+    inflight -= 1;
+    if (e.code === 'rate_limited') {
+      holdRequests(RATE_LIMITED_PAUSE_MS);  // dropped by the server: ask again once its bucket refilled
+      retryHistory(id);
+    } else if (UNSUPPORTED.has(e.code)) {
+      historyUnsupported();
+    }
+    pumpHistory();
+  });
+  return true;
 }

@@ -1,81 +1,51 @@
-/* The page's local mirror of the server: points, alarms, the series behind the
- * charts, and what the server turned out to support. Messages change it here,
- * and only here; the functions say what changed, and the views draw from it.
- * No DOM.
+/* What the page keeps beside the client's mirror (hvac-push-client.js holds the
+ * points and alarms): the series behind the charts, which points carried
+ * fractions, when each alarm started, and what the server turned out to
+ * support. The views draw from it. No DOM.
  */
 
 import { chartable } from './points.js';
+import { client } from './socket.js';
 import { terms } from './terms.js';
 
 export const mirror = {
-  points: new Map(),      // id -> {value, unit, ts, version, status}
-  epoch: null,            // of the last snapshot or update processed: where to resume from
-  version: null,
-  alarms: new Map(),      // alarm id -> ALARM (never in state "normal")
-  alarmSeq: null,         // seq of the last alarm message applied
+  // Points, alarms and where to resume live in the client's mirror (hvac-push-client.js).
+  get points() { return client.mirror.points; },
+  get alarms() { return client.mirror.alarms; },
+  get epoch() { return client.mirror.epoch; },
+  get version() { return client.mirror.version; },
+  get alarmSeq() { return client.mirror.alarmSeq; },
+  get lastData() { return client.mirror.lastData; },
   series: new Map(),      // id -> [[ts, value], ...] oldest first
   fractional: new Set(),  // ids that have carried a non-integer number
   support: { history: true, alarms: null, ack: true },
   pendingAcks: new Map(), // alarm id -> timer, while an ack waits for its alarm transition
-  lastData: 0             // Date.now() of the newest snapshot or update
+  alarmStart: new Map()   // alarm id -> ts when this page first saw it annunciated (its "since")
 };
 
-function pointsOf(m) { return m.points && typeof m.points === 'object' ? m.points : {}; }
-
-/** Store points and extend their series: {added (a new point appeared), stored ids, sampled ids}. */
-function mergePoints(points) {
-  let added = false;
-  const stored = [];
-  const sampled = [];
-  Object.keys(points).forEach((id) => {
-    const p = points[id];
-    if (!p || typeof p !== 'object') return;
-    if (!mirror.points.has(id)) added = true;
-    mirror.points.set(id, p);
-    if (typeof p.value === 'number' && !Number.isInteger(p.value)) mirror.fractional.add(id);
-    if (chartable(p.value) && typeof p.ts === 'number' && appendSample(id, p.ts, p.value)) sampled.push(id);
-    stored.push(id);
-  });
-  return { added, stored, sampled };
-}
+let seenEpoch = null;
 
 /**
- * A snapshot; C{first} when it is the first state of this connection. The first
- * one (or a resync) is the whole state and replaces ours; one of another epoch
- * (another server lifetime) also drops the charts and alarms.
+ * The client changed points (C{change}: its 'change' event): extend their series.
+ * Returns the ids whose series got a sample. A new epoch drops the charts.
  */
-export function applySnapshot(m, first) {
-  const points = pointsOf(m);
-  const newEpoch = typeof m.epoch === 'string' && m.epoch !== mirror.epoch;
-  if (first || m.resync === true) {
-    if (newEpoch) {
+export function applyChange(change) {
+  if (client.mirror.epoch !== seenEpoch) {
+    if (seenEpoch !== null) {
       mirror.series.clear();
-      mirror.alarms.clear();
-      mirror.alarmSeq = null;
+      mirror.alarmStart.clear();
     }
-    mirror.points.clear();
-    if (m.alarms === undefined && (mirror.support.alarms === null || newEpoch)) mirror.support.alarms = false;
+    seenEpoch = client.mirror.epoch;
   }
-  if (typeof m.epoch === 'string') mirror.epoch = m.epoch;
-  if (typeof m.version === 'number') mirror.version = m.version;
-  const merged = mergePoints(points);
-  if (Array.isArray(m.alarms)) replaceAlarms(m.alarms, m.alarm_seq);
-  mirror.lastData = Date.now();
-  return merged;
-}
-
-/** An update; L{null} when it belongs to another epoch (its versions mean nothing here: start over). */
-export function applyUpdate(m) {
-  if (typeof m.epoch === 'string' && mirror.epoch !== null && m.epoch !== mirror.epoch) {
-    mirror.epoch = null;
-    mirror.version = null;
-    return null;
-  }
-  if (typeof m.epoch === 'string') mirror.epoch = m.epoch;
-  if (typeof m.version === 'number') mirror.version = m.version;
-  const merged = mergePoints(pointsOf(m));
-  mirror.lastData = Date.now();
-  return merged;
+  const sampled = [];
+  change.points.forEach((id) => {
+    const p = client.mirror.points.get(id);
+    if (!p) return;
+    if (typeof p.value === 'number' && !Number.isInteger(p.value)) mirror.fractional.add(id);
+    if (chartable(p.value) && typeof p.ts === 'number' && appendSample(id, p.ts, p.value)) sampled.push(id);
+  });
+  change.removed.forEach((id) => mirror.series.delete(id));
+  return sampled;
 }
 
 /** Add one sample to a point's series; false when it is older than what we have. */
@@ -127,34 +97,21 @@ export function forgetSeriesIfGone(id) {
 
 // -- alarms ---------------------------------------------------------------------
 
-/** The whole alarm list (in a snapshot, or sent on resume when a replay cannot reach back far enough). */
-export function replaceAlarms(list, seq) {
+/**
+ * The alarms changed (the client applied a list or a transition): keep each alarm's
+ * start time, which later transitions (acknowledged, shelved...) must not move, and
+ * release acknowledgements that are done.
+ */
+export function noteAlarms() {
   mirror.support.alarms = true;
-  mirror.alarms.clear();
-  list.forEach((alarm) => {
-    if (alarm && typeof alarm.id === 'string' && alarm.state !== 'normal') mirror.alarms.set(alarm.id, alarm);
+  mirror.alarms.forEach((a, id) => {
+    if (!mirror.alarmStart.has(id) && typeof a.ts === 'number') mirror.alarmStart.set(id, a.ts);
   });
-  mirror.alarmSeq = typeof seq === 'number' ? seq : null;
+  mirror.alarmStart.forEach((_, id) => { if (!mirror.alarms.has(id)) mirror.alarmStart.delete(id); });
   mirror.pendingAcks.forEach((timer, id) => {
     const a = mirror.alarms.get(id);
     if (!a || a.state === 'acknowledged') clearPendingAck(id);
   });
-}
-
-/** One alarm transition; false when there is nothing to apply (malformed, or already applied). */
-export function applyAlarm(m) {
-  const alarm = m.alarm;
-  if (!alarm || typeof alarm.id !== 'string') return false;
-  if (typeof m.seq === 'number') {
-    if (mirror.alarmSeq !== null && m.seq <= mirror.alarmSeq) return false;
-    mirror.alarmSeq = m.seq;
-  }
-  mirror.support.alarms = true;
-  if (alarm.state === 'normal') mirror.alarms.delete(alarm.id);
-  else mirror.alarms.set(alarm.id, alarm);
-  // An ack is done once the alarm is acknowledged or gone; until then the button waits.
-  if (alarm.state === 'acknowledged' || alarm.state === 'normal') clearPendingAck(alarm.id);
-  return true;
 }
 
 export function clearPendingAck(id) {

@@ -24,6 +24,7 @@ with warnings.catch_warnings():
 from hvac_push.transport.api import challenge, request_permissions
 from hvac_push.transport.auth import AuthError, Authenticator
 from hvac_push.transport.fanout import PushServerFactory
+from hvac_push.transport.plant_summary import PlantSummaryResource
 from hvac_push.transport.stats import GuardStats
 
 
@@ -296,6 +297,7 @@ def make_root(
     root.putChild(b"ws", PushResource(factory))
     root.putChild(b"healthz", HealthResource(summary, operators))
     root.putChild(b"client-limits.json", ClientLimitsResource(factory))
+    root.putChild(b"plant.json", PlantSummaryResource(factory))
     if metrics is not None:
         root.putChild(b"metrics", metrics if operators is None else OperatorsOnly(metrics, operators))
     if api is not None:
