@@ -115,7 +115,7 @@ async def _collector(broker: Mosquitto, **bridge_options: Any) -> tuple[RunningS
 
 async def _edge(broker: Mosquitto, name: str = "edge", **options: Any) -> RunningServer:
     source = subscriber(parse_broker_url(f"mqtt://127.0.0.1:{broker.port}/hvac"), name=name)
-    source.reconnect_min, source.reconnect_max = 0.05, 0.3
+    source.reconnect_min, source.reconnect_max, source.failover_grace = 0.05, 0.3, 0.5
     running = await start_server([source], **options)
     source.on_meta = edge_meta(running.service)
     add_sync_readiness(running.service)
@@ -220,7 +220,7 @@ async def test_a_node_that_is_edge_and_collector_does_not_echo_what_it_receives(
 
 
 @pytest_twisted.ensureDeferred
-async def test_broker_loss_faults_the_points_then_everything_comes_back_and_clients_stay(mosquitto):
+async def test_broker_loss_marks_the_points_down_then_everything_comes_back_and_clients_stay(mosquitto):
     collector, bridge = await _collector(mosquitto)
     edges = [await _edge(mosquitto, "edge-a"), await _edge(mosquitto, "edge-b")]
     try:
@@ -236,8 +236,8 @@ async def test_broker_loss_faults_the_points_then_everything_comes_back_and_clie
 
         mosquitto.kill()
         for client in clients:
-            await until_state(client, lambda s: _is("plant/crac-1/supply_temp", "fault", 18.0)(s)
-                         and _is("plant/crac-1/fan_speed", "fault")(s))
+            await until_state(client, lambda s: _is("plant/crac-1/supply_temp", "down", 18.0)(s)
+                         and _is("plant/crac-1/fan_speed", "down")(s))
         await eventually(lambda: not bridge.connected, 5)
         # While the broker is down the collector conflates: only the newest value per point is kept.
         for step in range(50):

@@ -41,7 +41,9 @@ from hvac_push.core.hub import Hub
 from hvac_push.core.points import Point
 from hvac_push.ops.service import PushService
 from hvac_push.sources.mqtt import MqttProducer
-from hvac_push.sources.mqtt_client import MqttBroker, MqttTls, default_port, make_client, redact_url
+from hvac_push.sources.mqtt_client import (
+    Failover, MqttBroker, MqttTls, default_port, make_client, parse_addresses, redact_url,
+)
 
 DEFAULT_PREFIX = "hvac"
 log = Logger(namespace="hvac_push.ops.cluster")
@@ -65,21 +67,27 @@ class BrokerLink:
 
 
 def parse_broker_url(text: str) -> BrokerLink:
-    """Parse C{mqtt://[user[:pass]@]host[:port][/prefix][?password_file=PATH]}, or C{mqtts://...[?ca=PATH&insecure=1]}.
+    """Parse C{mqtt://[user[:pass]@]host[:port][,host2[:port]...][/prefix][?password_file=PATH]}, or C{mqtts://...[?ca=PATH&insecure=1]}.
+
+    Several comma-separated hosts are the nodes of one clustered broker, tried in turn (L{Failover}).
 
     Raises C{ValueError} with a one-line reason, which repeats the URL with its password hidden.
     """
     shown = redact_url(text)
-    parts = urlsplit(text)
+    try:
+        parts = urlsplit(text)
+    except ValueError as e:
+        raise ValueError(f"{shown!r}: bad address ({e})") from None
     if parts.scheme not in ("mqtt", "mqtts"):
         raise ValueError(f"{shown!r}: expected mqtt://host[:port][/prefix] or mqtts://...")
     tls = parts.scheme == "mqtts"
-    if not parts.hostname:
+    nodes = parts.netloc.rpartition("@")[2]
+    if not nodes:
         raise ValueError(f"{shown!r}: no host")
     try:
-        port = parts.port or default_port(tls)
-    except ValueError:
-        raise ValueError(f"{shown!r}: bad port") from None
+        addresses = parse_addresses(nodes, default_port(tls))
+    except ValueError as e:
+        raise ValueError(f"{shown!r}: {e}") from None
     prefix = parts.path.strip("/") or DEFAULT_PREFIX
     if any(c in prefix for c in "+#") or "//" in prefix:
         raise ValueError(f"{shown!r}: the prefix must be plain topic levels (no +, #, or empty level)")
@@ -104,8 +112,9 @@ def parse_broker_url(text: str) -> BrokerLink:
         insecure=query.get("insecure", ["0"])[-1] in ("1", "true", "yes"),
     )
     broker = MqttBroker(
-        host=parts.hostname,
-        port=port,
+        host=addresses[0][0],
+        port=addresses[0][1],
+        fallbacks=addresses[1:],
         username=unquote(parts.username) if parts.username else None,
         password=password,
         tls=tls_options if tls else None,
@@ -161,6 +170,7 @@ class MqttBridge(Service):
         self._drain_scheduled = False
         self._follower: HubFollower | None = None
         self._client: Any = None
+        self._failover = Failover(link.broker)
         #: Counters (read from any thread).
         self.connected = False
         self.connects = 0
@@ -180,7 +190,7 @@ class MqttBridge(Service):
         for point in self.hub.points():
             self._changed(point)
         self._client = self._make_client()
-        self._client.connect_async(self.link.broker.host, self.link.broker.port, self.keepalive)
+        self._client.connect_async(*self._failover.current, self.keepalive)
         self._client.loop_start()
 
     def stopService(self) -> Deferred[None] | None:
@@ -304,6 +314,7 @@ class MqttBridge(Service):
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
+        self._failover = Failover(self.link.broker)
         return client
 
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
@@ -315,14 +326,17 @@ class MqttBridge(Service):
             self._inflight = 0
             self.last_error = None
         self.connects += 1
-        log.info("mqtt publish: connected to {broker}", broker=self.link.describe())
+        log.info("mqtt publish: connected to {node} of {broker}", node=self._failover.describe(),
+                 broker=self.link.describe())
         self._schedule_drain(resend_all=True)
 
     def _on_connect_fail(self, client: Any, userdata: Any) -> None:
-        self._lost("cannot connect")
+        self._lost(f"cannot connect to {self._failover.describe()}")
+        self._failover.lost(client)
 
     def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
-        self._lost(f"connection lost ({reason_code})")
+        self._lost(f"connection to {self._failover.describe()} lost ({reason_code})")
+        self._failover.lost(client)
 
     def _lost(self, why: str) -> None:
         with self._lock:
@@ -369,7 +383,7 @@ def add_sync_readiness(push: PushService, name: str = "mqtt-sync") -> None:
 
     It looks at C{push.producers} each time, so sources added by a config
     reload count too; once every source has synced it stays ready (a later
-    broker outage shows as C{fault} points, not as an unready node).
+    broker outage shows as C{down} points, not as an unready node).
     """
     done = False
 

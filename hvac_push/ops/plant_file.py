@@ -47,7 +47,7 @@ from hvac_push.analytics.rules import Thresholds, UnitRules
 from hvac_push.analytics.units import INPUT_QUANTITIES, check as check_unit
 from hvac_push.core.points import SEVERITIES, AlarmLimits, PointMeta, is_name
 from hvac_push.sources.mqtt import DEFAULT_TEMPLATE, check_topic, check_topic_template
-from hvac_push.sources.mqtt_client import MqttBroker, MqttTls, default_port
+from hvac_push.sources.mqtt_client import MqttBroker, MqttTls, default_port, parse_addresses
 
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_\-]+$")
 
@@ -450,11 +450,18 @@ def _sources(c: _Checker, doc: dict[str, Any]) -> tuple[list[MqttBrokerConfig], 
         rmax = c.number(t, "reconnect_max", path, _default(MqttBrokerConfig, "reconnect_max"), 0.01, 3600)
         if rmin is not None and rmax is not None and rmax < rmin:
             c.error(_join(path, "reconnect_max"), f"must be at least reconnect_min ({rmin:g})")
+        # host may list the nodes of a clustered broker: "h1:1883,h2:1883,h3" (port: the default for all).
+        addresses: tuple[tuple[str, int], ...] = (("", 0),)
+        try:
+            if host:
+                addresses = parse_addresses(host, default_port(tls is not None) if port is None else port)
+        except ValueError as e:
+            c.error(_join(path, "host"), str(e))
         brokers.append(
             MqttBrokerConfig(
                 name=name,
                 broker=MqttBroker(
-                    host or "", default_port(tls is not None) if port is None else port, username, password, tls,
+                    addresses[0][0], addresses[0][1], username, password, tls, fallbacks=addresses[1:],
                 ),
                 **_given(
                     client_id=c.string(t, "client_id", path, None, max_len=128),

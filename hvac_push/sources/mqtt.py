@@ -11,9 +11,12 @@ most once per topic per minute, and dropped. An empty payload (how a retained
 message is cleared) is ignored.
 
 paho runs its own network thread (C{loop_start}); every message is handed to
-the reactor through the C{publish} callable. While the broker is unreachable
-the points this source feeds are C{fault}; after reconnecting and
-resubscribing they are C{ok} again, and retained messages bring fresh values.
+the reactor through the C{publish} callable. A broker given several addresses
+(the nodes of a cluster) is tried node after node (L{Failover}). A connection
+lost for longer than C{failover_grace} seconds makes the points this source
+feeds C{down}; after reconnecting and resubscribing they are C{ok} again, and
+retained messages bring fresh values. A failover that completes within the
+grace changes no status (the hub's staleness check still watches the values).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from typing import Any, Callable, Sequence
 
 from hvac_push.core.points import STATUSES, InvalidPoint, Sample, Status, Value, check_point_id, check_value
 from hvac_push.sources.common import PointStates, QuietLog, log
-from hvac_push.sources.mqtt_client import MqttBroker, make_client
+from hvac_push.sources.mqtt_client import Failover, MqttBroker, make_client
 from hvac_push.sources.supervisor import count_error, report_connection
 
 DEFAULT_TEMPLATE = "hvac/{site}/{unit}/{point}"
@@ -271,6 +274,7 @@ class MqttProducer:
         reconnect_max: float = 30.0,
         connect_timeout: float = 5.0,
         malformed_log_period: float = 60.0,
+        failover_grace: float = 3.0,
     ):
         self.name = name
         self.broker = broker
@@ -281,6 +285,7 @@ class MqttProducer:
         self.reconnect_min = reconnect_min
         self.reconnect_max = max(reconnect_min, reconnect_max)
         self.connect_timeout = connect_timeout
+        self.failover_grace = failover_grace
         self._quiet = QuietLog(malformed_log_period)
         self._lock = threading.Lock()
         #: Counters, readable from any thread.
@@ -307,7 +312,7 @@ class MqttProducer:
         The broker sends its retained messages right after the subscription is
         acknowledged; the sync is over when none has come for C{sync_quiet}
         seconds (or C{sync_max} seconds after the acknowledgement). It stays
-        true afterwards: a later broker outage shows as C{fault} points, not
+        true afterwards: a later broker outage shows as C{down} points, not
         as an unready server.
         """
         if self.synced:
@@ -336,7 +341,7 @@ class MqttProducer:
     def run(self, publish: Callable[[Sequence[Sample]], None], stop: threading.Event) -> None:
         """Connect, subscribe and hand messages over until C{stop} is set."""
         session = _Session(self, publish)
-        client = make_client(
+        client = session.client = make_client(
             self.broker, client_id=self.client_id, reconnect_min=self.reconnect_min,
             reconnect_max=self.reconnect_max, connect_timeout=self.connect_timeout,
         )
@@ -345,10 +350,11 @@ class MqttProducer:
         client.on_disconnect = session.on_disconnect
         client.on_subscribe = session.on_subscribe
         client.on_message = session.on_message
-        client.connect_async(self.broker.host, self.broker.port, self.keepalive)
+        client.connect_async(*session.failover.current, self.keepalive)
         client.loop_start()
         try:
-            stop.wait()
+            while not stop.wait(0.1):  # bounded wake-ups: a lost connection's grace runs out here
+                session.tick()
         finally:
             session.stopping = True
             client.disconnect()
@@ -368,20 +374,43 @@ class _Session:
         #: The last sample of every point this session has handed over.
         self.states = PointStates(_MAX_TRACKED)
         self._pending_subscribe: int | None = None
+        self.failover = Failover(producer.broker)
+        self.client: Any = None
+        #: When the connection was lost (monotonic), while its points are not marked yet.
+        self._lost_at: float | None = None
+        self.marked_down = False
+        self._marking = threading.Lock()
 
     def _known(self) -> set[str]:
         return self.states.known() | set(self.producer.topics.declared)
 
     def _down(self, why: str) -> None:
         self.producer.connected = False
+        if self.client is not None:
+            self.failover.lost(self.client)
         if self.stopping or self.up is False:
             return
         report_connection(self.publish, why)
         self.up = False
-        self.states.mark(self.publish, self._known(), "fault")
+        if self._lost_at is None:
+            self._lost_at = time.monotonic()
         p = self.producer
-        log.warn("mqtt {name} ({host}:{port}): {why}; its points are fault until it is back",
-                 name=p.name, host=p.broker.host, port=p.broker.port, why=why)
+        log.warn("mqtt {name} ({node}): {why}; trying {nodes} node(s) for {grace:g} s before marking its points down",
+                 name=p.name, node=self.failover.describe(), nodes=len(self.failover.addresses), why=why,
+                 grace=p.failover_grace)
+        self.tick()
+
+    def tick(self) -> None:
+        """Once the grace after a lost connection runs out, the points this source feeds are C{down}."""
+        with self._marking:  # tick runs in the source's thread, the rest in paho's
+            lost_at = self._lost_at
+            if lost_at is None or self.up or time.monotonic() - lost_at < self.producer.failover_grace:
+                return
+            self._lost_at = None
+            self.marked_down = True
+            self.states.mark(self.publish, self._known(), "down")
+        log.warn("mqtt {name}: no broker node reachable; its points are down until one is back",
+                 name=self.producer.name)
 
     def on_connect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         try:
@@ -416,11 +445,15 @@ class _Session:
         report_connection(self.publish, None)
         if p._subscribed_at is None:
             p._subscribed_at = time.monotonic()
-        was = self.up
-        self.up = True
+        with self._marking:
+            was = self.up
+            self.up = True
+            self._lost_at = None
+            if was is False and self.marked_down:
+                self.marked_down = False
+                self.states.mark(self.publish, self._known(), "ok")
         if was is False:
-            self.states.mark(self.publish, self._known(), "ok")
-            log.info("mqtt {name} ({host}:{port}) is back", name=p.name, host=p.broker.host, port=p.broker.port)
+            log.info("mqtt {name} ({node}) is back", name=p.name, node=self.failover.describe())
 
     def on_connect_fail(self, client: Any, userdata: Any) -> None:
         try:
