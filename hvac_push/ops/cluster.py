@@ -436,6 +436,14 @@ def subscriber(link: BrokerLink, name: str = "mqtt") -> Any:
 
 
 
+def _reloader(service: PushService) -> Any:
+    """The service's L{ConfigReloader} (C{--config}), if it has one."""
+    try:
+        return service.getServiceNamed("config-reloader")
+    except KeyError:
+        return None
+
+
 def install_links(
     service: PushService, reactor: Any, *, subscribe: Sequence[BrokerLink] = (), publish: Sequence[BrokerLink] = (),
 ) -> None:
@@ -448,8 +456,17 @@ def install_links(
     for index, link in enumerate(subscribe):
         service.add_producer(subscriber(link, name=f"subscribe.{index + 1}"))
     mqtt_sources = [s.producer for s in service.producers if isinstance(s.producer, MqttProducer)]
+    on_meta = edge_meta(service)
     for source in mqtt_sources:
-        source.on_meta = edge_meta(service)
+        source.on_meta = on_meta
+    reloader = _reloader(service)
+    if reloader is not None:
+        # A SIGHUP reload builds new MQTT sources: they must take names and intervals too.
+        def wire(producer: Any) -> None:
+            if isinstance(producer, MqttProducer):
+                producer.on_meta = on_meta
+
+        reloader.on_producer.append(wire)
     if mqtt_sources:
         add_sync_readiness(service)
     for index, link in enumerate(publish):
