@@ -25,6 +25,8 @@ is both an edge and a collector does not echo what it receives.
 from __future__ import annotations
 
 import json
+import re
+import socket
 import threading
 import time
 from collections import OrderedDict
@@ -38,9 +40,10 @@ from twisted.logger import Logger
 
 from hvac_push.core.follow import HubFollower
 from hvac_push.core.hub import Hub
-from hvac_push.core.points import Point
+from hvac_push.core.points import Point, is_name
 from hvac_push.ops.service import PushService
 from hvac_push.sources.mqtt import MqttProducer
+from hvac_push.sources.mqtt_liveness import NodeLiveness, node_topic, online_payload
 from hvac_push.sources.mqtt_client import (
     Failover, MqttBroker, MqttTls, default_port, make_client, parse_addresses, redact_url,
 )
@@ -55,6 +58,11 @@ class BrokerLink:
 
     broker: MqttBroker
     prefix: str = DEFAULT_PREFIX
+    #: This collector's name in its online state and payloads (C{?node=}; default: the host name).
+    node: str = ""
+    #: Seconds between MQTT pings (C{?keepalive=}): a collector whose machine vanishes is marked
+    #: offline by its last will within 1.5x this (a crashed process at once).
+    keepalive: int = 15
 
     @property
     def template(self) -> str:
@@ -92,9 +100,17 @@ def parse_broker_url(text: str) -> BrokerLink:
     if any(c in prefix for c in "+#") or "//" in prefix:
         raise ValueError(f"{shown!r}: the prefix must be plain topic levels (no +, #, or empty level)")
     query = parse_qs(parts.query)
-    unknown = set(query) - {"ca", "insecure", "password_file"}
+    unknown = set(query) - {"ca", "insecure", "password_file", "node", "keepalive"}
     if unknown:
-        raise ValueError(f"{shown!r}: unknown parameter {sorted(unknown)[0]!r} (known: ca, insecure, password_file)")
+        raise ValueError(
+            f"{shown!r}: unknown parameter {sorted(unknown)[0]!r} (known: ca, insecure, password_file, node, keepalive)"
+        )
+    node = query["node"][-1] if "node" in query else default_node()
+    if not is_name(node):
+        raise ValueError(f"{shown!r}: node must be a name (letters, digits, '_', '.', '-')")
+    keepalive_text = query.get("keepalive", ["15"])[-1]
+    if not keepalive_text.isdigit() or not 5 <= int(keepalive_text) <= 3600:
+        raise ValueError(f"{shown!r}: keepalive must be whole seconds from 5 to 3600")
     if ("ca" in query or "insecure" in query) and not tls:
         raise ValueError(f"{shown!r}: ca and insecure need mqtts://")
     password = unquote(parts.password) if parts.password is not None else None
@@ -119,7 +135,13 @@ def parse_broker_url(text: str) -> BrokerLink:
         password=password,
         tls=tls_options if tls else None,
     )
-    return BrokerLink(broker, prefix)
+    return BrokerLink(broker, prefix, node, int(keepalive_text))
+
+
+def default_node() -> str:
+    """The host name, made a valid name: a collector's default C{node}."""
+    name = re.sub(r"[^A-Za-z0-9_.\-]", "-", socket.gethostname())[:64].lstrip(".-") or "collector"
+    return name
 
 
 def topic_for(prefix: str, point_id: str) -> str:
@@ -136,7 +158,7 @@ class MqttBridge(Service):
         link: BrokerLink,
         *,
         client_id: str = "",
-        keepalive: int = 30,
+        keepalive: int | None = None,
         qos: int = 1,
         retain: bool = True,
         max_points: int = 100_000,
@@ -153,7 +175,7 @@ class MqttBridge(Service):
         self.reactor = reactor
         self.link = link
         self.client_id = client_id
-        self.keepalive = keepalive
+        self.keepalive = keepalive or link.keepalive
         self.qos = qos
         self.retain = retain
         self.max_points = max_points
@@ -171,6 +193,7 @@ class MqttBridge(Service):
         self._follower: HubFollower | None = None
         self._client: Any = None
         self._failover = Failover(link.broker)
+        self._online_mid = -1
         #: Counters (read from any thread).
         self.connected = False
         self.connects = 0
@@ -208,6 +231,9 @@ class MqttBridge(Service):
         def stop_paho() -> None:
             # Off the reactor thread: loop_stop joins paho's thread, which may be waiting to reconnect.
             try:
+                if client.is_connected():
+                    # A goodbye: edges mark this collector's points down now, as its last will would.
+                    client.publish(self.node_topic, online_payload(False), qos=1, retain=True).wait_for_publish(2.0)
                 client.disconnect()
                 client.loop_stop()
             finally:
@@ -237,7 +263,9 @@ class MqttBridge(Service):
         self._drain()
 
     def payload(self, point: Point) -> bytes:
-        doc: dict[str, Any] = {"value": point.value, "ts": point.ts, "unit": point.unit, "status": point.status}
+        doc: dict[str, Any] = {
+            "value": point.value, "ts": point.ts, "unit": point.unit, "status": point.status, "node": self.link.node,
+        }
         meta = self.hub.meta.get(point.point_id)
         if meta is not None:
             if meta.name:
@@ -314,8 +342,13 @@ class MqttBridge(Service):
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
+        client.will_set(self.node_topic, online_payload(False), qos=1, retain=True)
         self._failover = Failover(self.link.broker)
         return client
+
+    @property
+    def node_topic(self) -> str:
+        return node_topic(self.link.prefix, self.link.node)
 
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         if reason_code.is_failure:
@@ -326,6 +359,8 @@ class MqttBridge(Service):
             self._inflight = 0
             self.last_error = None
         self.connects += 1
+        # Not counted in flight: paho queues it ahead of the points it then resends.
+        self._online_mid = client.publish(self.node_topic, online_payload(True), qos=1, retain=True).mid
         log.info("mqtt publish: connected to {node} of {broker}", node=self._failover.describe(),
                  broker=self.link.describe())
         self._schedule_drain(resend_all=True)
@@ -357,6 +392,8 @@ class MqttBridge(Service):
             log.warn("mqtt publish: {broker}: {why}; retrying", broker=self.link.describe(), why=why)
 
     def _on_publish(self, client: Any, userdata: Any, mid: int, reason_code: Any, properties: Any) -> None:
+        if mid == self._online_mid:
+            return
         with self._lock:
             self.acked += 1
             self._inflight = max(0, self._inflight - 1)
@@ -429,9 +466,11 @@ def edge_meta(push: PushService) -> Callable[[str, str | None, float | None], No
 
 def subscriber(link: BrokerLink, name: str = "mqtt") -> Any:
     """The MQTT source for C{--subscribe}: every point under the broker URL's prefix."""
-    return MqttProducer(
+    source = MqttProducer(
         name, link.broker, topic_template=link.template, discover=True, reconnect_min=0.5, reconnect_max=10.0,
     )
+    source.liveness = NodeLiveness(link.prefix)
+    return source
 
 
 

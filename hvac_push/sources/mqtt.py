@@ -29,9 +29,10 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-from hvac_push.core.points import STATUSES, InvalidPoint, Sample, Status, Value, check_point_id, check_value
+from hvac_push.core.points import STATUSES, InvalidPoint, Sample, Status, Value, check_point_id, check_value, is_name
 from hvac_push.sources.common import PointStates, QuietLog, log
 from hvac_push.sources.mqtt_client import Failover, MqttBroker, make_client
+from hvac_push.sources.mqtt_liveness import NodeLiveness
 from hvac_push.sources.supervisor import count_error, report_connection
 
 DEFAULT_TEMPLATE = "hvac/{site}/{unit}/{point}"
@@ -70,6 +71,8 @@ class Message:
     status: Status | None = None
     name: str | None = None
     interval: float | None = None
+    #: The collector that published it (L{hvac_push.sources.mqtt_liveness}).
+    node: str | None = None
 
 
 def parse_payload(payload: bytes) -> tuple[Value, float | None, str | None]:
@@ -105,6 +108,7 @@ def parse_message(payload: bytes) -> Message:
     status: Status | None = None
     name: str | None = None
     interval: float | None = None
+    node: str | None = None
     if isinstance(doc, dict):
         if "value" not in doc:
             raise BadPayload("JSON object without \"value\"")
@@ -133,6 +137,10 @@ def parse_message(payload: bytes) -> Message:
             if isinstance(raw_interval, bool) or not isinstance(raw_interval, (int, float)) or not raw_interval > 0:
                 raise BadPayload("\"interval\" must be a positive number of seconds")
             interval = float(raw_interval)
+        if doc.get("node") is not None:
+            if not isinstance(doc["node"], str) or not is_name(doc["node"]):
+                raise BadPayload("\"node\" must be a name (letters, digits, '_', '.', '-')")
+            node = doc["node"]
     elif isinstance(doc, (bool, int, float)):
         value = doc
     else:
@@ -140,7 +148,7 @@ def parse_message(payload: bytes) -> Message:
     if isinstance(value, float) and not math.isfinite(value):
         raise BadPayload("value must be finite")
     try:
-        return Message(check_value(value), ts, unit, status, name, interval)
+        return Message(check_value(value), ts, unit, status, name, interval, node)
     except InvalidPoint as e:
         raise BadPayload(str(e)) from None
 
@@ -305,6 +313,8 @@ class MqttProducer:
         #: Called from paho's thread as C{on_meta(point_id, name, interval)} when a payload
         #: carries a display name or an expected interval (hvac-push collectors send both).
         self.on_meta: Callable[[str, str | None, float | None], None] | None = None
+        #: Set for a C{--subscribe} link: collectors' online states mark their points down or back.
+        self.liveness: NodeLiveness | None = None
 
     def initial_sync(self) -> tuple[bool, str]:
         """A readiness check: true once the retained messages of the first subscription are in.
@@ -419,6 +429,8 @@ class _Session:
                 return
             self.producer.connects += 1
             filters = self.producer.topics.filters()
+            if self.producer.liveness is not None:
+                filters.append(self.producer.liveness.filter)
             if not filters:
                 self._subscribed()
                 return
@@ -451,7 +463,8 @@ class _Session:
             self._lost_at = None
             if was is False and self.marked_down:
                 self.marked_down = False
-                self.states.mark(self.publish, self._known(), "ok")
+                dead = self.producer.liveness.down_points() if self.producer.liveness is not None else set()
+                self.states.mark(self.publish, self._known() - dead, "ok")
         if was is False:
             log.info("mqtt {name} ({node}) is back", name=p.name, node=self.failover.describe())
 
@@ -475,6 +488,11 @@ class _Session:
             payload: bytes = message.payload
             if not payload:
                 return  # a retained message being cleared
+            liveness = producer.liveness
+            node = liveness.node_of(topic) if liveness is not None else None
+            if liveness is not None and node is not None:
+                liveness.update(node, payload, self.states, self.publish)
+                return
             try:
                 target = producer.topics.lookup(topic)
             except InvalidPoint as e:
@@ -496,13 +514,16 @@ class _Session:
                 producer._last_retained_at = time.monotonic()
             if producer.on_meta is not None and (parsed.name is not None or parsed.interval is not None):
                 producer.on_meta(point_id, parsed.name, parsed.interval)
+            status: Status = parsed.status or "ok"
+            if liveness is not None:
+                status = liveness.status_of(point_id, parsed.node, status)
             # Stamped here, on arrival, so a later status mark can repeat this exact ts.
             sample = Sample(
                 point_id,
                 parsed.value,
                 parsed.unit if parsed.unit is not None else unit,
                 parsed.ts or time.time(),
-                parsed.status or "ok",
+                status,
             )
             self.states.remember([sample])
             self.publish([sample])

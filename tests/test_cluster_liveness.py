@@ -1,0 +1,118 @@
+"""Collector liveness: a retained online state and an MQTT last will; edges mark a lost collector's points down.
+
+A collector killed hard is in tests/test_cluster_nats.py (twistd nodes); here
+collectors stop cleanly (their goodbye is the same offline state as their will).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+import pytest_twisted
+
+from hvac_push.core.points import Sample
+from hvac_push.ops.cluster import MqttBridge, parse_broker_url, subscriber
+from hvac_push.sources.common import PointStates
+from hvac_push.sources.mqtt_liveness import NodeLiveness
+from hvac_push.testing import connect
+from tests.brokers import Mosquitto, mosquitto  # noqa: F401 (fixture)
+from tests.conftest import RunningServer, start_server, stop_server
+from tests.helpers import eventually, until_state, within
+
+POINT = "plant/ahu-3/supply_temp"
+
+
+def reactor() -> Any:
+    from twisted.internet import reactor
+
+    return reactor
+
+
+def test_a_url_names_the_collector_node_and_its_keepalive() -> None:
+    link = parse_broker_url("mqtt://127.0.0.1:1884/hvac?node=collector-a&keepalive=5")
+    assert (link.node, link.keepalive) == ("collector-a", 5)
+    assert parse_broker_url("mqtt://127.0.0.1/hvac").node  # the host name by default
+    for bad in ("mqtt://h?node=a/b", "mqtt://h?keepalive=1", "mqtt://h?keepalive=x"):
+        with pytest.raises(ValueError):
+            parse_broker_url(bad)
+
+
+def test_an_offline_node_makes_its_points_down_whatever_order_messages_come_in() -> None:
+    liveness = NodeLiveness("hvac")
+    states = PointStates()
+    handed: list[Sample] = []
+    assert liveness.node_of("hvac/_nodes/c1") == "c1" and liveness.node_of("hvac/plant/_nodes/c1") is None
+    liveness.update("c1", b'{"online": false}', states, handed.extend)
+    assert liveness.status_of(POINT, "c1", "ok") == "down"  # the retained will came first
+    states.remember([Sample(POINT, 1.0, "", 1.0, "down"), Sample("plant/ahu-3/fan", 2.0, "", 1.0, "fault")])
+    liveness.status_of("plant/ahu-3/fan", "c1", "fault")
+    liveness.update("c1", b'{"online": true}', states, handed.extend)
+    assert {(s.point_id, s.status) for s in handed} == {(POINT, "ok")}  # the fault stays a fault
+    assert liveness.status_of("plant/other/x", None, "ok") == "ok"  # no node: nothing to say
+    liveness.update("c1", b"not json", states, handed.extend)  # ignored
+    assert liveness.down_points() == set()
+
+
+async def _collector(broker: Mosquitto, node: str) -> tuple[RunningServer, MqttBridge]:
+    running = await start_server()
+    link = parse_broker_url(f"mqtt://127.0.0.1:{broker.port}/hvac?node={node}")
+    bridge = MqttBridge(running.hub, reactor(), link, reconnect_min=0.05, reconnect_max=0.3)
+    bridge.setServiceParent(running.service)
+    return running, bridge
+
+
+async def _edge(broker: Mosquitto) -> RunningServer:
+    source = subscriber(parse_broker_url(f"mqtt://127.0.0.1:{broker.port}/hvac"), name="edge")
+    source.reconnect_min, source.reconnect_max = 0.05, 0.3
+    return await start_server([source])
+
+
+def _is(status: str, value: float) -> Any:
+    def check(state: dict[str, Any]) -> bool:
+        point = state.get(POINT)
+        return point is not None and (point["status"], point["value"]) == (status, value)
+
+    return check
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_stopped_collector_is_down_at_the_edges_and_ok_again_when_it_returns(mosquitto: Mosquitto) -> None:
+    collector, bridge = await _collector(mosquitto, "c1")
+    edge = await _edge(mosquitto)
+    late: RunningServer | None = None
+    try:
+        client = await within(5, connect(reactor(), edge.port))
+        await eventually(lambda: bridge.connected, 10)
+        collector.hub.publish(Sample(POINT, 13.5, "°C", time.time()))
+        await until_state(client, _is("ok", 13.5))
+        await stop_server(collector)  # the broker stays up: the offline state tells
+        await until_state(client, _is("down", 13.5), seconds=5)
+
+        # An edge that starts now sees the last value, down, from the retained messages.
+        late = await _edge(mosquitto)
+        late_client = await within(5, connect(reactor(), late.port))
+        await until_state(late_client, _is("down", 13.5))
+
+        collector, bridge = await _collector(mosquitto, "c1")  # back, with a newer value
+        collector.hub.publish(Sample(POINT, 14.0, "°C", time.time()))
+        await until_state(client, _is("ok", 14.0))
+        await until_state(late_client, _is("ok", 14.0))
+        for c in (client, late_client):
+            c.sendClose()
+            await within(5, c.closed)
+    finally:
+        await stop_server(edge)
+        if late is not None:
+            await stop_server(late)
+        if collector.service.running:
+            await stop_server(collector)
+
+
+def test_payloads_name_their_collector() -> None:
+    from hvac_push.sources.mqtt import BadPayload, parse_message
+
+    assert parse_message(b'{"value": 1, "node": "c-1"}').node == "c-1"
+    with pytest.raises(BadPayload):
+        parse_message(b'{"value": 1, "node": "a/b"}')
