@@ -125,3 +125,46 @@ async def test_when_a_node_dies_both_sides_fail_over_and_the_points_stay_ok(tmp_
         await stop_server(collector)
         for node in nodes:
             node.kill()
+
+
+def test_a_refused_subscription_is_asked_for_again_with_backoff() -> None:
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.reasoncodes import ReasonCode
+
+    from hvac_push.sources.mqtt import MqttProducer, _Session
+    from hvac_push.sources.mqtt_liveness import NodeLiveness
+
+    class Client:
+        def __init__(self) -> None:
+            self.sent: list[list[str]] = []
+
+        def subscribe(self, topics: list[tuple[str, int]]) -> tuple[int, int]:
+            self.sent.append([t for t, _ in topics])
+            return 0, len(self.sent)
+
+        def is_connected(self) -> bool:
+            return True
+
+    refused, granted = ReasonCode(PacketTypes.SUBACK, identifier=0x80), ReasonCode(PacketTypes.SUBACK, identifier=1)
+    producer = MqttProducer("edge", MqttBroker("127.0.0.1", 1), reconnect_min=0.01, reconnect_max=0.04)
+    producer.liveness = NodeLiveness("hvac")
+    handed: list[Any] = []
+    session = _Session(producer, handed.extend)
+    client = session.client = Client()
+    session._subscribe(client)
+    assert client.sent == [["hvac/+/+/+"], ["hvac/_nodes/+"]]
+    session.on_subscribe(client, None, 1, [refused], None)  # NATS electing a leader
+    session.on_subscribe(client, None, 2, [granted], None)
+    assert producer.initial_sync()[0] is False  # not subscribed yet
+    for _ in range(100):  # bounded: the first retry is due after 0.01 s
+        session.retry_subscription()
+        if len(client.sent) == 3:
+            break
+        time.sleep(0.005)
+    assert client.sent[2] == ["hvac/+/+/+"]  # only what was refused
+    session.on_subscribe(client, None, 3, [refused], None)
+    assert session._retry_delay == 0.04  # doubled twice, capped at reconnect_max
+    time.sleep(0.03)
+    session.retry_subscription()
+    session.on_subscribe(client, None, 4, [granted], None)
+    assert producer.connected and client.sent[3] == ["hvac/+/+/+"]

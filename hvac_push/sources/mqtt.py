@@ -365,6 +365,7 @@ class MqttProducer:
         try:
             while not stop.wait(0.1):  # bounded wake-ups: a lost connection's grace runs out here
                 session.tick()
+                session.retry_subscription()
         finally:
             session.stopping = True
             client.disconnect()
@@ -383,13 +384,19 @@ class _Session:
         self.up: bool | None = None
         #: The last sample of every point this session has handed over.
         self.states = PointStates(_MAX_TRACKED)
-        self._pending_subscribe: int | None = None
         self.failover = Failover(producer.broker)
         self.client: Any = None
         #: When the connection was lost (monotonic), while its points are not marked yet.
         self._lost_at: float | None = None
         self.marked_down = False
         self._marking = threading.Lock()
+        #: A refused subscription is asked for again at this time (monotonic), after this delay.
+        self._retry_at: float | None = None
+        self._retry_delay = producer.reconnect_min
+        self._retry_filters: list[tuple[list[str], bool]] = []
+        #: SUBSCRIBE packets awaiting their SUBACK: mid -> (filters, whether they are the points' filters).
+        self._suback_filters: dict[int, tuple[list[str], bool]] = {}
+        self._suback_lock = threading.Lock()
 
     def _known(self) -> set[str]:
         return self.states.known() | set(self.producer.topics.declared)
@@ -428,28 +435,61 @@ class _Session:
                 self._down(f"connection refused: {reason_code}")
                 return
             self.producer.connects += 1
-            filters = self.producer.topics.filters()
-            if self.producer.liveness is not None:
-                filters.append(self.producer.liveness.filter)
-            if not filters:
-                self._subscribed()
-                return
-            _, mid = client.subscribe([(f, self.producer.qos) for f in filters])
-            self._pending_subscribe = mid
+            self._retry_at = None
+            self._retry_filters = []
+            self._retry_delay = self.producer.reconnect_min
+            self._subscribe(client)
         except Exception:
             log.failure("mqtt {name}: on_connect failed", name=self.producer.name)
 
+    def _subscribe(self, client: Any) -> None:
+        self._suback_filters.clear()
+        filters = self.producer.topics.filters()
+        if not filters:
+            self._subscribed()
+        else:
+            self._send_subscribe(client, filters, points=True)
+        if self.producer.liveness is not None:
+            # Its own packet: a refusal of one is retried without holding the other back.
+            self._send_subscribe(client, [self.producer.liveness.filter], points=False)
+
+    def _send_subscribe(self, client: Any, filters: list[str], points: bool) -> None:
+        with self._suback_lock:  # a retry is sent from the source's thread; its SUBACK may come first
+            _, mid = client.subscribe([(f, self.producer.qos) for f in filters])
+            self._suback_filters[mid] = (filters, points)
+
     def on_subscribe(self, client: Any, userdata: Any, mid: int, reason_codes: Any, properties: Any) -> None:
         try:
-            if mid != self._pending_subscribe:
+            with self._suback_lock:
+                sent = self._suback_filters.pop(mid, None)
+            if sent is None:
                 return
-            refused = [str(code) for code in reason_codes if code.is_failure]
+            filters, points = sent
+            refused = [f for f, code in zip(filters, reason_codes) if code.is_failure]
             if refused:
-                log.warn("mqtt {name}: subscription refused by the broker: {codes}",
-                         name=self.producer.name, codes=", ".join(refused))
-            self._subscribed()
+                # A clustered broker refuses while it elects a leader (NATS: its JetStream consumer timed
+                # out): we ask again, with backoff; the points stay as they are (down once the grace runs out).
+                delay = self._retry_delay
+                self._retry_delay = min(delay * 2, self.producer.reconnect_max)
+                self._retry_at = time.monotonic() + delay
+                self._retry_filters.append((refused, points))
+                log.warn("mqtt {name} ({node}): subscription to {filters} refused by the broker; again in {delay:g} s",
+                         name=self.producer.name, node=self.failover.describe(), filters=", ".join(refused),
+                         delay=delay)
+            if points and len(refused) < len(filters):
+                self._subscribed()
         except Exception:
             log.failure("mqtt {name}: on_subscribe failed", name=self.producer.name)
+
+    def retry_subscription(self) -> None:
+        """From the source's thread: subscribe again to what was refused, once its delay has passed."""
+        retry_at, client = self._retry_at, self.client
+        if retry_at is None or client is None or time.monotonic() < retry_at or not client.is_connected():
+            return
+        self._retry_at = None
+        again, self._retry_filters = self._retry_filters, []
+        for filters, points in again:
+            self._send_subscribe(client, filters, points)
 
     def _subscribed(self) -> None:
         p = self.producer
