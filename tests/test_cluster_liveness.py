@@ -116,3 +116,54 @@ def test_payloads_name_their_collector() -> None:
     assert parse_message(b'{"value": 1, "node": "c-1"}').node == "c-1"
     with pytest.raises(BadPayload):
         parse_message(b'{"value": 1, "node": "a/b"}')
+
+
+def test_metadata_and_alarm_limits_round_trip_and_bad_ones_are_refused() -> None:
+    from hvac_push.core.points import AlarmLimits, PointMeta
+    from hvac_push.sources.mqtt_meta import MetaChannel, meta_payload, parse_meta
+
+    limits = AlarmLimits(high=28.0, low=12.0, deadband=0.5, delay=10.0, severity="critical", latch=True)
+    meta = parse_meta(meta_payload(PointMeta("Supply air", 2.0, limits), "°C"))
+    assert (meta.name, meta.interval, meta.unit, meta.limits) == ("Supply air", 2.0, "°C", limits)
+    for bad in (b"[]", b'{"limits": {"high": "x"}}', b'{"limits": {"colour": 1}}', b'{"interval": -1}',
+                b'{"limits": {"severity": "apocalyptic"}}'):
+        with pytest.raises(ValueError):
+            parse_meta(bad)
+    channel = MetaChannel("hvac")
+    assert channel.point_of("hvac/_meta/plant/ahu-1/t") == "plant/ahu-1/t"
+    assert channel.point_of("hvac/plant/ahu-1/t") is None and channel.point_of("hvac/_meta/a/b") is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_alarm_limits_travel_and_both_edges_raise_the_same_alarm(mosquitto: Mosquitto) -> None:
+    from hvac_push.core.points import AlarmLimits, PointMeta
+    from hvac_push.ops.cluster import install_links
+
+    collector, bridge = await _collector(mosquitto, "c1")
+    edges = []
+    try:
+        for _ in range(2):
+            edge = await start_server()
+            link = parse_broker_url(f"mqtt://127.0.0.1:{mosquitto.port}/hvac")
+            install_links(edge.service, reactor(), subscribe=[link])
+            edges.append(edge)
+        limits = AlarmLimits(high=20.0, severity="critical")
+        collector.hub.configure(POINT, PointMeta("Supply air", 5.0, limits))
+        await eventually(lambda: bridge.connected, 10)
+        collector.hub.publish(Sample(POINT, 18.0, "°C", time.time()))
+        for edge in edges:
+            await eventually(lambda: (edge.hub.meta.get(POINT) or PointMeta()).limits == limits, 10)
+            assert edge.hub.meta[POINT].name == "Supply air" and edge.hub.meta[POINT].expected_interval == 5.0
+        collector.hub.publish(Sample(POINT, 23.0, "°C", time.time()))  # above the collector's limit
+        for edge in (collector, *edges):
+            await eventually(lambda: f"{POINT}:high" in edge.service.alarms.alarms, 10)
+            assert edge.service.alarms.alarms[f"{POINT}:high"].severity == "critical"
+        # A limit changed on the collector follows to the edges.
+        collector.hub.configure(POINT, PointMeta("Supply air", 5.0, AlarmLimits(high=30.0)))
+        collector.hub.publish(Sample(POINT, 23.5, "°C", time.time()))
+        for edge in edges:
+            await eventually(lambda: (edge.hub.meta.get(POINT) or PointMeta()).limits == AlarmLimits(high=30.0), 10)
+    finally:
+        for edge in edges:
+            await stop_server(edge)
+        await stop_server(collector)

@@ -40,10 +40,11 @@ from twisted.logger import Logger
 
 from hvac_push.core.follow import HubFollower
 from hvac_push.core.hub import Hub
-from hvac_push.core.points import Point, is_name
+from hvac_push.core.points import Point, PointMeta, is_name
 from hvac_push.ops.service import PushService
 from hvac_push.sources.mqtt import MqttProducer
 from hvac_push.sources.mqtt_liveness import NodeLiveness, node_topic, online_payload
+from hvac_push.sources.mqtt_meta import META_LEVEL, MetaChannel, TravellingMeta, meta_payload
 from hvac_push.sources.mqtt_client import (
     Failover, MqttBroker, MqttTls, default_port, make_client, parse_addresses, redact_url,
 )
@@ -255,12 +256,21 @@ class MqttBridge(Service):
             self.dropped += 1
             return
         self._last[point_id] = payload
-        with self._lock:
-            if point_id in self._pending:
-                self.conflated += 1
-                del self._pending[point_id]
-            self._pending[point_id] = payload
+        self._queue(point_id, payload)
+        # Its metadata (name, interval, unit, alarm limits), retained on <prefix>/_meta/<point>, when it changed.
+        meta_key = f"{META_LEVEL}/{point_id}"
+        meta = meta_payload(self.hub.meta.get(point_id) or PointMeta(), point.unit)
+        if self._last.get(meta_key) != meta:
+            self._last[meta_key] = meta
+            self._queue(meta_key, meta)
         self._drain()
+
+    def _queue(self, key: str, payload: bytes) -> None:
+        with self._lock:
+            if key in self._pending:
+                self.conflated += 1
+                del self._pending[key]
+            self._pending[key] = payload
 
     def payload(self, point: Point) -> bytes:
         doc: dict[str, Any] = {
@@ -464,12 +474,47 @@ def edge_meta(push: PushService) -> Callable[[str, str | None, float | None], No
     return on_meta
 
 
+def edge_point_meta(push: PushService) -> Callable[[str, TravellingMeta], None]:
+    """C{on_point_meta} for a C{--subscribe} link: a collector's names, intervals and alarm limits.
+
+    What the edge configures itself wins; limits the edge took from a collector
+    follow that collector's changes (and removal), so every edge evaluates the
+    same limits and raises the same alarms.
+    """
+    from dataclasses import replace
+
+    adopted: set[str] = set()
+
+    def apply(point_id: str, travelling: TravellingMeta) -> None:
+        meta = push.hub.meta.get(point_id) or PointMeta()
+        limits = meta.limits
+        if limits is None or point_id in adopted:
+            limits = travelling.limits
+            if limits is not None:
+                adopted.add(point_id)
+            else:
+                adopted.discard(point_id)
+        new = replace(meta, name=meta.name or travelling.name,
+                      expected_interval=meta.expected_interval or travelling.interval, limits=limits)
+        if new != meta:
+            push.hub.configure(point_id, new)
+
+    def on_point_meta(point_id: str, travelling: TravellingMeta) -> None:
+        try:
+            push.reactor.callFromThread(apply, point_id, travelling)
+        except Exception:
+            pass  # the reactor is gone
+
+    return on_point_meta
+
+
 def subscriber(link: BrokerLink, name: str = "mqtt") -> Any:
     """The MQTT source for C{--subscribe}: every point under the broker URL's prefix."""
     source = MqttProducer(
         name, link.broker, topic_template=link.template, discover=True, reconnect_min=0.5, reconnect_max=10.0,
     )
     source.liveness = NodeLiveness(link.prefix)
+    source.meta_channel = MetaChannel(link.prefix)
     return source
 
 
@@ -496,8 +541,11 @@ def install_links(
         service.add_producer(subscriber(link, name=f"subscribe.{index + 1}"))
     mqtt_sources = [s.producer for s in service.producers if isinstance(s.producer, MqttProducer)]
     on_meta = edge_meta(service)
+    on_point_meta = edge_point_meta(service)
     for source in mqtt_sources:
         source.on_meta = on_meta
+        if source.meta_channel is not None:
+            source.meta_channel.on_point_meta = on_point_meta
     reloader = _reloader(service)
     if reloader is not None:
         # A SIGHUP reload builds new MQTT sources: they must take names and intervals too.

@@ -33,6 +33,7 @@ from hvac_push.core.points import STATUSES, InvalidPoint, Sample, Status, Value,
 from hvac_push.sources.common import PointStates, QuietLog, log
 from hvac_push.sources.mqtt_client import Failover, MqttBroker, make_client
 from hvac_push.sources.mqtt_liveness import NodeLiveness
+from hvac_push.sources.mqtt_meta import MetaChannel
 from hvac_push.sources.supervisor import count_error, report_connection
 
 DEFAULT_TEMPLATE = "hvac/{site}/{unit}/{point}"
@@ -315,6 +316,8 @@ class MqttProducer:
         self.on_meta: Callable[[str, str | None, float | None], None] | None = None
         #: Set for a C{--subscribe} link: collectors' online states mark their points down or back.
         self.liveness: NodeLiveness | None = None
+        #: Set for a C{--subscribe} link: point metadata and alarm limits published by collectors.
+        self.meta_channel: MetaChannel | None = None
 
     def initial_sync(self) -> tuple[bool, str]:
         """A readiness check: true once the retained messages of the first subscription are in.
@@ -449,9 +452,10 @@ class _Session:
             self._subscribed()
         else:
             self._send_subscribe(client, filters, points=True)
-        if self.producer.liveness is not None:
-            # Its own packet: a refusal of one is retried without holding the other back.
-            self._send_subscribe(client, [self.producer.liveness.filter], points=False)
+        side = [c.filter for c in (self.producer.liveness, self.producer.meta_channel) if c is not None]
+        if side:
+            # Their own packet: a refusal of one is retried without holding the other back.
+            self._send_subscribe(client, side, points=False)
 
     def _send_subscribe(self, client: Any, filters: list[str], points: bool) -> None:
         with self._suback_lock:  # a retry is sent from the source's thread; its SUBACK may come first
@@ -528,6 +532,14 @@ class _Session:
             payload: bytes = message.payload
             if not payload:
                 return  # a retained message being cleared
+            channel = producer.meta_channel
+            about = channel.point_of(topic) if channel is not None else None
+            if channel is not None and about is not None:
+                try:
+                    channel.handle(about, payload)
+                except (ValueError, TypeError) as e:
+                    producer.count_malformed(topic, f"bad metadata: {e}")
+                return
             liveness = producer.liveness
             node = liveness.node_of(topic) if liveness is not None else None
             if liveness is not None and node is not None:
