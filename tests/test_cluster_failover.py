@@ -168,3 +168,30 @@ def test_a_refused_subscription_is_asked_for_again_with_backoff() -> None:
     session.retry_subscription()
     session.on_subscribe(client, None, 4, [granted], None)
     assert producer.connected and client.sent[3] == ["hvac/+/+/+"]
+
+
+def test_a_subscription_never_answered_is_asked_for_again() -> None:
+    from hvac_push.sources.mqtt import MqttProducer, _Session
+
+    class Client:
+        def __init__(self) -> None:
+            self.sent: list[list[str]] = []
+
+        def subscribe(self, topics: list[tuple[str, int]]) -> tuple[int, int]:
+            self.sent.append([t for t, _ in topics])
+            return 0, len(self.sent)
+
+        def is_connected(self) -> bool:
+            return True
+
+    producer = MqttProducer("edge", MqttBroker("127.0.0.1", 1), reconnect_min=0.01, reconnect_max=0.04)
+    session = _Session(producer, lambda samples: None)
+    session.subscribe_timeout = 0.02
+    client = session.client = Client()
+    session._subscribe(client)
+    for _ in range(200):  # bounded: timeout 0.02 s, then a retry after 0.01 s
+        session.retry_subscription()
+        if len(client.sent) == 2:
+            break
+        time.sleep(0.005)
+    assert client.sent == [["hvac/+/+/+"], ["hvac/+/+/+"]]

@@ -283,7 +283,7 @@ class MqttProducer:
         reconnect_max: float = 30.0,
         connect_timeout: float = 5.0,
         malformed_log_period: float = 60.0,
-        failover_grace: float = 3.0,
+        failover_grace: float = 10.0,
     ):
         self.name = name
         self.broker = broker
@@ -400,14 +400,20 @@ class _Session:
         #: SUBSCRIBE packets awaiting their SUBACK: mid -> (filters, whether they are the points' filters).
         self._suback_filters: dict[int, tuple[list[str], bool]] = {}
         self._suback_lock = threading.Lock()
+        self._suback_sent: dict[int, float] = {}
+        self.subscribe_timeout = 10.0
 
     def _known(self) -> set[str]:
         return self.states.known() | set(self.producer.topics.declared)
 
     def _down(self, why: str) -> None:
         self.producer.connected = False
+        node = self.failover.describe()
         if self.client is not None:
             self.failover.lost(self.client)
+        with self._suback_lock:
+            self._suback_filters.clear()
+            self._suback_sent.clear()
         if self.stopping or self.up is False:
             return
         report_connection(self.publish, why)
@@ -416,7 +422,7 @@ class _Session:
             self._lost_at = time.monotonic()
         p = self.producer
         log.warn("mqtt {name} ({node}): {why}; trying {nodes} node(s) for {grace:g} s before marking its points down",
-                 name=p.name, node=self.failover.describe(), nodes=len(self.failover.addresses), why=why,
+                 name=p.name, node=node, nodes=len(self.failover.addresses), why=why,
                  grace=p.failover_grace)
         self.tick()
 
@@ -461,37 +467,59 @@ class _Session:
         with self._suback_lock:  # a retry is sent from the source's thread; its SUBACK may come first
             _, mid = client.subscribe([(f, self.producer.qos) for f in filters])
             self._suback_filters[mid] = (filters, points)
+            self._suback_sent[mid] = time.monotonic()
 
     def on_subscribe(self, client: Any, userdata: Any, mid: int, reason_codes: Any, properties: Any) -> None:
         try:
             with self._suback_lock:
                 sent = self._suback_filters.pop(mid, None)
+                self._suback_sent.pop(mid, None)
             if sent is None:
                 return
             filters, points = sent
             refused = [f for f, code in zip(filters, reason_codes) if code.is_failure]
-            if refused:
-                # A clustered broker refuses while it elects a leader (NATS: its JetStream consumer timed
-                # out): we ask again, with backoff; the points stay as they are (down once the grace runs out).
-                delay = self._retry_delay
-                self._retry_delay = min(delay * 2, self.producer.reconnect_max)
-                self._retry_at = time.monotonic() + delay
-                self._retry_filters.append((refused, points))
-                log.warn("mqtt {name} ({node}): subscription to {filters} refused by the broker; again in {delay:g} s",
-                         name=self.producer.name, node=self.failover.describe(), filters=", ".join(refused),
-                         delay=delay)
+            self._refused(refused, points)
             if points and len(refused) < len(filters):
                 self._subscribed()
         except Exception:
             log.failure("mqtt {name}: on_subscribe failed", name=self.producer.name)
 
+    def _refused(self, refused: list[str], points: bool, why: str = "refused by the broker") -> None:
+        """Ask for C{refused} again, with backoff (either thread).
+
+        A clustered broker refuses while it elects a leader (NATS: its JetStream
+        consumer timed out); the points stay as they are meanwhile (down once
+        the grace runs out).
+        """
+        if not refused:
+            return
+        with self._suback_lock:
+            delay = self._retry_delay
+            self._retry_delay = min(delay * 2, self.producer.reconnect_max)
+            self._retry_at = time.monotonic() + delay
+            self._retry_filters.append((refused, points))
+        log.warn("mqtt {name} ({node}): subscription to {filters} {why}; again in {delay:g} s",
+                 name=self.producer.name, node=self.failover.describe(), filters=", ".join(refused),
+                 why=why, delay=delay)
+
     def retry_subscription(self) -> None:
         """From the source's thread: subscribe again to what was refused, once its delay has passed."""
-        retry_at, client = self._retry_at, self.client
-        if retry_at is None or client is None or time.monotonic() < retry_at or not client.is_connected():
-            return
-        self._retry_at = None
-        again, self._retry_filters = self._retry_filters, []
+        now = time.monotonic()
+        with self._suback_lock:
+            # A broker busy electing a leader may never answer a SUBSCRIBE: a silence counts as a refusal.
+            late = [mid for mid, at in self._suback_sent.items() if now - at > self.subscribe_timeout]
+            unanswered = [self._suback_filters.pop(mid) for mid in late]
+            for mid in late:
+                del self._suback_sent[mid]
+        for filters, points in unanswered:
+            self._refused(filters, points, f"not answered within {self.subscribe_timeout:g} s")
+        client = self.client
+        with self._suback_lock:
+            retry_at = self._retry_at
+            if retry_at is None or client is None or now < retry_at or not client.is_connected():
+                return
+            self._retry_at = None
+            again, self._retry_filters = self._retry_filters, []
         for filters, points in again:
             self._send_subscribe(client, filters, points)
 
