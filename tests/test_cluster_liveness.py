@@ -167,3 +167,40 @@ async def test_alarm_limits_travel_and_both_edges_raise_the_same_alarm(mosquitto
         for edge in edges:
             await stop_server(edge)
         await stop_server(collector)
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_ack_on_one_edge_is_applied_on_the_collector_and_the_other_edge(mosquitto: Mosquitto) -> None:
+    from hvac_push.core.points import AlarmLimits, PointMeta
+    from hvac_push.ops.cluster import install_links
+    from hvac_push.ops.cluster_acks import AckRelay
+
+    link = parse_broker_url(f"mqtt://127.0.0.1:{mosquitto.port}/hvac?node=c1")
+    nodes = []
+    try:
+        collector = await start_server()
+        install_links(collector.service, reactor(), publish=[link])
+        nodes.append(collector)
+        for _ in range(2):
+            edge = await start_server()
+            install_links(edge.service, reactor(), subscribe=[link])
+            nodes.append(edge)
+        relays = [n.service.getServiceNamed("mqtt-acks") for n in nodes]
+        assert all(isinstance(r, AckRelay) for r in relays)
+        await eventually(lambda: all(r.connected for r in relays), 10)
+        collector.hub.configure(POINT, PointMeta("Supply air", 5.0, AlarmLimits(high=20.0)))
+        collector.hub.publish(Sample(POINT, 23.0, "°C", time.time()))
+        alarm_id = f"{POINT}:high"
+        for node in nodes:
+            await eventually(lambda: alarm_id in node.service.alarms.alarms, 10)
+        nodes[1].service.alarms.ack(alarm_id, by="alice", comment="on it")
+        for node in nodes:
+            await eventually(lambda: node.service.alarms.alarms[alarm_id].state == "acknowledged", 10)
+            assert node.service.alarms.alarms[alarm_id].by == "alice"
+        nodes[2].service.alarms.shelve(alarm_id, 15, by="bob")
+        for node in nodes:
+            await eventually(lambda: node.service.alarms.alarms[alarm_id].state == "shelved", 10)
+        assert relays[1].sent == 1 and relays[2].sent == 1  # applied actions are not sent back
+    finally:
+        for node in nodes:
+            await stop_server(node)

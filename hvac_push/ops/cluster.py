@@ -255,14 +255,15 @@ class MqttBridge(Service):
         if point_id not in self._last and len(self._last) >= self.max_points:
             self.dropped += 1
             return
-        self._last[point_id] = payload
-        self._queue(point_id, payload)
-        # Its metadata (name, interval, unit, alarm limits), retained on <prefix>/_meta/<point>, when it changed.
+        # Its metadata (name, interval, unit, alarm limits), retained on <prefix>/_meta/<point>, when it
+        # changed: ahead of the value, so edges judge the value with the limits it came with.
         meta_key = f"{META_LEVEL}/{point_id}"
         meta = meta_payload(self.hub.meta.get(point_id) or PointMeta(), point.unit)
         if self._last.get(meta_key) != meta:
             self._last[meta_key] = meta
             self._queue(meta_key, meta)
+        self._last[point_id] = payload
+        self._queue(point_id, payload)
         self._drain()
 
     def _queue(self, key: str, payload: bytes) -> None:
@@ -498,6 +499,10 @@ def edge_point_meta(push: PushService) -> Callable[[str, TravellingMeta], None]:
                       expected_interval=meta.expected_interval or travelling.interval, limits=limits)
         if new != meta:
             push.hub.configure(point_id, new)
+            point = push.hub.get(point_id)
+            alarms = getattr(push, "alarms", None)
+            if point is not None and alarms is not None and new.limits != meta.limits:
+                alarms.evaluate(point)  # limits that came after the value apply to it at once
 
     def on_point_meta(point_id: str, travelling: TravellingMeta) -> None:
         try:
@@ -556,6 +561,12 @@ def install_links(
         reloader.on_producer.append(wire)
     if mqtt_sources:
         add_sync_readiness(service)
+    links = [*subscribe, *publish]
+    if links and getattr(service, "alarms", None) is not None:
+        # Operators' acks and shelves travel between nodes (docs/deployment.md, alarm state across edges).
+        from hvac_push.ops.cluster_acks import AckRelay
+
+        AckRelay(service.alarms, reactor, links[0]).setServiceParent(service)
     for index, link in enumerate(publish):
         name = f"mqtt-publish.{index + 1}"
         bridge = MqttBridge(service.hub, reactor, link, exclude=mqtt_fed(service), name=name)
