@@ -50,6 +50,9 @@ from hvac_push.sources.mqtt_client import (
 )
 
 DEFAULT_PREFIX = "hvac"
+#: The longest reconnect delay towards a broker given several nodes: one of them is likely up,
+#: and a cluster electing a leader refuses for seconds, so keep asking often.
+CLUSTER_RECONNECT_MAX = 4.0
 log = Logger(namespace="hvac_push.ops.cluster")
 
 
@@ -516,7 +519,8 @@ def edge_point_meta(push: PushService) -> Callable[[str, TravellingMeta], None]:
 def subscriber(link: BrokerLink, name: str = "mqtt") -> Any:
     """The MQTT source for C{--subscribe}: every point under the broker URL's prefix."""
     source = MqttProducer(
-        name, link.broker, topic_template=link.template, discover=True, reconnect_min=0.5, reconnect_max=10.0,
+        name, link.broker, topic_template=link.template, discover=True, reconnect_min=0.5,
+        reconnect_max=CLUSTER_RECONNECT_MAX if link.broker.fallbacks else 10.0,
     )
     source.liveness = NodeLiveness(link.prefix)
     source.meta_channel = MetaChannel(link.prefix)
@@ -569,7 +573,8 @@ def install_links(
         AckRelay(service.alarms, reactor, links[0]).setServiceParent(service)
     for index, link in enumerate(publish):
         name = f"mqtt-publish.{index + 1}"
-        bridge = MqttBridge(service.hub, reactor, link, exclude=mqtt_fed(service), name=name)
+        bridge = MqttBridge(service.hub, reactor, link, exclude=mqtt_fed(service), name=name,
+                            reconnect_max=CLUSTER_RECONNECT_MAX if link.broker.fallbacks else 30.0)
         bridge.setServiceParent(service)
         service.add_readiness_check(name, bridge.health)
 
