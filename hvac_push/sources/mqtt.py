@@ -560,6 +560,8 @@ class _Session:
             payload: bytes = message.payload
             if not payload:
                 return  # a retained message being cleared
+            if message.retain:  # metadata and liveness are part of the initial state too
+                producer._last_retained_at = time.monotonic()
             channel = producer.meta_channel
             about = channel.point_of(topic) if channel is not None else None
             if channel is not None and about is not None:
