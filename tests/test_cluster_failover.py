@@ -195,3 +195,33 @@ def test_a_subscription_never_answered_is_asked_for_again() -> None:
             break
         time.sleep(0.005)
     assert client.sent == [["hvac/+/+/+"], ["hvac/+/+/+"]]
+
+
+def test_a_node_that_acknowledges_nothing_is_left_for_the_next() -> None:
+    import socket
+
+    from twisted.internet.task import Clock
+
+    from hvac_push.core.hub import Hub
+
+    ours, theirs = socket.socketpair()
+
+    class Client:
+        def socket(self) -> socket.socket:
+            return ours
+
+    link = parse_broker_url("mqtt://127.0.0.1:1,127.0.0.1:2/hvac?node=c1")
+    bridge = MqttBridge(Hub(), Clock(), link)
+    bridge._client = Client()
+    try:
+        bridge.connected, bridge._inflight = True, 3
+        bridge._check_acks()
+        assert bridge.stalls == 0  # still within the ack timeout
+        bridge._progress_at -= bridge.ack_timeout + 1
+        bridge._check_acks()
+        assert bridge.stalls == 1
+        theirs.settimeout(2)
+        assert theirs.recv(1) == b""  # shut: paho sees the connection lost and moves on
+    finally:
+        ours.close()
+        theirs.close()

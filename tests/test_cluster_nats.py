@@ -31,7 +31,7 @@ from tests.wsprobe import first_messages, free_port
 ROOT = Path(__file__).resolve().parents[1]
 TWISTD = str(Path(sys.executable).with_name("twistd"))
 CYCLES = 10
-CONVERGE = 45.0
+CONVERGE = 60.0
 KEEPALIVE = 5
 POINTS = ("site/ahu-1/supply_temp", "site/ahu-1/fan_speed", "site/ahu-1/setpoint")
 

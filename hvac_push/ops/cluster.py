@@ -36,6 +36,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from hvac_push.core.follow import HubFollower
@@ -198,6 +199,11 @@ class MqttBridge(Service):
         self._client: Any = None
         self._failover = Failover(link.broker)
         self._online_mid = -1
+        #: Seconds without a single PUBACK while publishes are in flight before the node is given up.
+        self.ack_timeout = 10.0
+        self._progress_at = time.monotonic()
+        self._watchdog: LoopingCall | None = None
+        self.stalls = 0
         #: Counters (read from any thread).
         self.connected = False
         self.connects = 0
@@ -219,9 +225,15 @@ class MqttBridge(Service):
         self._client = self._make_client()
         self._client.connect_async(*self._failover.current, self.keepalive)
         self._client.loop_start()
+        self._watchdog = LoopingCall(self._check_acks)
+        self._watchdog.clock = self.reactor
+        self._watchdog.start(1.0, now=False)
 
     def stopService(self) -> Deferred[None] | None:
         super().stopService()
+        if self._watchdog is not None and self._watchdog.running:
+            self._watchdog.stop()
+        self._watchdog = None
         if self._follower is not None:
             self._follower.close()
             self._follower = None
@@ -302,6 +314,8 @@ class MqttBridge(Service):
             while room > 0 and self._pending:
                 batch.append(self._pending.popitem(last=False))
                 room -= 1
+            if batch and self._inflight == 0:
+                self._progress_at = time.monotonic()  # the ack timeout counts from the first one in flight
             self._inflight += len(batch)
         # Never call paho while holding our lock: paho calls on_publish holding its own.
         for point_id, payload in batch:
@@ -372,6 +386,7 @@ class MqttBridge(Service):
             self.connected = True
             self._inflight = 0
             self.last_error = None
+            self._progress_at = time.monotonic()
         self.connects += 1
         # Not counted in flight: paho queues it ahead of the points it then resends.
         self._online_mid = client.publish(self.node_topic, online_payload(True), qos=1, retain=True).mid
@@ -405,7 +420,27 @@ class MqttBridge(Service):
             self._last_warned = time.monotonic()
             log.warn("mqtt publish: {broker}: {why}; retrying", broker=self.link.describe(), why=why)
 
+    def _check_acks(self) -> None:
+        """A node that takes publishes but never acknowledges them (a NATS node without a JetStream
+        leader) is left: its socket is shut, and paho moves to the next node."""
+        client = self._client
+        with self._lock:
+            stalled = self.connected and self._inflight > 0 and time.monotonic() - self._progress_at > self.ack_timeout
+        if not stalled or client is None:
+            return
+        self.stalls += 1
+        self._progress_at = time.monotonic()
+        log.warn("mqtt publish: {node} acknowledged nothing for {timeout:g} s; trying the next node",
+                 node=self._failover.describe(), timeout=self.ack_timeout)
+        sock = client.socket()
+        try:
+            if sock is not None:
+                sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
     def _on_publish(self, client: Any, userdata: Any, mid: int, reason_code: Any, properties: Any) -> None:
+        self._progress_at = time.monotonic()
         if mid == self._online_mid:
             return
         with self._lock:
