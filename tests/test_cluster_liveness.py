@@ -31,10 +31,11 @@ def reactor() -> Any:
 
 
 def test_a_url_names_the_collector_node_and_its_keepalive() -> None:
-    link = parse_broker_url("mqtt://127.0.0.1:1884/hvac?node=collector-a&keepalive=5")
-    assert (link.node, link.keepalive) == ("collector-a", 5)
+    link = parse_broker_url("mqtt://127.0.0.1:1884/hvac?node=collector-a&keepalive=5&qos=0")
+    assert (link.node, link.keepalive, link.qos) == ("collector-a", 5, 0)
+    assert subscriber(link).qos == 0 and parse_broker_url("mqtt://h").qos == 1
     assert parse_broker_url("mqtt://127.0.0.1/hvac").node  # the host name by default
-    for bad in ("mqtt://h?node=a/b", "mqtt://h?keepalive=1", "mqtt://h?keepalive=x"):
+    for bad in ("mqtt://h?node=a/b", "mqtt://h?keepalive=1", "mqtt://h?keepalive=x", "mqtt://h?qos=2"):
         with pytest.raises(ValueError):
             parse_broker_url(bad)
 

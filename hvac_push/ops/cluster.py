@@ -68,6 +68,9 @@ class BrokerLink:
     #: Seconds between MQTT pings (C{?keepalive=}): a collector whose machine vanishes is marked
     #: offline by its last will within 1.5x this (a crashed process at once).
     keepalive: int = 15
+    #: The QoS of an edge's subscription (C{?qos=}): 1 by default; 0 needs no broker-side session state
+    #: (NATS: no JetStream consumer), so a failover does not wait for the cluster to elect a leader.
+    qos: int = 1
 
     @property
     def template(self) -> str:
@@ -105,11 +108,14 @@ def parse_broker_url(text: str) -> BrokerLink:
     if any(c in prefix for c in "+#") or "//" in prefix:
         raise ValueError(f"{shown!r}: the prefix must be plain topic levels (no +, #, or empty level)")
     query = parse_qs(parts.query)
-    unknown = set(query) - {"ca", "insecure", "password_file", "node", "keepalive"}
+    unknown = set(query) - {"ca", "insecure", "password_file", "node", "keepalive", "qos"}
     if unknown:
         raise ValueError(
-            f"{shown!r}: unknown parameter {sorted(unknown)[0]!r} (known: ca, insecure, password_file, node, keepalive)"
+            f"{shown!r}: unknown parameter {sorted(unknown)[0]!r} (known: ca, insecure, password_file, node, keepalive, qos)"
         )
+    qos_text = query.get("qos", ["1"])[-1]
+    if qos_text not in ("0", "1"):
+        raise ValueError(f"{shown!r}: qos must be 0 or 1")
     node = query["node"][-1] if "node" in query else default_node()
     if not is_name(node):
         raise ValueError(f"{shown!r}: node must be a name (letters, digits, '_', '.', '-')")
@@ -140,7 +146,7 @@ def parse_broker_url(text: str) -> BrokerLink:
         password=password,
         tls=tls_options if tls else None,
     )
-    return BrokerLink(broker, prefix, node, int(keepalive_text))
+    return BrokerLink(broker, prefix, node, int(keepalive_text), int(qos_text))
 
 
 def default_node() -> str:
@@ -555,7 +561,7 @@ def subscriber(link: BrokerLink, name: str = "mqtt") -> Any:
     """The MQTT source for C{--subscribe}: every point under the broker URL's prefix."""
     source = MqttProducer(
         name, link.broker, topic_template=link.template, discover=True, reconnect_min=0.5,
-        reconnect_max=CLUSTER_RECONNECT_MAX if link.broker.fallbacks else 10.0,
+        reconnect_max=CLUSTER_RECONNECT_MAX if link.broker.fallbacks else 10.0, qos=link.qos,
     )
     source.liveness = NodeLiveness(link.prefix)
     source.meta_channel = MetaChannel(link.prefix)
