@@ -8,7 +8,10 @@ when there is one). Two modes:
   rate), all listening on ``reuseport:PORT``;
 - ``--broker``: a private mosquitto (loopback, free port), one collector
   (``--publish``, the simulator) and N edges (``--subscribe``) on
-  ``reuseport:PORT``: the deployment of docs/deployment.md on one machine.
+  ``reuseport:PORT``: the deployment of docs/deployment.md on one machine;
+- ``--nats``: the same through a private three-node NATS cluster (JetStream and
+  its MQTT gateway, Debian's nats-server), collector and edges given all three
+  nodes (edges subscribe with ``?qos=0``, docs/deployment.md#a-clustered-broker).
 
 Each edge also listens on a private port; the supervisor prints
 ``cluster: ready`` once every edge answers /healthz with 200 (run.py waits for
@@ -61,6 +64,24 @@ def health(port: int) -> tuple[int, dict]:
         return 0, {}
 
 
+def start_nats(folder: Path, children: list[tuple[str, subprocess.Popen[bytes]]]) -> list[int]:
+    """Three routed nats-server nodes (JetStream, MQTT gateway) on free loopback ports; their MQTT ports."""
+    binary = shutil.which("nats-server") or "/usr/sbin/nats-server"
+    ports = [(free_port(), free_port(), free_port()) for _ in range(3)]
+    routes = ", ".join(f"nats-route://{HOST}:{route}" for _, route, _ in ports)
+    for index, (client, route, mqtt) in enumerate(ports):
+        store = folder / f"n{index + 1}-store"
+        store.mkdir()
+        conf = folder / f"n{index + 1}.conf"
+        conf.write_text(
+            f"server_name: n{index + 1}\nlisten: {HOST}:{client}\njetstream {{ store_dir: {str(store)!r} }}\n"
+            f"cluster {{ name: bench, listen: {HOST}:{route}, routes: [{routes}] }}\nmqtt {{ listen: {HOST}:{mqtt} }}\n"
+        )
+        children.append((f"nats-{index + 1}", subprocess.Popen(
+            [binary, "-c", str(conf)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)))
+    return [mqtt for _, _, mqtt in ports]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--port", type=int, required=True, help="the shared port (127.0.0.1)")
@@ -68,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rate", type=float, default=100.0, help="simulator updates per second")
     p.add_argument("--units", type=int, default=6, help="simulated units")
     p.add_argument("--broker", action="store_true", help="feed the edges from a collector through mosquitto")
+    p.add_argument("--nats", action="store_true", help="... through a three-node NATS cluster instead")
     args = p.parse_args(argv)
     if not 1 <= args.processes <= 64:
         p.error("--processes must be 1-64")
@@ -86,7 +108,15 @@ def main(argv: list[str] | None = None) -> int:
     sim = ["--sim-units", str(args.units), "--sim-rate", str(args.rate), "--sim-seed", "1"]
     feed: list[str] = sim
     try:
-        if args.broker:
+        if args.nats:
+            nodes = start_nats(Path(tmp.name), children)
+            url = f"mqtt://{','.join(f'{HOST}:{port}' for port in nodes)}/hvac"
+            children.append(("collector", subprocess.Popen(
+                [twistd(), "-n", "--pidfile=", "hvacpush", *sim, "--publish", url + "?node=bench",
+                 "--listen", f"tcp:{free_port()}:interface={HOST}"],
+                cwd=tmp.name, env=env, stdin=subprocess.DEVNULL)))
+            feed = ["--subscribe", url + "?qos=0"]
+        elif args.broker:
             mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
             broker_port = free_port()
             conf = Path(tmp.name) / "mosquitto.conf"
@@ -117,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
                  "--listen", f"reuseport:{args.port}:interface={HOST}:backlog=1024",
                  "--listen", f"tcp:{own}:interface={HOST}"],
                 cwd=tmp.name, env=env, stdin=subprocess.DEVNULL)))
-        deadline = time.monotonic() + READY_TIMEOUT_S
+        deadline = time.monotonic() + READY_TIMEOUT_S + (30.0 if args.nats else 0.0)  # JetStream forms first
         while not stopping and time.monotonic() < deadline:
             if all(health(port)[0] == 200 for port in private):
                 print(f"cluster: ready ({args.processes} processes on {HOST}:{args.port})", flush=True)

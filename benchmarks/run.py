@@ -59,7 +59,7 @@ FD_SLACK = 1024
 ALL_SERVERS = ("hvacpush", "websockets", "autobahn-naive")
 #: Run only when named in --servers: --processes hvac-push processes on one port (benchmarks/cluster.py),
 #: each with its own simulator, or (-mqtt) fed by a collector through a private mosquitto.
-CLUSTER_SERVERS = ("hvacpush-reuseport", "hvacpush-reuseport-mqtt")
+CLUSTER_SERVERS = ("hvacpush-reuseport", "hvacpush-reuseport-mqtt", "hvacpush-reuseport-nats")
 
 #: Named scenarios; ``--all`` runs them in this order.
 SCENARIOS = {
@@ -162,7 +162,8 @@ def compile_loadgen(tmpdir: str) -> str:
 def server_command(name: str, port: int, rate: int, processes: int = 2) -> list[str]:
     if name in CLUSTER_SERVERS:
         return [sys.executable, str(HERE / "cluster.py"), "--port", str(port), "--rate", str(rate),
-                "--units", "6", "--processes", str(processes), *(["--broker"] if name.endswith("-mqtt") else [])]
+                "--units", "6", "--processes", str(processes), *(["--broker"] if name.endswith("-mqtt") else []),
+                *(["--nats"] if name.endswith("-nats") else [])]
     if name == "hvacpush":
         return [
             venv_bin("twistd"), "-n", "--pidfile=", "hvacpush",
@@ -237,16 +238,16 @@ def wait_ready(proc: subprocess.Popen, port: int) -> str | None:
     return f"did not accept a WebSocket upgrade on {WS_PATH} within {READY_TIMEOUT_S:.0f}s"
 
 
-def wait_log_line(proc: subprocess.Popen, log_path: Path, line: str) -> str | None:
+def wait_log_line(proc: subprocess.Popen, log_path: Path, line: str, timeout: float = READY_TIMEOUT_S) -> str | None:
     """None once the server's log has C{line} (cluster.py says when every process is ready)."""
-    deadline = time.monotonic() + READY_TIMEOUT_S
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if line in tail(log_path, 200):
             return None
         if proc.poll() is not None:
             return f"exited with code {proc.returncode} before {line!r}"
         time.sleep(0.2)
-    return f"did not log {line!r} within {READY_TIMEOUT_S:.0f}s"
+    return f"did not log {line!r} within {timeout:.0f}s"
 
 
 def stop_server(proc: subprocess.Popen) -> str:
@@ -430,7 +431,8 @@ def run_one(name: str, cfg: dict, loadgen: str, log_dir: Path, args) -> dict:
         try:
             problem = wait_ready(proc, port)
             if not problem and name in CLUSTER_SERVERS:
-                problem = wait_log_line(proc, log_path, "cluster: ready")
+                # A NATS cluster forms and elects its JetStream leaders before the edges can sync.
+                problem = wait_log_line(proc, log_path, "cluster: ready", 60.0 if name.endswith("-nats") else READY_TIMEOUT_S)
             if problem:
                 row["error"] = f"server {problem}"
                 row["server_log_tail"] = tail(log_path)

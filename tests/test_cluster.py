@@ -115,7 +115,7 @@ async def _collector(broker: Mosquitto, **bridge_options: Any) -> tuple[RunningS
 
 async def _edge(broker: Mosquitto, name: str = "edge", **options: Any) -> RunningServer:
     source = subscriber(parse_broker_url(f"mqtt://127.0.0.1:{broker.port}/hvac"), name=name)
-    source.reconnect_min, source.reconnect_max = 0.05, 0.3
+    source.reconnect_min, source.reconnect_max, source.failover_grace = 0.05, 0.3, 0.5
     running = await start_server([source], **options)
     source.on_meta = edge_meta(running.service)
     add_sync_readiness(running.service)
@@ -178,7 +178,7 @@ async def test_a_value_published_on_the_collector_reaches_clients_of_both_edges(
 
 
 @pytest_twisted.ensureDeferred
-async def test_when_a_collector_dies_its_points_go_stale_at_the_edges_after_their_interval(mosquitto):
+async def test_when_a_point_falls_silent_it_goes_stale_at_the_edges_after_its_interval(mosquitto):
     collector, bridge = await _collector(mosquitto)
     edge = await _edge(mosquitto, stale_check=0.05)
     try:
@@ -187,7 +187,8 @@ async def test_when_a_collector_dies_its_points_go_stale_at_the_edges_after_thei
         await eventually(lambda: bridge.connected, 10)
         collector.hub.publish(Sample("plant/ahu-2/fan_speed", 40.0, "%", time.time()))
         await until_state(client, _is("plant/ahu-2/fan_speed", "ok", 40.0))
-        await stop_server(collector)  # the broker stays up: only the collector's silence tells
+        # No more samples: the collector and the broker stay up, only the point's silence tells
+        # (a collector that stops is down at once: tests/test_cluster_liveness.py).
         started = time.monotonic()
         await until_state(client, _is("plant/ahu-2/fan_speed", "stale", 40.0))
         assert time.monotonic() - started < 3  # 3 x 0.2 s, learned from the payload, not the 60 s default
@@ -220,7 +221,7 @@ async def test_a_node_that_is_edge_and_collector_does_not_echo_what_it_receives(
 
 
 @pytest_twisted.ensureDeferred
-async def test_broker_loss_faults_the_points_then_everything_comes_back_and_clients_stay(mosquitto):
+async def test_broker_loss_marks_the_points_down_then_everything_comes_back_and_clients_stay(mosquitto):
     collector, bridge = await _collector(mosquitto)
     edges = [await _edge(mosquitto, "edge-a"), await _edge(mosquitto, "edge-b")]
     try:
@@ -236,8 +237,8 @@ async def test_broker_loss_faults_the_points_then_everything_comes_back_and_clie
 
         mosquitto.kill()
         for client in clients:
-            await until_state(client, lambda s: _is("plant/crac-1/supply_temp", "fault", 18.0)(s)
-                         and _is("plant/crac-1/fan_speed", "fault")(s))
+            await until_state(client, lambda s: _is("plant/crac-1/supply_temp", "down", 18.0)(s)
+                         and _is("plant/crac-1/fan_speed", "down")(s))
         await eventually(lambda: not bridge.connected, 5)
         # While the broker is down the collector conflates: only the newest value per point is kept.
         for step in range(50):

@@ -179,9 +179,9 @@ async def test_malformed_payloads_are_dropped_and_counted_and_serving_goes_on(mo
 
 
 @pytest_twisted.ensureDeferred
-async def test_broker_loss_is_fault_and_its_return_is_ok_while_the_client_stays(mosquitto):
+async def test_broker_loss_is_down_after_the_grace_and_its_return_is_ok_while_the_client_stays(mosquitto):
     declared = MqttPoint("plant/ahu-1/supply_temp", unit="°C")
-    producer = _producer(mosquitto, points=[declared])
+    producer = _producer(mosquitto, points=[declared], failover_grace=0.3)
     running = await start_server([producer])
     try:
         client = await within(5, connect(reactor(), running.port))
@@ -193,7 +193,7 @@ async def test_broker_loss_is_fault_and_its_return_is_ok_while_the_client_stays(
         mosquitto.kill()
         state = await until_state(
             client,
-            lambda s: _status("plant/ahu-1/supply_temp", "fault")(s) and _status("plant/ahu-1/power", "fault")(s),
+            lambda s: _status("plant/ahu-1/supply_temp", "down")(s) and _status("plant/ahu-1/power", "down")(s),
         )
         assert state["plant/ahu-1/supply_temp"]["value"] == 14.2  # last value kept
 

@@ -49,7 +49,7 @@ from hvac_push.core.points import SEVERITIES, AlarmLimits, PointMeta, is_name
 from hvac_push.sources.mqtt import DEFAULT_TEMPLATE, check_topic, check_topic_template
 from hvac_push.sources.modbus_codec import MAX_STRING as MODBUS_MAX_STRING
 from hvac_push.sources.modbus_codec import registers_of as modbus_registers
-from hvac_push.sources.mqtt_client import MqttBroker, MqttTls, default_port
+from hvac_push.sources.mqtt_client import MqttBroker, MqttTls, default_port, parse_addresses
 from hvac_push.sources.ha_discovery import DEFAULT_PREFIX as HA_PREFIX, HaDiscovery
 from hvac_push.sources.sparkplug_settings import SparkplugSettings
 from hvac_push.sources.mqtt_payload import BUILTIN_MAPS, PayloadMap, check_path, make_value_map
@@ -473,11 +473,18 @@ def _sources(c: _Checker, doc: dict[str, Any]) -> tuple[list[MqttBrokerConfig], 
         rmax = c.number(t, "reconnect_max", path, _default(MqttBrokerConfig, "reconnect_max"), 0.01, 3600)
         if rmin is not None and rmax is not None and rmax < rmin:
             c.error(_join(path, "reconnect_max"), f"must be at least reconnect_min ({rmin:g})")
+        # host may list the nodes of a clustered broker: "h1:1883,h2:1883,h3" (port: the default for all).
+        addresses: tuple[tuple[str, int], ...] = (("", 0),)
+        try:
+            if host:
+                addresses = parse_addresses(host, default_port(tls is not None) if port is None else port)
+        except ValueError as e:
+            c.error(_join(path, "host"), str(e))
         brokers.append(
             MqttBrokerConfig(
                 name=name,
                 broker=MqttBroker(
-                    host or "", default_port(tls is not None) if port is None else port, username, password, tls,
+                    addresses[0][0], addresses[0][1], username, password, tls, fallbacks=addresses[1:],
                 ),
                 **_given(
                     client_id=c.string(t, "client_id", path, None, max_len=128),

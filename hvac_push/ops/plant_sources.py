@@ -186,6 +186,9 @@ class ConfigReloader(Service):
         self.derived: DerivedPoints | None = None
         #: The fault detection rules of the config's C{[rules]} tables (docs/alarms.md).
         self.rules: FaultRules | None = None
+        #: Called with every producer this reloader builds, at start and on each reload
+        #: (L{hvac_push.ops.cluster.install_links} wires MQTT sources to take names and intervals).
+        self.on_producer: list[Callable[[Producer], None]] = []
         self.setName("config-reloader")
         for key, spec in producer_specs(config).items():
             self._start(key, spec)
@@ -249,6 +252,8 @@ class ConfigReloader(Service):
         producer = self._factory(spec)
         if isinstance(producer, SimulatorProducer) and self._on_simulator is not None:
             self._on_simulator(self.push, producer)
+        for hook in self.on_producer:
+            hook(producer)
         self.sources[key] = self.push.add_producer(producer)
         self._specs[key] = spec
 

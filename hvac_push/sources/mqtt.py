@@ -14,9 +14,12 @@ else is counted by reason, logged at most once per topic per minute, and
 dropped. An empty payload (how a retained message is cleared) is ignored.
 
 paho runs its own network thread (C{loop_start}); every message is handed to
-the reactor through the C{publish} callable. While the broker is unreachable
-the points this source feeds are C{fault}; after reconnecting and
-resubscribing they are C{ok} again, and retained messages bring fresh values.
+the reactor through the C{publish} callable. A broker given several addresses
+(the nodes of a cluster) is tried node after node (L{Failover}). A connection
+lost for longer than C{failover_grace} seconds makes the points this source
+feeds C{down}; after reconnecting and resubscribing they are C{ok} again, and
+retained messages bring fresh values. A failover that completes within the
+grace changes no status (the hub's staleness check still watches the values).
 """
 
 from __future__ import annotations
@@ -29,9 +32,11 @@ from collections import Counter
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from hvac_push.core.points import STATUSES, InvalidPoint, Sample, Status, Value, check_point_id, check_value
+from hvac_push.core.points import STATUSES, InvalidPoint, Sample, Status, Value, check_point_id, check_value, is_name
 from hvac_push.sources.common import PointStates, QuietLog, log
-from hvac_push.sources.mqtt_client import MqttBroker, make_client
+from hvac_push.sources.mqtt_client import Failover, MqttBroker, make_client
+from hvac_push.sources.mqtt_liveness import NodeLiveness
+from hvac_push.sources.mqtt_meta import MetaChannel
 from hvac_push.sources.ha_discovery import BadDiscovery, Entity, HaDiscovery, parse_entity
 from hvac_push.sources.mqtt_payload import BadMapping, PayloadMap, decode, number_with_unit, read
 from hvac_push.sources.supervisor import count_error, declare_points, report_connection
@@ -79,6 +84,8 @@ class Message:
     status: Status | None = None
     name: str | None = None
     interval: float | None = None
+    #: The collector that published it (L{hvac_push.sources.mqtt_liveness}).
+    node: str | None = None
 
 
 def parse_payload(payload: bytes) -> tuple[Value, float | None, str | None]:
@@ -114,6 +121,7 @@ def parse_message(payload: bytes) -> Message:
     status: Status | None = None
     name: str | None = None
     interval: float | None = None
+    node: str | None = None
     if isinstance(doc, dict):
         if "value" not in doc:
             raise BadPayload("JSON object without \"value\"")
@@ -142,6 +150,10 @@ def parse_message(payload: bytes) -> Message:
             if isinstance(raw_interval, bool) or not isinstance(raw_interval, (int, float)) or not raw_interval > 0:
                 raise BadPayload("\"interval\" must be a positive number of seconds")
             interval = float(raw_interval)
+        if doc.get("node") is not None:
+            if not isinstance(doc["node"], str) or not is_name(doc["node"]):
+                raise BadPayload("\"node\" must be a name (letters, digits, '_', '.', '-')")
+            node = doc["node"]
     elif isinstance(doc, (bool, int, float)):
         value = doc
     else:
@@ -149,7 +161,7 @@ def parse_message(payload: bytes) -> Message:
     if isinstance(value, float) and not math.isfinite(value):
         raise BadPayload("value must be finite")
     try:
-        return Message(check_value(value), ts, unit, status, name, interval)
+        return Message(check_value(value), ts, unit, status, name, interval, node)
     except InvalidPoint as e:
         raise BadPayload(str(e)) from None
 
@@ -331,6 +343,7 @@ class MqttProducer:
         reconnect_max: float = 30.0,
         connect_timeout: float = 5.0,
         malformed_log_period: float = 60.0,
+        failover_grace: float = 10.0,
     ):
         self.name = name
         self.broker = broker
@@ -353,6 +366,7 @@ class MqttProducer:
         self.reconnect_min = reconnect_min
         self.reconnect_max = max(reconnect_min, reconnect_max)
         self.connect_timeout = connect_timeout
+        self.failover_grace = failover_grace
         self._quiet = QuietLog(malformed_log_period)
         self._lock = threading.Lock()
         #: Counters, readable from any thread.
@@ -374,6 +388,10 @@ class MqttProducer:
         #: Called from paho's thread as C{on_meta(point_id, name, interval)} when a payload
         #: carries a display name or an expected interval (hvac-push collectors send both).
         self.on_meta: Callable[[str, str | None, float | None], None] | None = None
+        #: Set for a C{--subscribe} link: collectors' online states mark their points down or back.
+        self.liveness: NodeLiveness | None = None
+        #: Set for a C{--subscribe} link: point metadata and alarm limits published by collectors.
+        self.meta_channel: MetaChannel | None = None
 
     def initial_sync(self) -> tuple[bool, str]:
         """A readiness check: true once the retained messages of the first subscription are in.
@@ -381,7 +399,7 @@ class MqttProducer:
         The broker sends its retained messages right after the subscription is
         acknowledged; the sync is over when none has come for C{sync_quiet}
         seconds (or C{sync_max} seconds after the acknowledgement). It stays
-        true afterwards: a later broker outage shows as C{fault} points, not
+        true afterwards: a later broker outage shows as C{down} points, not
         as an unready server.
         """
         if self.synced:
@@ -421,7 +439,7 @@ class MqttProducer:
     def run(self, publish: Callable[[Sequence[Sample]], None], stop: threading.Event) -> None:
         """Connect, subscribe and hand messages over until C{stop} is set."""
         session = _Session(self, publish)
-        client = make_client(
+        client = session.client = make_client(
             self.broker, client_id=self.client_id, reconnect_min=self.reconnect_min,
             reconnect_max=self.reconnect_max, connect_timeout=self.connect_timeout,
         )
@@ -430,10 +448,12 @@ class MqttProducer:
         client.on_disconnect = session.on_disconnect
         client.on_subscribe = session.on_subscribe
         client.on_message = session.on_message
-        client.connect_async(self.broker.host, self.broker.port, self.keepalive)
+        client.connect_async(*session.failover.current, self.keepalive)
         client.loop_start()
         try:
-            stop.wait()
+            while not stop.wait(0.1):  # bounded wake-ups: a lost connection's grace runs out here
+                session.tick()
+                session.retry_subscription()
         finally:
             session.stopping = True
             client.disconnect()
@@ -452,10 +472,9 @@ class _Session:
         self.up: bool | None = None
         #: The last sample of every point this session has handed over.
         self.states = PointStates(_MAX_TRACKED)
-        self._pending_subscribe: int | None = None
-        self._client: Any = None
         #: Discovery config topic -> the entity it announced.
         self.entities: dict[str, Entity] = {}
+        #: SUBSCRIBE packets for availability topics found by discovery (counted by mqtt-sync).
         self._discovery_mids: set[int] = set()
         self.sparkplug: Any = None
         if producer.sparkplug is not None:
@@ -466,23 +485,58 @@ class _Session:
         producer.sparkplug_host = self.sparkplug
         #: Availability topic -> point id -> (online payload, offline payload).
         self.availability: dict[str, dict[str, tuple[str, str]]] = {}
+        self.failover = Failover(producer.broker)
+        self.client: Any = None
+        #: When the connection was lost (monotonic), while its points are not marked yet.
+        self._lost_at: float | None = None
+        self.marked_down = False
+        self._marking = threading.Lock()
+        #: A refused subscription is asked for again at this time (monotonic), after this delay.
+        self._retry_at: float | None = None
+        self._retry_delay = producer.reconnect_min
+        self._retry_filters: list[tuple[list[str], bool]] = []
+        #: SUBSCRIBE packets awaiting their SUBACK: mid -> (filters, whether they are the points' filters).
+        self._suback_filters: dict[int, tuple[list[str], bool]] = {}
+        self._suback_lock = threading.Lock()
+        self._suback_sent: dict[int, float] = {}
+        self.subscribe_timeout = 10.0
 
     def _known(self) -> set[str]:
         return self.states.known() | set(self.producer.topics.declared)
 
     def _down(self, why: str) -> None:
         self.producer.connected = False
+        node = self.failover.describe()
+        if self.client is not None:
+            self.failover.lost(self.client)
+        with self._suback_lock:
+            self._suback_filters.clear()
+            self._suback_sent.clear()
         if self.stopping or self.up is False:
             return
         report_connection(self.publish, why)
         self.up = False
-        self.states.mark(self.publish, self._known(), "fault")
+        if self._lost_at is None:
+            self._lost_at = time.monotonic()
         p = self.producer
-        log.warn("mqtt {name} ({host}:{port}): {why}; its points are fault until it is back",
-                 name=p.name, host=p.broker.host, port=p.broker.port, why=why)
+        log.warn("mqtt {name} ({node}): {why}; trying {nodes} node(s) for {grace:g} s before marking its points down",
+                 name=p.name, node=node, nodes=len(self.failover.addresses), why=why,
+                 grace=p.failover_grace)
+        self.tick()
+
+    def tick(self) -> None:
+        """Once the grace after a lost connection runs out, the points this source feeds are C{down}."""
+        with self._marking:  # tick runs in the source's thread, the rest in paho's
+            lost_at = self._lost_at
+            if lost_at is None or self.up or time.monotonic() - lost_at < self.producer.failover_grace:
+                return
+            self._lost_at = None
+            self.marked_down = True
+            self.states.mark(self.publish, self._known(), "down")
+        log.warn("mqtt {name}: no broker node reachable; its points are down until one is back",
+                 name=self.producer.name)
 
     def on_connect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
-        self._client = client
         try:
             if reason_code.is_failure:
                 self._down(f"connection refused: {reason_code}")
@@ -490,34 +544,93 @@ class _Session:
             self.producer.connects += 1
             self._discovery_mids.clear()  # the new session's subscription covers them
             self.producer.subscriptions_pending = 0
-            filters = self.producer.topics.filters()
-            if self.producer.homeassistant is not None:
-                filters += self.producer.homeassistant.filters()
-            filters += [t for t in self.availability if t not in filters]
-            if self.sparkplug is not None:
-                filters += self.sparkplug.filters()
-            if not filters:
-                self._subscribed()
-                return
-            _, mid = client.subscribe([(f, self.producer.qos) for f in filters])
-            self._pending_subscribe = mid
+            self._retry_at = None
+            self._retry_filters = []
+            self._retry_delay = self.producer.reconnect_min
+            self._subscribe(client)
         except Exception:
             log.failure("mqtt {name}: on_connect failed", name=self.producer.name)
+
+    def _subscribe(self, client: Any) -> None:
+        self._suback_filters.clear()
+        filters = self.producer.topics.filters()
+        if self.producer.homeassistant is not None:
+            filters += self.producer.homeassistant.filters()
+        filters += [t for t in self.availability if t not in filters]
+        if self.sparkplug is not None:
+            filters += self.sparkplug.filters()
+        if not filters:
+            self._subscribed()
+        else:
+            self._send_subscribe(client, filters, points=True)
+        side = [c.filter for c in (self.producer.liveness, self.producer.meta_channel) if c is not None]
+        if side:
+            # Their own packet: a refusal of one is retried without holding the other back.
+            self._send_subscribe(client, side, points=False)
+
+    def _send_subscribe(self, client: Any, filters: list[str], points: bool) -> None:
+        with self._suback_lock:  # a retry is sent from the source's thread; its SUBACK may come first
+            _, mid = client.subscribe([(f, self.producer.qos) for f in filters])
+            self._suback_filters[mid] = (filters, points)
+            self._suback_sent[mid] = time.monotonic()
 
     def on_subscribe(self, client: Any, userdata: Any, mid: int, reason_codes: Any, properties: Any) -> None:
         try:
             if mid in self._discovery_mids:
                 self._discovery_mids.discard(mid)
                 self.producer.subscriptions_pending = len(self._discovery_mids)
-            if mid != self._pending_subscribe:
                 return
-            refused = [str(code) for code in reason_codes if code.is_failure]
-            if refused:
-                log.warn("mqtt {name}: subscription refused by the broker: {codes}",
-                         name=self.producer.name, codes=", ".join(refused))
-            self._subscribed()
+            with self._suback_lock:
+                sent = self._suback_filters.pop(mid, None)
+                self._suback_sent.pop(mid, None)
+            if sent is None:
+                return
+            filters, points = sent
+            refused = [f for f, code in zip(filters, reason_codes) if code.is_failure]
+            self._refused(refused, points)
+            if points and len(refused) < len(filters):
+                self._subscribed()
         except Exception:
             log.failure("mqtt {name}: on_subscribe failed", name=self.producer.name)
+
+    def _refused(self, refused: list[str], points: bool, why: str = "refused by the broker") -> None:
+        """Ask for C{refused} again, with backoff (either thread).
+
+        A clustered broker refuses while it elects a leader (NATS: its JetStream
+        consumer timed out); the points stay as they are meanwhile (down once
+        the grace runs out).
+        """
+        if not refused:
+            return
+        with self._suback_lock:
+            delay = self._retry_delay
+            self._retry_delay = min(delay * 2, self.producer.reconnect_max)
+            self._retry_at = time.monotonic() + delay
+            self._retry_filters.append((refused, points))
+        log.warn("mqtt {name} ({node}): subscription to {filters} {why}; again in {delay:g} s",
+                 name=self.producer.name, node=self.failover.describe(), filters=", ".join(refused),
+                 why=why, delay=delay)
+
+    def retry_subscription(self) -> None:
+        """From the source's thread: subscribe again to what was refused, once its delay has passed."""
+        now = time.monotonic()
+        with self._suback_lock:
+            # A broker busy electing a leader may never answer a SUBSCRIBE: a silence counts as a refusal.
+            late = [mid for mid, at in self._suback_sent.items() if now - at > self.subscribe_timeout]
+            unanswered = [self._suback_filters.pop(mid) for mid in late]
+            for mid in late:
+                del self._suback_sent[mid]
+        for filters, points in unanswered:
+            self._refused(filters, points, f"not answered within {self.subscribe_timeout:g} s")
+        client = self.client
+        with self._suback_lock:
+            retry_at = self._retry_at
+            if retry_at is None or client is None or now < retry_at or not client.is_connected():
+                return
+            self._retry_at = None
+            again, self._retry_filters = self._retry_filters, []
+        for filters, points in again:
+            self._send_subscribe(client, filters, points)
 
     def _subscribed(self) -> None:
         p = self.producer
@@ -525,15 +638,20 @@ class _Session:
         report_connection(self.publish, None)
         if p._subscribed_at is None:
             p._subscribed_at = time.monotonic()
-        was = self.up
-        self.up = True
+        with self._marking:
+            was = self.up
+            self.up = True
+            self._lost_at = None
+            if was is False and self.marked_down:
+                self.marked_down = False
+                dead = self.producer.liveness.down_points() if self.producer.liveness is not None else set()
+                # Sparkplug points come back with their node's rebirth, which is asked for below.
+                waiting = self.sparkplug.point_ids() if self.sparkplug is not None else set()
+                self.states.mark(self.publish, self._known() - dead - waiting, "ok")
         if was is False:
-            # Sparkplug points come back with their node's rebirth, which is asked for now.
-            waiting = self.sparkplug.point_ids() if self.sparkplug is not None else set()
-            self.states.mark(self.publish, self._known() - waiting, "ok")
-            if self.sparkplug is not None and self._client is not None:
-                self._apply(self._client, "(reconnected)", self.sparkplug.reconnected())
-            log.info("mqtt {name} ({host}:{port}) is back", name=p.name, host=p.broker.host, port=p.broker.port)
+            if self.sparkplug is not None and self.client is not None:
+                self._apply(self.client, "(reconnected)", self.sparkplug.reconnected())
+            log.info("mqtt {name} ({node}) is back", name=p.name, node=self.failover.describe())
 
     def on_connect_fail(self, client: Any, userdata: Any) -> None:
         try:
@@ -565,6 +683,21 @@ class _Session:
                 return
             if not payload:
                 return  # a retained message being cleared
+            if message.retain:  # metadata and liveness are part of the initial state too
+                producer._last_retained_at = time.monotonic()
+            channel = producer.meta_channel
+            about = channel.point_of(topic) if channel is not None else None
+            if channel is not None and about is not None:
+                try:
+                    channel.handle(about, payload)
+                except (ValueError, TypeError) as e:
+                    producer.count_malformed(topic, f"bad metadata: {e}")
+                return
+            liveness = producer.liveness
+            node = liveness.node_of(topic) if liveness is not None else None
+            if liveness is not None and node is not None:
+                liveness.update(node, payload, self.states, self.publish)
+                return
             if topic in self.availability:
                 self._available(topic, payload)  # and maybe a state topic too: go on
             try:
@@ -595,13 +728,16 @@ class _Session:
                 producer._last_retained_at = time.monotonic()
             if producer.on_meta is not None and (parsed.name is not None or parsed.interval is not None):
                 producer.on_meta(point_id, parsed.name, parsed.interval)
+            status: Status = parsed.status or "ok"
+            if liveness is not None:
+                status = liveness.status_of(point_id, parsed.node, status)
             # Stamped here, on arrival, so a later status mark can repeat this exact ts.
             sample = Sample(
                 point_id,
                 parsed.value,
                 parsed.unit if parsed.unit is not None else unit,
                 parsed.ts or time.time(),
-                parsed.status or "ok",
+                status,
             )
             self.states.remember([sample])
             self.publish([sample])

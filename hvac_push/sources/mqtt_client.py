@@ -15,7 +15,7 @@ from __future__ import annotations
 import ssl
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from paho.mqtt.client import Client
@@ -50,18 +50,91 @@ class MqttBroker:
     username: str | None = None
     password: str | None = None
     tls: MqttTls | None = None
+    #: Further nodes of the same (clustered) broker, tried in turn after C{host:port} (L{Failover}).
+    fallbacks: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def addresses(self) -> tuple[tuple[str, int], ...]:
+        """Every node to try, first C{host:port}, then the fallbacks, in order."""
+        return ((self.host, self.port), *self.fallbacks)
 
     def __repr__(self) -> str:
         password = None if self.password is None else "***"
         return (
             f"MqttBroker(host={self.host!r}, port={self.port!r}, username={self.username!r}, "
-            f"password={password!r}, tls={self.tls!r})"
+            f"password={password!r}, tls={self.tls!r}, fallbacks={self.fallbacks!r})"
         )
 
     def describe(self) -> str:
         """C{mqtt://user@host:port} (or C{mqtts://}), without the password: for logs and health pages."""
         user = f"{self.username}@" if self.username else ""
-        return f"{'mqtts' if self.tls is not None else 'mqtt'}://{user}{self.host}:{self.port}"
+        nodes = ",".join(_host_port(host, port) for host, port in self.addresses)
+        return f"{'mqtts' if self.tls is not None else 'mqtt'}://{user}{nodes}"
+
+
+def _host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def parse_addresses(text: str, default: int) -> tuple[tuple[str, int], ...]:
+    """C{h1[:port],h2[:port],[::1]:port} as C{((host, port), ...)}; C{default} where a port is not given.
+
+    Raises C{ValueError} naming the entry that is wrong (empty, bad port, repeated).
+    """
+    found: list[tuple[str, int]] = []
+    for entry in text.split(","):
+        entry = entry.strip()
+        if entry.startswith("["):
+            host, sep, rest = entry[1:].partition("]")
+            if not sep or (rest and not rest.startswith(":")):
+                raise ValueError(f"bad address {entry!r}")
+            port_text = rest[1:]
+        else:
+            host, _, port_text = entry.partition(":")
+        if not host:
+            raise ValueError(f"empty host in {text!r}")
+        port = default
+        if port_text:
+            if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+                raise ValueError(f"bad port in {entry!r}")
+            port = int(port_text)
+        if (host, port) in found:
+            raise ValueError(f"{_host_port(host, port)} is listed twice")
+        found.append((host, port))
+    return tuple(found)
+
+
+class Failover:
+    """Tries the addresses of a broker in turn: each lost or failed connection moves to the next node.
+
+    Call L{lost} from the paho callbacks C{on_connect_fail} and C{on_disconnect}
+    (paho's network thread): paho then waits its reconnect delay (which doubles
+    up to its maximum while attempts keep failing, and starts again from the
+    minimum once one succeeds) and connects to the address set here. With one
+    address it changes nothing.
+    """
+
+    def __init__(self, broker: MqttBroker):
+        self.addresses = broker.addresses
+        self.index = 0
+        #: How many times the client moved to another node.
+        self.moves = 0
+
+    @property
+    def current(self) -> tuple[str, int]:
+        return self.addresses[self.index]
+
+    def describe(self) -> str:
+        return _host_port(*self.current)
+
+    def lost(self, client: Any) -> None:
+        if len(self.addresses) < 2:
+            return
+        self.index = (self.index + 1) % len(self.addresses)
+        self.moves += 1
+        # paho's public host/port setters refuse while it is reconnecting (its state is not
+        # "disconnected" then); its reconnect() reads these two fields, on this same thread.
+        client._host, client._port = self.current
 
 
 def redact_url(text: str) -> str:
@@ -114,4 +187,4 @@ def make_client(
     return client
 
 
-__all__ = ["MqttBroker", "MqttTls", "default_port", "make_client", "redact_url"]
+__all__ = ["Failover", "MqttBroker", "MqttTls", "default_port", "make_client", "parse_addresses", "redact_url"]
