@@ -182,7 +182,7 @@ async def test_a_crashing_producer_raises_one_source_alarm_not_one_per_point():
 async def test_a_broker_outage_raises_one_source_alarm(mosquitto):  # noqa: F811
     declared = [MqttPoint(f"plant/ahu-1/p{i}") for i in range(8)]
     producer = MqttProducer("mqtt.test", MqttBroker("127.0.0.1", mosquitto.port), points=declared, reconnect_min=0.05,
-                            reconnect_max=0.2, keepalive=5)
+                            reconnect_max=0.2, keepalive=5, failover_grace=0.3)
     server = await start_server([producer])
     client = await within(5, connect(reactor(), server.port))
     try:
