@@ -393,3 +393,20 @@ def test_the_token_helper_can_grant_the_shelve_claim(capsys, tmp_path):
     (tmp_path / "tokens.toml").write_text(out.out)
     token = out.err.rsplit(" ", 1)[1].strip()
     assert StaticTokens.load(str(tmp_path / "tokens.toml")).verify(token).may_shelve
+
+
+def test_since_keeps_the_time_the_alarm_was_raised_through_later_transitions():
+    clock, hub, engine, heard = make(high=25.0)
+    raised = clock.seconds()
+    temp(hub, clock, 26)
+    clock.advance(60)
+    engine.ack(HIGH)
+    clock.advance(60)
+    temp(hub, clock, 27)  # a new reading while acknowledged: still the same occurrence
+    alarm = engine.alarms[HIGH]
+    assert alarm.state == "acknowledged" and alarm.ts > raised
+    assert alarm.since == raised
+    temp(hub, clock, 20)  # normal: gone
+    clock.advance(60)
+    temp(hub, clock, 28)  # raised again: a new since
+    assert engine.alarms[HIGH].since == clock.seconds()

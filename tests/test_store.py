@@ -276,6 +276,7 @@ def test_last_values_alarms_and_acknowledgements_come_back_after_a_restart(store
     hub.configure(P, PointMeta(limits=AlarmLimits(high=9.0)))
     hub.publish(Sample(P, 9.5, "degC", T0))
     hub.publish(Sample("plant/chiller-1/mode", "cooling", "", T0))
+    clock.advance(30)
     engine.ack(f"{P}:high", by="alice", comment="valve checked")
     seq = engine.seq
     clock.advance(0.25)
@@ -288,6 +289,7 @@ def test_last_values_alarms_and_acknowledgements_come_back_after_a_restart(store
     assert hub2.get("plant/chiller-1/mode").value == "cooling"  # type: ignore[union-attr]
     alarm = engine2.alarms[f"{P}:high"]
     assert (alarm.state, alarm.by, alarm.comment) == ("acknowledged", "alice", "valve checked")
+    assert (alarm.ts, alarm.since) == (T0 + 30, T0)  # acknowledged later; raised when the value crossed
     assert engine2.seq == seq
     # The restored (stale) point raised no stale alarm; the next sample continues the life of the alarm.
     assert f"{P}:stale" not in engine2.alarms

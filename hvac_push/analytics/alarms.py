@@ -85,6 +85,9 @@ class Alarm:
     points: tuple[str, ...] = ()
     #: The source alarm that stands for this one while it is C{suppressed}.
     suppressed_by: str | None = None
+    #: When this alarm was raised (epoch seconds): unlike C{ts}, later transitions
+    #: (acknowledged, shelved, returned) do not move it, so "since" stays true.
+    since: float | None = None
 
     @property
     def priority(self) -> str:
@@ -92,6 +95,13 @@ class Alarm:
 
 
 AlarmListener = Callable[[int, Alarm], None]
+
+
+def _raised_at(listed: Alarm | None, ts: float) -> float:
+    """The C{since} of a transition: kept from the listed alarm, or C{ts} for one being raised now."""
+    if listed is None:
+        return ts
+    return listed.since if listed.since is not None else listed.ts
 
 
 class UnknownAlarm(KeyError):
@@ -498,6 +508,7 @@ class AlarmEngine:
             settings.ack_required, settings.latch, settings.group, settings.notification_class,
             track.shelved_until if state == "shelved" else None, track.points,
             track.suppressed_by if state == "suppressed" else None,
+            _raised_at(listed, track.ts),
         )
         self._transition(alarm)
         return alarm

@@ -195,6 +195,7 @@ class ConfigReloader(Service):
         self._configure(config, removed=())  # after _start: the config's metadata wins
         self._apply_derived(config)
         self._apply_rules(config)
+        self._apply_kinds(config)
         self.setServiceParent(push)
 
     # -- applying --------------------------------------------------------------
@@ -208,6 +209,10 @@ class ConfigReloader(Service):
         # Every configured point exists from the start (no value, status waiting),
         # so a device that never answers shows as its points, not as nothing.
         hub.declare((point.point_id, point.unit) for point in config.points)
+
+    def _apply_kinds(self, config: PlantConfig) -> None:
+        """The units' declared kinds, for the dashboard's overview (C{/plant.json})."""
+        self.push.factory.unit_kinds = {f"{unit.site}/{unit.id}": unit.kind for unit in config.units if unit.kind}
 
     def _apply_derived(self, config: PlantConfig) -> None:
         """Start, replace or stop the derived points to match C{config}; unchanged settings keep them running.
@@ -286,6 +291,7 @@ class ConfigReloader(Service):
             # No source feeds them any more: keep the last value, flagged as not live.
             self.push.hub.set_status(removed, "stale")
         self._apply_derived(config)  # after _configure: new alarm limits are in place
+        self._apply_kinds(config)
         self._apply_rules(config)
         self.config = config
         return {

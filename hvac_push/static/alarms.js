@@ -52,8 +52,9 @@ let source = () => Array.from(mirror.alarms.values());
 /** C{list()} gives the alarms the panel shows (the current view's). */
 export function alarmSource(list) { source = list; }
 
-/** When the alarm started: the first time this page saw it, which later transitions do not move. */
+/** When the alarm was raised: the server's C{since}; from an older server, the first time this page saw it. */
 export function alarmSince(a) {
+  if (typeof a.since === 'number') return a.since;
   const start = mirror.alarmStart.get(a.id);
   return typeof start === 'number' ? start : a.ts;
 }

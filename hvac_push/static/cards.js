@@ -231,6 +231,15 @@ function updateNote(v, name, p) {
     v.uom.textContent = '';
     v.el.hidden = forecast[1] !== '15';
     v.el.dataset.note = 'forecast';
+  } else if (/^forecast_\d+m_skill$/.test(suffix) && typeof p.value === 'number') {
+    // The server publishes a forecast only while this measured skill is above 0 (docs/derived.md).
+    const minutes = /^forecast_(\d+)m/.exec(suffix)[1];
+    v.label.textContent = 'Forecast +' + minutes + ' min: ';
+    v.num.textContent = p.value > 0 ? formatNumber(p.value * 100, true) + ' % less error than the best simple guess'
+                                    : 'not shown, a simple guess does as well';
+    v.uom.textContent = '';
+    v.el.hidden = minutes !== '15';
+    v.el.dataset.note = 'forecast-skill';
   } else if (suffix === 'minutes_to_limit' && typeof p.value === 'number') {
     v.label.textContent = p.value <= 0 ? 'forecast: past limit' : 'forecast: limit in ';
     v.num.textContent = p.value <= 0 ? '' : formatNumber(p.value, true);

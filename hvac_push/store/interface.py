@@ -115,6 +115,10 @@ class Store(Protocol):
     def current_alarms(self) -> list[JournalEntry]:
         """The latest transition of every alarm whose latest state is not C{normal}."""
 
+    def alarm_starts(self) -> dict[str, float]:
+        """When each alarm's current episode began: its first transition after its last C{normal}."""
+        ...
+
     def last_seq(self) -> int:
         """The highest alarm C{seq} in the journal (0 when empty)."""
 

@@ -39,10 +39,11 @@ def journal_entry(seq: int, alarm: Alarm) -> JournalEntry:
     )
 
 
-def alarm_from(entry: JournalEntry) -> Alarm:
+def alarm_from(entry: JournalEntry, since: float | None = None) -> Alarm:
     return Alarm(
         entry.alarm, entry.point, entry.kind, entry.state, entry.severity, entry.value, entry.limit,
         entry.ts, entry.message, entry.by, entry.comment, shelved_until=entry.shelved_until,
+        since=entry.ts if since is None else since,
     )
 
 
@@ -98,7 +99,8 @@ class StoreService(Service):
 
     def restore_alarms(self, alarms: AlarmEngine) -> int:
         """Give C{alarms} the listed alarms (acknowledged state, who and why included) and the journal's C{seq}."""
-        listed = [alarm_from(e) for e in self.store.current_alarms()]
+        starts = self.store.alarm_starts()
+        listed = [alarm_from(e, starts.get(e.alarm)) for e in self.store.current_alarms()]
         alarms.restore(listed, self.store.last_seq())
         return len(listed)
 

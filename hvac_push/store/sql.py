@@ -323,6 +323,14 @@ class SqlStore:
         )
         return list(_journal_entries(rows))
 
+    def alarm_starts(self) -> dict[str, float]:
+        rows = self._query(
+            "SELECT j.alarm, MIN(j.ts) FROM alarm_journal j WHERE j.id > COALESCE("
+            "(SELECT MAX(n.id) FROM alarm_journal n WHERE n.alarm = j.alarm AND n.state = 'normal'), 0) "
+            "GROUP BY j.alarm"
+        )
+        return {alarm: float(ts) for alarm, ts in rows}
+
     def last_seq(self) -> int:
         rows = self._query("SELECT MAX(seq) FROM alarm_journal")
         return int(rows[0][0] or 0) if rows else 0

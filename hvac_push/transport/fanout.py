@@ -86,6 +86,8 @@ class PushServerFactory(WebSocketServerFactory):
         self.history: History | None = None
         #: The durable store: ranged C{history} requests and journal-gated confirmations.
         self.store: StoreService | None = None
+        #: Equipment kinds the plant file declares, by C{"site/unit"} (others are read from unit names).
+        self.unit_kinds: dict[str, str] = {}
         hub.add_listener(self.wake)
 
     @property

@@ -85,10 +85,9 @@ class PlantSummaryResource(Resource):
 
     isLeaf = True
 
-    def __init__(self, factory: PushServerFactory, kinds: dict[str, str] | None = None):
+    def __init__(self, factory: PushServerFactory):
         super().__init__()
         self._factory = factory
-        self._kinds = kinds
 
     def render_GET(self, request: Request) -> bytes:
         authenticator: Authenticator | None = self._factory.authenticator
@@ -103,5 +102,5 @@ class PlantSummaryResource(Resource):
                 return json.dumps({"error": e.reason}).encode("utf-8") + b"\n"
         request.setHeader(b"content-type", b"application/json")
         request.setHeader(b"cache-control", b"no-store")
-        document = plant_summary(self._factory, permissions, self._kinds)
+        document = plant_summary(self._factory, permissions, self._factory.unit_kinds)
         return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode("utf-8")

@@ -126,7 +126,7 @@ def _alarm_management(alarm: Any) -> dict[str, Any]:
     }
     if getattr(alarm, "latch", False):
         extra["latch"] = True
-    for key in ("group", "notification_class", "shelved_until", "suppressed_by"):
+    for key in ("group", "notification_class", "shelved_until", "suppressed_by", "since"):
         value = getattr(alarm, key, None)
         if value is not None:
             extra[key] = value
