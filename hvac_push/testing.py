@@ -416,6 +416,7 @@ class FactoryOptions(TypedDict, total=False):
     ws_options: Mapping[str, Any]
     authenticator: Authenticator | None
     limits: Limits
+    slice_clients: int
 
 
 P = TypeVar("P", bound=PushServerProtocol)
