@@ -26,6 +26,7 @@ from hvac_push.transport import wire
 from hvac_push.transport.auth import ALL, AuthError, Permissions
 from hvac_push.transport.cov_filter import CovFilter
 from hvac_push.transport.interface import ClientHost
+from hvac_push.transport.lean import release_handshake_state
 from hvac_push.transport.limits import ABUSIVE, ACCEPT, POLICY_VIOLATION, TOKEN_EXPIRED, MessageGate
 from hvac_push.transport.sockets import bound_send_buffer
 from hvac_push.core.points import EVERYTHING, CovRule, Pattern, Subscription
@@ -134,6 +135,7 @@ class PushServerProtocol(WebSocketServerProtocol):
         self.factory.client_opened(self)
         self.resume(self.resume_from)
         self._start_guards()
+        release_handshake_state(self)
 
     def resume(self, resume: wire.Resume | None) -> None:
         """Bring the client up to date: changes since its version, or a full snapshot.

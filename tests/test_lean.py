@@ -1,0 +1,27 @@
+"""hvac_push.transport.lean: an open client keeps no handshake text and no private traffic counters, and still works."""
+
+from __future__ import annotations
+
+from hvac_push.core.points import Sample
+from hvac_push.testing import MemoryServer
+from hvac_push.transport.lean import SHARED_TRAFFIC_STATS
+from hvac_push.transport.protocol import PushServerProtocol
+
+
+def test_an_open_client_drops_its_upgrade_request_and_shares_the_traffic_counters():
+    s = MemoryServer(PushServerProtocol)
+    s.publish(Sample("p/u/a", 1.0, ts=1.0))
+    one, two = s.connect("/ws?points=p/u/%23"), s.connect()
+    for c in (one, two):
+        assert c.protocol.http_request_data is None and c.protocol.http_response_data is None
+        assert c.protocol.http_headers == {}
+        assert c.protocol.trafficStats is SHARED_TRAFFIC_STATS
+    # still a working connection: commands, replies and updates
+    one.send_json({"type": "ping", "id": 7})
+    assert one.messages()[-1] == {"type": "pong", "id": 7}
+    s.publish(Sample("p/u/a", 2.0, ts=2.0))
+    s.advance(0)
+    assert one.messages()[-1]["points"]["p/u/a"]["value"] == 2.0
+    assert two.messages()[-1]["points"]["p/u/a"]["value"] == 2.0
+    one.send_frame(0x8, b"\x03\xe8")  # close 1000
+    assert one.frames()[-1].opcode == 0x8
