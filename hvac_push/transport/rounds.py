@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterable
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 from hvac_push.core.hub import Hub
-from hvac_push.core.points import Point, Subscription
+from hvac_push.core.points import Point, Subscription, unit_of
 from hvac_push.transport import wire
 from hvac_push.transport.interface import Client
 from hvac_push.transport.stats import DeliveryStats
@@ -43,7 +43,7 @@ class ChangeView:
     receive, never the size of the plant.
     """
 
-    __slots__ = ("hub", "version", "_since", "_points", "_versions", "_cache")
+    __slots__ = ("hub", "version", "_since", "_points", "_versions", "_cache", "_by_unit")
 
     def __init__(self, hub: Hub):
         self.hub = hub
@@ -52,6 +52,8 @@ class ChangeView:
         self._points: list[Point] = []
         self._versions: list[int] = []
         self._cache: dict[tuple[int, Subscription], list[Point]] = {}
+        #: The walked changes by C{(site, unit)}, built when a unit-scoped subscription first asks.
+        self._by_unit: dict[tuple[str, str], list[Point]] | None = None
 
     def _reset(self) -> None:
         self.version = self.hub.version
@@ -59,6 +61,7 @@ class ChangeView:
         self._points = []
         self._versions = []
         self._cache = {}
+        self._by_unit = None
 
     def changed(self, since: int, subscription: Subscription) -> list[Point]:
         if self.version != self.hub.version:
@@ -72,15 +75,42 @@ class ChangeView:
             self._points = older
             self._versions = [p.version for p in older]
             self._since = since
+            self._by_unit = None
         points = self._points
         start = bisect_right(self._versions, since)
         if subscription.everything:
             found = points[start:] if start else points
+        elif subscription.units is not None:
+            found = self._unit_changes(since, subscription)
         else:
             matches = subscription.matches
             found = [p for p in points[start:] if matches(p.point_id)]
         self._cache[key] = found
         return found
+
+
+    def _unit_changes(self, since: int, subscription: Subscription) -> list[Point]:
+        """Changes of a unit-scoped subscription: only its units' buckets, no per-point memo."""
+        by_unit = self._by_unit
+        if by_unit is None:
+            by_unit = self._by_unit = {}
+            for point in self._points:
+                by_unit.setdefault(unit_of(point.point_id), []).append(point)
+        assert subscription.units is not None
+        matches = subscription.matches_uncached
+        found = [
+            p
+            for unit in subscription.units
+            for p in by_unit.get(unit, ())
+            if p.version > since and matches(p.point_id)
+        ]
+        if len(subscription.units) > 1:
+            found.sort(key=_version)
+        return found
+
+
+def _version(point: Point) -> int:
+    return point.version
 
 
 class DeliveryRounds:
