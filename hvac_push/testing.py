@@ -417,6 +417,7 @@ class FactoryOptions(TypedDict, total=False):
     authenticator: Authenticator | None
     limits: Limits
     slice_clients: int
+    coalesce: float
 
 
 P = TypeVar("P", bound=PushServerProtocol)

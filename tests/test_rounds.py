@@ -138,3 +138,34 @@ class _FakeAlarm:
         self.limit = 0.5
         self.ts = 1.0
         self.message = "high"
+
+
+def test_a_coalescing_window_packs_the_changes_it_sees_into_one_frame_per_client_in_order():
+    s = MemoryServer(PushServerProtocol, coalesce=0.005)
+    clients = _many(s, 3)
+    s.publish(Sample("p/u/a", 1.0, ts=1.0))
+    s.advance(0.002)
+    s.publish(Sample("p/u/b", 2.0, ts=2.0))
+    s.advance(0.002)
+    s.publish(Sample("p/u/a", 3.0, ts=3.0), Sample("p/u/c", 4.0, ts=3.0))
+    assert all(len(c.messages()) == 1 for c in clients)  # only the snapshot: the window is open
+    s.advance(0.001)
+    for c in clients:
+        snapshot, update = c.messages()
+        assert update["type"] == "update" and update["version"] == s.hub.version
+        assert list(update["points"]) == ["p/u/b", "p/u/a", "p/u/c"]  # oldest change first
+        assert {k: v["value"] for k, v in update["points"].items()} == {"p/u/a": 3.0, "p/u/b": 2.0, "p/u/c": 4.0}
+    assert s.factory.stats.frames_encoded == 1
+    s.publish(Sample("p/u/a", 5.0, ts=5.0))
+    s.advance(0.005)
+    assert all(c.messages()[-1]["points"]["p/u/a"]["value"] == 5.0 for c in clients)
+
+
+def test_without_a_window_each_reactor_turn_flushes_its_own_changes():
+    s = MemoryServer(PushServerProtocol)
+    c = s.connect()
+    s.publish(Sample("p/u/a", 1.0, ts=1.0))
+    s.advance(0.002)
+    s.publish(Sample("p/u/b", 2.0, ts=2.0))
+    s.advance(0.002)
+    assert [list(m["points"]) for m in c.messages()[1:]] == [["p/u/a"], ["p/u/b"]]

@@ -57,6 +57,7 @@ class PushServerFactory(WebSocketServerFactory):
         authenticator: Authenticator | None = None,
         limits: Limits = DEFAULT_LIMITS,
         slice_clients: int = DEFAULT_SLICE_CLIENTS,
+        coalesce: float = 0.0,
     ):
         super().__init__(url, reactor=reactor)
         # The limits set Autobahn's size and handshake options; explicit ws_options win.
@@ -77,6 +78,9 @@ class PushServerFactory(WebSocketServerFactory):
         self.clients: set[Client] = set()
         self.stats = DeliveryStats()
         self._pending: IDelayedCall | None = None
+        #: Seconds a flush waits after the first change, so the changes of that window share one
+        #: frame per client (one C{send} instead of several); 0 flushes on the next reactor turn.
+        self.coalesce = coalesce
         self._loop = LoopingCall(self.tick)
         self._loop.clock = reactor
         self._drained: list[Deferred[None]] = []
@@ -169,9 +173,9 @@ class PushServerFactory(WebSocketServerFactory):
         self.rounds.cancel()
 
     def wake(self) -> None:
-        """Schedule one flush for the next reactor turn (many wakes, one flush)."""
+        """Schedule one flush for the next reactor turn, or C{coalesce} seconds on (many wakes, one flush)."""
         if self._pending is None and self._loop.running:
-            self._pending = self._clock.callLater(0, self._flush_now)
+            self._pending = self._clock.callLater(self.coalesce, self._flush_now)
 
     def _flush_now(self) -> None:
         self._pending = None
