@@ -211,7 +211,7 @@ class Options(usage.Options):
          "changes of that window reach each client in one frame (fewer sends, that much more latency; "
          "0: flush on the next reactor turn; docs/performance.md).", _number(float, "coalesce-ms", 0, 1000)],
         ["sim-units", None, 6, "Number of simulated units (chillers, CRAC units, AHUs in turn).",
-         _number(int, "sim-units", 1, 1000)],
+         _number(int, "sim-units", 1, 10_000)],
         ["sim-rate", None, 50.0, "Simulated point updates per second, across the plant.",
          _number(float, "sim-rate", 0.01, 1_000_000)],
         ["sim-seed", None, None, "Seed for a repeatable simulation.", _number(int, "sim-seed", 0, 2**32)],
