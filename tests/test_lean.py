@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from hvac_push.core.points import Sample
 from hvac_push.testing import MemoryServer
 from hvac_push.transport.lean import SHARED_TRAFFIC_STATS
@@ -26,3 +28,29 @@ def test_an_open_client_drops_its_upgrade_request_and_shares_the_traffic_counter
     assert two.messages()[-1]["points"]["p/u/a"]["value"] == 2.0
     one.send_frame(0x8, b"\x03\xe8")  # close 1000
     assert one.frames()[-1].opcode == 0x8
+
+
+def test_a_handshake_pretty_prints_nothing_while_debug_logging_is_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    import autobahn.websocket.protocol as autobahn_protocol
+    from autobahn.websocket.protocol import Timings
+
+    from hvac_push.transport.lean import LazyPformat
+
+    installed: object = getattr(autobahn_protocol, "pformat")
+    assert installed is LazyPformat
+    calls: list[object] = []
+    real = LazyPformat.__str__
+
+    def counted(self: LazyPformat) -> str:
+        calls.append(self.obj)
+        return real(self)
+
+    monkeypatch.setattr(LazyPformat, "__str__", counted)
+    s = MemoryServer(PushServerProtocol)
+    c = s.connect()
+    assert c.status == 101 and calls == []
+    # The deferred text is still there for whoever asks for it (a debug log line, trackTimings' report).
+    assert str(LazyPformat({"a": 1})) == "{'a': 1}" and f"{LazyPformat([1])}" == "[1]"
+    timings = Timings()
+    timings.track("x")
+    assert "'x'" in str(timings)

@@ -26,10 +26,13 @@ from hvac_push.transport import wire
 from hvac_push.transport.auth import ALL, AuthError, Permissions
 from hvac_push.transport.cov_filter import CovFilter
 from hvac_push.transport.interface import ClientHost
-from hvac_push.transport.lean import release_handshake_state
+from hvac_push.transport.lean import defer_autobahn_debug_formatting, release_handshake_state
 from hvac_push.transport.limits import ABUSIVE, ACCEPT, POLICY_VIOLATION, TOKEN_EXPIRED, MessageGate
 from hvac_push.transport.sockets import bound_send_buffer
 from hvac_push.core.points import EVERYTHING, CovRule, Pattern, Subscription
+
+
+defer_autobahn_debug_formatting()
 
 
 class PushServerProtocol(WebSocketServerProtocol):
