@@ -70,7 +70,7 @@ SCENARIOS = {
     # Scenario 3: 7,143 simulated units = 50,001 points, 2,000 updates/s, 500 clients: even ones
     # on everything, odd ones on one unit each (plant/<unit>/#). Baselines have no subscriptions.
     "plant50k": {"clients": 500, "rate": 2000, "duration": 20.0, "warmup": 20.0, "sim_units": 7143,
-                 "paths": "half-unit", "servers": ("hvacpush",)},
+                 "paths": "half-unit", "servers": ("hvacpush",), "ready_timeout": 90.0},
     # Scenario 4: 1,000 steady clients x 100 updates/s, without and with 200 clients/s connecting,
     # reading their snapshot and leaving (a "+churn" server runs the churn beside the steady load).
     "churn": {"clients": 1000, "rate": 100, "duration": 20.0, "warmup": 5.0, "churn_per_s": 200,
@@ -238,16 +238,16 @@ def upgrade_ok(port: int, timeout: float = 2.0) -> bool:
         return False
 
 
-def wait_ready(proc: subprocess.Popen, port: int) -> str | None:
+def wait_ready(proc: subprocess.Popen, port: int, timeout: float = READY_TIMEOUT_S) -> str | None:
     """None when the server accepts WebSocket upgrades, else why not."""
-    deadline = time.monotonic() + READY_TIMEOUT_S
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             return f"exited with code {proc.returncode} before accepting connections"
         if upgrade_ok(port):
             return None
         time.sleep(0.2)
-    return f"did not accept a WebSocket upgrade on {WS_PATH} within {READY_TIMEOUT_S:.0f}s"
+    return f"did not accept a WebSocket upgrade on {WS_PATH} within {timeout:.0f}s"
 
 
 def wait_log_line(proc: subprocess.Popen, log_path: Path, line: str) -> str | None:
@@ -563,6 +563,10 @@ def run_loadgen(loadgen: str, port: int, cfg: dict, sampler: Sampler, batch: int
 
 def run_one(name: str, cfg: dict, loadgen: str, log_dir: Path, args) -> dict:
     row = {"server": name, **cfg, "expected_updates_per_s": cfg["clients"] * cfg["rate"]}
+    if cfg.get("paths") == "half-unit":
+        # Half the clients get every update; the other half one unit's share (7 of 7 x units points).
+        half = cfg["clients"] / 2
+        row["expected_updates_per_s"] = round(half * cfg["rate"] + half * cfg["rate"] / cfg.get("sim_units", 6))
     label, name = name, name.removesuffix("+churn")
     row["loadavg_at_start"] = [round(x, 2) for x in os.getloadavg()]
     churn_rate = cfg.get("churn_per_s", 0) if label.endswith("+churn") else 0
@@ -574,7 +578,13 @@ def run_one(name: str, cfg: dict, loadgen: str, log_dir: Path, args) -> dict:
     cmd = server_command(name, port, cfg["rate"], getattr(args, "processes", 2),
                          cfg.get("sim_units", 6), cfg["clients"])
     row["server_command"] = shlex.join(cmd)
-    log_path = log_dir / f"{cfg['name']}-{label}.log"
+    earlier = len(list(log_dir.glob(f"{cfg['name']}-{label}-*.log")))  # one log per run, not per server
+    log_path = log_dir / f"{cfg['name']}-{label}-{earlier + 1}.log"
+    if name == "hvacpush":
+        # A fresh store per run: the default sqlite:hvac-push.db would restore the previous
+        # run's points (a 50,000-point plant into the next 42-point scenario).
+        cmd += ["--store", f"sqlite:{log_path.with_suffix('.db')}"]
+        row["server_command"] = shlex.join(cmd)
     row["server_log"] = str(log_path)
     print(f"  {name}: starting on {HOST}:{port} ...", file=sys.stderr, flush=True)
     with open(log_path, "w", encoding="utf-8") as log:
@@ -584,7 +594,7 @@ def run_one(name: str, cfg: dict, loadgen: str, log_dir: Path, args) -> dict:
             preexec_fn=preexec_for(nofile_target(cfg["clients"])),
         )
         try:
-            problem = wait_ready(proc, port)
+            problem = wait_ready(proc, port, cfg.get("ready_timeout", READY_TIMEOUT_S))
             if not problem and name in CLUSTER_SERVERS:
                 problem = wait_log_line(proc, log_path, "cluster: ready")
             if problem:
