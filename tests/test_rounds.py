@@ -47,6 +47,7 @@ def _values(c: MemoryConnection[PushServerProtocol], point: str) -> list[float]:
 
 def test_a_new_clients_handshake_and_snapshot_complete_while_a_fan_out_is_still_in_progress():
     s = _server(slice_clients=10)
+    s.factory.snapshots.max_age = 0  # every opening built afresh (shared ones: tests/test_snapshots.py)
     s.publish(Sample("p/u/a", 0.0, ts=1.0))
     clients = _many(s, 100)
     s.publish(Sample("p/u/a", 1.0, ts=2.0))

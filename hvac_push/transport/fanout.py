@@ -28,6 +28,7 @@ from hvac_push.core.hub import Hub
 from hvac_push.transport.stats import DeliveryStats, GuardStats
 from hvac_push.transport.protocol import PushServerProtocol
 from hvac_push.transport.rounds import DEFAULT_SLICE_CLIENTS, DeliveryRounds
+from hvac_push.transport.snapshots import SnapshotCache
 from hvac_push.transport.wsoptions import apply_protocol_options
 
 GOING_AWAY = 1001
@@ -84,6 +85,8 @@ class PushServerFactory(WebSocketServerFactory):
         self._loop = LoopingCall(self.tick)
         self._loop.clock = reactor
         self._drained: list[Deferred[None]] = []
+        #: Opening snapshots shared by clients that open within a second (L{hvac_push.transport.snapshots}).
+        self.snapshots = SnapshotCache(reactor.seconds)
         #: The sliced delivery rounds (at most C{slice_clients} clients per reactor turn).
         self.rounds = DeliveryRounds(
             hub, reactor, self.stats, lambda: self.clients, self.prepareMessage, self._flush_filtered, slice_clients

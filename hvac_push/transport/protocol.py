@@ -155,6 +155,8 @@ class PushServerProtocol(WebSocketServerProtocol):
             self.send_bytes(wire.encode_update(hub.epoch, hub.version, hub.changed_since(resume.since, self.subscription)))
             if alarms is not None:
                 self.replay_alarms(resume.alarm_seq)
+        elif self._shared_opening(resume):
+            return
         else:
             points = hub.points(self.subscription)
             self.send_bytes(
@@ -170,6 +172,35 @@ class PushServerProtocol(WebSocketServerProtocol):
             if self.cov is not None:
                 self.cov.record(points, self.factory.now())
         self.last_version = hub.version
+
+    def _shared_opening(self, resume: wire.Resume | None) -> bool:
+        """The common first snapshot, encoded and framed once for everyone who opens within a second.
+
+        See L{hvac_push.transport.snapshots}: for full read permission, no
+        resume point and no COV filter only. Returns whether it was sent.
+        """
+        cache = getattr(self.factory, "snapshots", None)
+        if cache is None or resume is not None or self.cov is not None or not self.permissions.everything:
+            return False
+        hub = self.factory.hub
+        alarms = self.factory.alarms
+        seq = None if alarms is None else alarms.seq
+        found = cache.get(self.subscription, seq)
+        if found is None:
+            payload = wire.encode_snapshot(
+                hub.epoch,
+                hub.version,
+                hub.points(self.subscription),
+                alarms=None if alarms is None else alarms.current(self.may_see),
+                alarm_seq=seq,
+            )
+            found = (hub.version, self.factory.prepareMessage(payload))
+            cache.put(self.subscription, seq, *found)
+        self.send_prepared(found[1])
+        self.last_version = found[0]
+        if found[0] < hub.version:
+            self.factory.wake()  # what changed since the shared snapshot, on the next turn
+        return True
 
     def replay_alarms(self, after_seq: int | None) -> None:
         """Send the alarm transitions after C{after_seq}, or the current list if the ring is too short."""
