@@ -5,7 +5,9 @@ the stock protocol on a memory transport (L{hvac_push.testing.MemoryServer}),
 so the figures are the server's own CPU time, without the kernel or a client:
 
 - the handshake and opening snapshot of a client subscribed to everything
-  (``#``), and of one subscribed to one unit (``plant/<unit>/#``);
+  (``#``), and of one subscribed to one unit (``plant/<unit>/#``), each built
+  for the client; and of a client that opens within a second of another
+  and shares its snapshot (L{hvac_push.transport.snapshots});
 - one delivery round after 20 point changes (the plant's 2,000 updates/s at
   100 flushes/s) to 250 clients on everything and 250 on one unit each.
 
@@ -59,7 +61,15 @@ def main() -> int:
         return time.process_time() - started
 
     rows = []
-    for label, path in (("snapshot, everything (#)", "/ws"), ("snapshot, one unit", f"/ws?points=plant/{units[7]}/%23")):
+    cache = getattr(server.factory, "snapshots", None)
+    cases = [("snapshot, everything (#)", "/ws", 0.0), ("snapshot, one unit", f"/ws?points=plant/{units[7]}/%23", 0.0)]
+    if cache is not None:
+        cases.append(("snapshot, everything (#), shared: another client opened within 1 s", "/ws", 1.0))
+    for label, path, max_age in cases:
+        if cache is not None:
+            cache.max_age = max_age
+            if max_age:
+                server.connect(path, peer="127.0.1.200").disconnect()  # the client that built it
         times = []
         size = 0
         for k in range(args.repeat):
