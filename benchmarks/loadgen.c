@@ -9,6 +9,10 @@
  *
  * Usage: loadgen HOST PORT PATH CLIENTS DURATION_S WARMUP_S [BATCH] [INFLIGHT]
  *
+ * With LOADGEN_PATHS=FILE in the environment, client i requests line
+ * i % lines of FILE instead of PATH (e.g. half the clients on everything,
+ * half on one unit each).
+ *
  * Output: one JSON line on stdout.  Markers "# measure start" and
  * "# measure end" are written to stderr at the edges of the measurement
  * window so that a runner can sample the server's CPU over the same window.
@@ -73,6 +77,10 @@ static struct sockaddr_in g_addr;
 static int epfd;
 static char req_buf[1024];
 static int req_len;
+/* Per-client requests from LOADGEN_PATHS (NULL: everyone sends req_buf). */
+static char **path_reqs;
+static int *path_req_lens;
+static int npath_reqs;
 
 static uint64_t *hist;
 static uint64_t hist_overflow, neg_latency;
@@ -461,8 +469,15 @@ static void on_writable_connecting(struct conn *c, double now) {
         attempt_failed(c, now);
         return;
     }
-    ssize_t w = send(c->fd, req_buf, req_len, MSG_NOSIGNAL);
-    if (w != req_len) { /* a 200-byte request fits any fresh socket buffer */
+    const char *req = req_buf;
+    int len = req_len;
+    if (npath_reqs) {
+        int k = (int)(c - conns) % npath_reqs;
+        req = path_reqs[k];
+        len = path_req_lens[k];
+    }
+    ssize_t w = send(c->fd, req, len, MSG_NOSIGNAL);
+    if (w != len) { /* a 200-byte request fits any fresh socket buffer */
         attempt_failed(c, now);
         return;
     }
@@ -534,6 +549,35 @@ int main(int argc, char **argv) {
     if (req_len <= 0 || req_len >= (int)sizeof req_buf) {
         fprintf(stderr, "loadgen: path too long\n");
         return 2;
+    }
+    const char *paths_file = getenv("LOADGEN_PATHS");
+    if (paths_file && *paths_file) {
+        FILE *pf = fopen(paths_file, "r");
+        if (!pf) {
+            fprintf(stderr, "loadgen: cannot open LOADGEN_PATHS %s\n", paths_file);
+            return 2;
+        }
+        char line[512];
+        while (fgets(line, sizeof line, pf) && npath_reqs < 100000) {
+            line[strcspn(line, "\r\n")] = 0;
+            if (!*line) continue;
+            path_reqs = realloc(path_reqs, sizeof(char *) * (npath_reqs + 1));
+            path_req_lens = realloc(path_req_lens, sizeof(int) * (npath_reqs + 1));
+            char *r = malloc(1024);
+            int n = snprintf(r, 1024,
+                             "GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
+                             "Connection: Upgrade\r\nSec-WebSocket-Key: " WS_KEY "\r\n"
+                             "Sec-WebSocket-Version: 13\r\nUser-Agent: hvac-push-loadgen\r\n\r\n",
+                             line, g_host, g_port);
+            if (n <= 0 || n >= 1024) {
+                fprintf(stderr, "loadgen: path too long in LOADGEN_PATHS\n");
+                return 2;
+            }
+            path_reqs[npath_reqs] = r;
+            path_req_lens[npath_reqs] = n;
+            npath_reqs++;
+        }
+        fclose(pf);
     }
 
     /* enough descriptors for every client plus slack */

@@ -65,6 +65,16 @@ CLUSTER_SERVERS = ("hvacpush-reuseport", "hvacpush-reuseport-mqtt", "hvacpush-re
 SCENARIOS = {
     "1000x100": {"clients": 1000, "rate": 100, "duration": 20.0, "warmup": 5.0},
     "5000x10": {"clients": 5000, "rate": 10, "duration": 20.0, "warmup": 10.0},
+    # Issue 14, scenario 1: the connect time is the loadgen's ramp (first connect to last).
+    "10000x10": {"clients": 10000, "rate": 10, "duration": 20.0, "warmup": 25.0},
+    # Scenario 3: 7,143 simulated units = 50,001 points, 2,000 updates/s, 500 clients: even ones
+    # on everything, odd ones on one unit each (plant/<unit>/#). Baselines have no subscriptions.
+    "plant50k": {"clients": 500, "rate": 2000, "duration": 20.0, "warmup": 20.0, "sim_units": 7143,
+                 "paths": "half-unit", "servers": ("hvacpush",), "ready_timeout": 90.0},
+    # Scenario 4: 1,000 steady clients x 100 updates/s, without and with 200 clients/s connecting,
+    # reading their snapshot and leaving (a "+churn" server runs the churn beside the steady load).
+    "churn": {"clients": 1000, "rate": 100, "duration": 20.0, "warmup": 5.0, "churn_per_s": 200,
+              "servers": ("hvacpush", "hvacpush+churn", "websockets", "websockets+churn")},
 }
 DEFAULT = {"clients": 1000, "rate": 100, "duration": 20.0, "warmup": 5.0}
 QUICK = {"clients": 50, "rate": 100, "duration": 5.0, "warmup": 2.0}
@@ -159,7 +169,8 @@ def compile_loadgen(tmpdir: str) -> str:
 
 # -- servers ------------------------------------------------------------------
 
-def server_command(name: str, port: int, rate: int, processes: int = 2) -> list[str]:
+def server_command(name: str, port: int, rate: int, processes: int = 2, units: int = 6,
+                   clients: int = 0) -> list[str]:
     if name in CLUSTER_SERVERS:
         return [sys.executable, str(HERE / "cluster.py"), "--port", str(port), "--rate", str(rate),
                 "--units", "6", "--processes", str(processes), *(["--broker"] if name.endswith("-mqtt") else []),
@@ -168,9 +179,11 @@ def server_command(name: str, port: int, rate: int, processes: int = 2) -> list[
         return [
             venv_bin("twistd"), "-n", "--pidfile=", "hvacpush",
             "--listen", f"tcp:{port}:interface={HOST}",
-            "--sim-units", "6", "--sim-rate", str(rate),
+            "--sim-units", str(units), "--sim-rate", str(rate),
             # every load-generator client comes from 127.0.0.1, like clients behind a proxy
             "--max-connections-per-ip", "0",
+            *(["--max-connections", str(clients + 1000)] if clients + 1000 > 10_000 else []),
+            *(["--coalesce-ms", os.environ["HVACPUSH_COALESCE_MS"]] if os.environ.get("HVACPUSH_COALESCE_MS") else []),
         ]
     if name == "websockets":
         return [sys.executable, str(HERE / "baseline_websockets.py"),
@@ -226,16 +239,16 @@ def upgrade_ok(port: int, timeout: float = 2.0) -> bool:
         return False
 
 
-def wait_ready(proc: subprocess.Popen, port: int) -> str | None:
+def wait_ready(proc: subprocess.Popen, port: int, timeout: float = READY_TIMEOUT_S) -> str | None:
     """None when the server accepts WebSocket upgrades, else why not."""
-    deadline = time.monotonic() + READY_TIMEOUT_S
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             return f"exited with code {proc.returncode} before accepting connections"
         if upgrade_ok(port):
             return None
         time.sleep(0.2)
-    return f"did not accept a WebSocket upgrade on {WS_PATH} within {READY_TIMEOUT_S:.0f}s"
+    return f"did not accept a WebSocket upgrade on {WS_PATH} within {timeout:.0f}s"
 
 
 def wait_log_line(proc: subprocess.Popen, log_path: Path, line: str, timeout: float = READY_TIMEOUT_S) -> str | None:
@@ -272,6 +285,118 @@ def tail(path: Path, lines: int = 15) -> str:
     except OSError:
         return ""
     return "\n".join(text[-lines:])
+
+
+# -- churn: clients that connect, read their snapshot and leave ---------------
+
+class Churn:
+    """C{rate} connections per second, each: upgrade, read the first message (the snapshot), close.
+
+    Forty threads share the rate (open loop: a slow server does not slow the churn much); each connection is bounded by CHURN_TIMEOUT_S.
+    Runs between start() and stop() (the loadgen's measurement window).
+    """
+
+    THREADS = 40
+    CHURN_TIMEOUT_S = 5.0
+
+    def __init__(self, port: int, rate: float):
+        self.port = port
+        self.rate = rate
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+        self.done = 0
+        self.failed = 0
+        self.seconds: list[float] = []
+        self._started = 0.0
+        self._elapsed = 0.0
+
+    def start(self) -> None:
+        if self._threads:
+            return
+        self._started = time.monotonic()
+        for k in range(self.THREADS):
+            t = threading.Thread(target=self._loop, args=(k,), daemon=True)
+            self._threads.append(t)
+            t.start()
+
+    def stop(self) -> None:
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=self.CHURN_TIMEOUT_S + 1)
+        self._elapsed = time.monotonic() - self._started if self._started else 0.0
+
+    def _loop(self, k: int) -> None:
+        interval = self.THREADS / self.rate
+        next_at = time.monotonic() + k * interval / self.THREADS
+        while not self._stop.is_set():
+            delay = next_at - time.monotonic()
+            if delay > 0 and self._stop.wait(delay):
+                break
+            next_at += interval
+            began = time.monotonic()
+            ok = self._one()
+            with self._lock:
+                if ok:
+                    self.done += 1
+                    self.seconds.append(time.monotonic() - began)
+                else:
+                    self.failed += 1
+
+    def _one(self) -> bool:
+        request = (
+            f"GET {WS_PATH} HTTP/1.1\r\nHost: {HOST}:{self.port}\r\nUpgrade: websocket\r\n"
+            "Connection: Upgrade\r\nSec-WebSocket-Key: Y2h1cm4tY2xpZW50LTAwMQ==\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+        try:
+            with socket.create_connection((HOST, self.port), timeout=self.CHURN_TIMEOUT_S) as sock:
+                sock.sendall(request)
+                data = b""
+                deadline = time.monotonic() + self.CHURN_TIMEOUT_S
+                while time.monotonic() < deadline and len(data) < 64 << 20:
+                    chunk = sock.recv(65536)
+                    if not chunk:
+                        return False
+                    data += chunk
+                    head, sep, rest = data.partition(b"\r\n\r\n")
+                    if not sep:
+                        continue
+                    if not head.startswith(b"HTTP/1.1 101"):
+                        return False
+                    if _frame_complete(rest):
+                        sock.sendall(bytes([0x88, 0x82, 1, 2, 3, 4, 0x03 ^ 1, 0xE8 ^ 2]))
+                        return True
+                return False
+        except OSError:
+            return False
+
+    def result(self) -> dict:
+        seconds = sorted(self.seconds)
+        p = (lambda q: round(1000 * seconds[min(len(seconds) - 1, int(q * len(seconds)))], 2)) if seconds else None
+        return {"rate": self.rate, "done": self.done, "failed": self.failed,
+                "per_s": round(self.done / self._elapsed, 1) if self._elapsed else None,
+                "connect_to_snapshot_ms_p50": p(0.5) if p else None,
+                "connect_to_snapshot_ms_p99": p(0.99) if p else None}
+
+
+def _frame_complete(data: bytes) -> bool:
+    """Whether C{data} starts with one whole unmasked server frame."""
+    if len(data) < 2:
+        return False
+    n = data[1] & 0x7F
+    offset = 2
+    if n == 126:
+        if len(data) < 4:
+            return False
+        n, offset = int.from_bytes(data[2:4], "big"), 4
+    elif n == 127:
+        if len(data) < 10:
+            return False
+        n, offset = int.from_bytes(data[2:10], "big"), 10
+    return len(data) >= offset + n
 
 
 # -- measurement --------------------------------------------------------------
@@ -354,11 +479,30 @@ def _busy(t) -> float:
     return sum(t) - t.idle - getattr(t, "iowait", 0.0)
 
 
+def write_paths(cfg: dict, log_dir: Path) -> str | None:
+    """The LOADGEN_PATHS file for a scenario with per-client paths, or None."""
+    if cfg.get("paths") != "half-unit":
+        return None
+    sys.path.insert(0, str(REPO))
+    from hvac_push.sources.simulator import PlantModel
+
+    units = PlantModel(units=cfg.get("sim_units", 6), seed=0).unit_names
+    lines = []
+    for i in range(cfg["clients"]):
+        lines.append(WS_PATH if i % 2 == 0 else f"{WS_PATH}?points=plant/{units[(i // 2) % len(units)]}/%23")
+    path = log_dir / f"{cfg['name']}-paths.txt"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return str(path)
+
+
 def run_loadgen(loadgen: str, port: int, cfg: dict, sampler: Sampler, batch: int,
-                inflight: int) -> dict:
+                inflight: int, paths: str | None = None, churn: "Churn | None" = None) -> dict:
     cmd = [loadgen, HOST, str(port), WS_PATH, str(cfg["clients"]), str(cfg["duration"]),
            str(cfg["warmup"]), str(batch), str(inflight)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    env = dict(os.environ)
+    if paths:
+        env["LOADGEN_PATHS"] = paths
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                             preexec_fn=preexec_for(nofile_target(cfg["clients"])))
     stderr_lines: list[str] = []
 
@@ -368,8 +512,12 @@ def run_loadgen(loadgen: str, port: int, cfg: dict, sampler: Sampler, batch: int
             line = line.rstrip("\n")
             if line == "# measure start":
                 sampler.mark_start()
+                if churn is not None:
+                    churn.start()
             elif line == "# measure end":
                 sampler.mark_end()
+                if churn is not None:
+                    churn.stop()
             elif len(stderr_lines) < 200:
                 stderr_lines.append(line)
 
@@ -399,12 +547,16 @@ def run_loadgen(loadgen: str, port: int, cfg: dict, sampler: Sampler, batch: int
     out_reader.join(timeout=5)
     reader.join(timeout=5)
     sampler.mark_end()
+    if churn is not None:
+        churn.stop()
     text = "".join(stdout_chunks).strip().splitlines()
     if not text:
         raise RuntimeError("loadgen printed nothing" + (" (killed)" if killed else "")
                            + (": " + " | ".join(stderr_lines[-5:]) if stderr_lines else ""))
     result = json.loads(text[-1])
-    result["loadgen_command"] = shlex.join(cmd)
+    result["loadgen_command"] = ("LOADGEN_PATHS=" + paths + " " if paths else "") + shlex.join(cmd)
+    if churn is not None:
+        result["churn"] = churn.result()
     if stderr_lines:
         result["loadgen_stderr"] = stderr_lines[-20:]
     return result
@@ -412,14 +564,28 @@ def run_loadgen(loadgen: str, port: int, cfg: dict, sampler: Sampler, batch: int
 
 def run_one(name: str, cfg: dict, loadgen: str, log_dir: Path, args) -> dict:
     row = {"server": name, **cfg, "expected_updates_per_s": cfg["clients"] * cfg["rate"]}
+    if cfg.get("paths") == "half-unit":
+        # Half the clients get every update; the other half one unit's share (7 of 7 x units points).
+        half = cfg["clients"] / 2
+        row["expected_updates_per_s"] = round(half * cfg["rate"] + half * cfg["rate"] / cfg.get("sim_units", 6))
+    label, name = name, name.removesuffix("+churn")
+    row["loadavg_at_start"] = [round(x, 2) for x in os.getloadavg()]
+    churn_rate = cfg.get("churn_per_s", 0) if label.endswith("+churn") else 0
     reason = unavailable_reason(name)
     if reason:
         row["error"] = f"skipped: {reason}"
         return row
     port = free_port()
-    cmd = server_command(name, port, cfg["rate"], getattr(args, "processes", 2))
+    cmd = server_command(name, port, cfg["rate"], getattr(args, "processes", 2),
+                         cfg.get("sim_units", 6), cfg["clients"])
     row["server_command"] = shlex.join(cmd)
-    log_path = log_dir / f"{cfg['name']}-{name}.log"
+    earlier = len(list(log_dir.glob(f"{cfg['name']}-{label}-*.log")))  # one log per run, not per server
+    log_path = log_dir / f"{cfg['name']}-{label}-{earlier + 1}.log"
+    if name == "hvacpush":
+        # A fresh store per run: the default sqlite:hvac-push.db would restore the previous
+        # run's points (a 50,000-point plant into the next 42-point scenario).
+        cmd += ["--store", f"sqlite:{log_path.with_suffix('.db')}"]
+        row["server_command"] = shlex.join(cmd)
     row["server_log"] = str(log_path)
     print(f"  {name}: starting on {HOST}:{port} ...", file=sys.stderr, flush=True)
     with open(log_path, "w", encoding="utf-8") as log:
@@ -429,7 +595,7 @@ def run_one(name: str, cfg: dict, loadgen: str, log_dir: Path, args) -> dict:
             preexec_fn=preexec_for(nofile_target(cfg["clients"])),
         )
         try:
-            problem = wait_ready(proc, port)
+            problem = wait_ready(proc, port, cfg.get("ready_timeout", READY_TIMEOUT_S))
             if not problem and name in CLUSTER_SERVERS:
                 # A NATS cluster forms and elects its JetStream leaders before the edges can sync.
                 problem = wait_log_line(proc, log_path, "cluster: ready", 60.0 if name.endswith("-nats") else READY_TIMEOUT_S)
@@ -440,8 +606,10 @@ def run_one(name: str, cfg: dict, loadgen: str, log_dir: Path, args) -> dict:
             sampler = Sampler(proc.pid)
             print(f"  {name}: ready; loadgen {cfg['clients']} clients, "
                   f"{cfg['warmup']:g}s warmup + {cfg['duration']:g}s", file=sys.stderr, flush=True)
+            churn = Churn(port, churn_rate) if churn_rate else None
             try:
-                lg = run_loadgen(loadgen, port, cfg, sampler, args.batch, args.inflight)
+                lg = run_loadgen(loadgen, port, cfg, sampler, args.batch, args.inflight,
+                                 write_paths(cfg, log_dir), churn)
             except (RuntimeError, ValueError) as exc:
                 row["error"] = f"loadgen: {exc}"
                 return row
@@ -562,9 +730,15 @@ def detail_lines(rows: list[dict]) -> list[str]:
             f"{lg['per_client_updates_min']:,}-{lg['per_client_updates_max']:,}, "
             f"{lg['clients_connected']:,} connected in {lg['ramp_s']:.1f}s, "
             f"{lg['clients_failed']} failed, {lg['clients_dropped']} dropped, "
-            f"server CPU {upd:.1f} µs/update, machine busy {r.get('machine_busy_pct')}%"
+            f"server CPU {upd:.1f} µs/update, machine busy {r.get('machine_busy_pct')}%, "
+            f"load average at start {r.get('loadavg_at_start')}"
             if upd is not None else f"- {r['server']}: {frames_s:,.0f} frames/s"
         )
+        if lg.get("churn"):
+            c = lg["churn"]
+            out.append(f"  - churn: {c['done']} connect-snapshot-leave cycles ({c['per_s']}/s, asked {c['rate']}/s), "
+                       f"{c['failed']} failed, connect to snapshot p50 {c['connect_to_snapshot_ms_p50']} ms, "
+                       f"p99 {c['connect_to_snapshot_ms_p99']} ms")
     return out
 
 
@@ -610,8 +784,9 @@ def parse_args(argv=None):
     p.add_argument("--rate", type=int, help=f"simulator updates/s (default {DEFAULT['rate']})")
     p.add_argument("--duration", type=float, help="measured seconds (default 20)")
     p.add_argument("--warmup", type=float, help="seconds before measuring (default 5)")
-    p.add_argument("--servers", default=",".join(ALL_SERVERS),
-                   help=f"comma list from {','.join(ALL_SERVERS)}")
+    p.add_argument("--servers", default=None,
+                   help=f"comma list from {','.join(ALL_SERVERS)} (default: all, or the scenario's own list); "
+                        "a '+churn' suffix adds the churn load")
     p.add_argument("--scenario", help=f"comma list of named scenarios: {', '.join(SCENARIOS)}")
     p.add_argument("--all", action="store_true", help="run every named scenario")
     p.add_argument("--quick", action="store_true",
@@ -628,9 +803,9 @@ def parse_args(argv=None):
     p.add_argument("--processes", type=int, default=2,
                    help=f"processes sharing the port for {', '.join(CLUSTER_SERVERS)} (default 2)")
     args = p.parse_args(argv)
-    args.server_list = [s.strip() for s in args.servers.split(",") if s.strip()]
+    args.server_list = [s.strip() for s in (args.servers or ",".join(ALL_SERVERS)).split(",") if s.strip()]
     for s in args.server_list:
-        if s not in ALL_SERVERS + CLUSTER_SERVERS:
+        if s.removesuffix("+churn") not in ALL_SERVERS + CLUSTER_SERVERS:
             p.error(f"unknown server {s!r}; known: {', '.join(ALL_SERVERS + CLUSTER_SERVERS)}")
     for key, lo, hi in (("clients", 1, 20000), ("rate", 1, 10000), ("duration", 1, 600),
                         ("warmup", 0, 120)):
@@ -662,8 +837,9 @@ def main(argv=None) -> int:
             print(f"scenario {cfg['name']}: {cfg['clients']} clients x {cfg['rate']} updates/s",
                   file=sys.stderr, flush=True)
             rows = []
+            servers = args.server_list if args.servers else list(cfg.get("servers", args.server_list))
             for rep in range(max(1, min(args.repeat, 10))):
-                for name in args.server_list:
+                for name in servers:
                     row = run_one(name, cfg, loadgen, log_dir, args)
                     row["rep"] = rep + 1
                     rows.append(row)

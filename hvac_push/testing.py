@@ -416,6 +416,8 @@ class FactoryOptions(TypedDict, total=False):
     ws_options: Mapping[str, Any]
     authenticator: Authenticator | None
     limits: Limits
+    slice_clients: int
+    coalesce: float
 
 
 P = TypeVar("P", bound=PushServerProtocol)

@@ -13,6 +13,7 @@ import pytest_twisted
 from prometheus_client.parser import text_string_to_metric_families
 
 from hvac_push.transport.fanout import PushServerFactory
+from hvac_push.transport.rounds import ChangeView, DeliveryRounds
 from hvac_push.ops.health import Readiness
 from hvac_push.ops.metrics import Buckets, denied_reason
 from hvac_push.core.points import Point, Sample
@@ -116,6 +117,7 @@ def test_the_hot_path_does_not_log_and_autobahn_debug_logging_is_off():
         PushServerFactory.flush, PushServerFactory.tick, PushServerFactory.wake, PushServerFactory._flush_now,
         PushServerFactory._send_group, PushServerProtocol.write_frame, PushServerProtocol.send_prepared, PushServerProtocol.send_bytes,
         PushServerProtocol.onMessage, PushServerProtocol.handle, Buckets.observe, Buckets.observe_ages,
+        DeliveryRounds._run_slice, DeliveryRounds._deliver, ChangeView.changed,
     ]
     for function in hot:
         source = inspect.getsource(function)

@@ -72,7 +72,7 @@ def test_every_unit_has_the_seven_points_with_valid_ids_and_units() -> None:
     assert model.point_ids() == ids  # stable
 
 
-@pytest.mark.parametrize("units", [0, -1, 1001, 2.5, True, "3"])
+@pytest.mark.parametrize("units", [0, -1, 10_001, 2.5, True, "3"])
 def test_bad_unit_count_is_refused(units: object) -> None:
     with pytest.raises(ValueError, match="units"):
         PlantModel(units=units)  # type: ignore[arg-type]
@@ -88,6 +88,8 @@ def test_bad_rate_is_refused(rate: object) -> None:
 
 def test_limits_are_accepted() -> None:
     assert len(PlantModel(units=1000).point_ids()) == 7000
+    big = SimulatorProducer(units=10_000)
+    assert len(big.model.point_ids()) == 70_000 and big.physics_interval == 5.0  # plant scale, physics every 5 s
     assert SimulatorProducer(units=1, rate=1_000_000).rate == 1_000_000
     assert SimulatorProducer().name == "simulator"
 

@@ -161,3 +161,11 @@ def test_twistd_serves_the_simulated_plant_from_the_source_tree(tmp_path):
         output, _ = process.communicate(timeout=30)
     assert process.returncode in (0, -signal.SIGTERM), output  # twistd re-raises the signal
     assert "Traceback" not in output
+
+
+def test_coalesce_ms_sets_the_fan_outs_coalescing_window_and_is_off_by_default():
+    assert makeService(parse(), reactor=MemoryReactorClock()).factory.coalesce == 0.0
+    service = makeService(parse("--coalesce-ms", "2.5"), reactor=MemoryReactorClock())
+    assert service.factory.coalesce == 0.0025
+    with pytest.raises(usage.UsageError):
+        parse("--coalesce-ms", "-1")

@@ -22,6 +22,7 @@ from hvac_push.core.points import (
     Subscription,
     check_point_id,
     check_value,
+    unit_of,
 )
 
 ChangeListener = Callable[[], None]
@@ -32,6 +33,10 @@ SAMPLE_STATUSES = tuple(s for s in STATUSES if s != "waiting")
 def _check_unit(unit: object) -> None:
     if not isinstance(unit, str) or len(unit) > 32:
         raise InvalidPoint("unit must be a string of at most 32 characters")
+
+
+def _version(point: Point) -> int:
+    return point.version
 
 
 class Hub:
@@ -48,6 +53,8 @@ class Hub:
         self._clock = clock
         # Insertion order == version order: a changed point is moved to the end.
         self._points: dict[str, Point] = {}
+        #: Point ids by C{(site, unit)}: a subscription to a few units reads only theirs.
+        self._units: dict[tuple[str, str], list[str]] = {}
         self._listeners: list[ChangeListener] = []
         #: Set while listeners run; writes made by a listener wait in C{_queued}
         #: and are applied once every listener has seen the current change.
@@ -123,6 +130,8 @@ class Hub:
             ):
                 return None
             del self._points[sample.point_id]
+        else:
+            self._units.setdefault(unit_of(sample.point_id), []).append(sample.point_id)
         self.version += 1
         point = Point(sample.point_id, value, sample.unit, ts, sample.status, self.version)
         self._points[sample.point_id] = point
@@ -178,6 +187,7 @@ class Hub:
             _check_unit(unit)
             if point_id in self._points:
                 continue
+            self._units.setdefault(unit_of(point_id), []).append(point_id)
             self.version += 1
             self._points[point_id] = Point(point_id, None, unit, now, "waiting", self.version)
             added += 1
@@ -208,7 +218,19 @@ class Hub:
         """Every current point matching C{subscription} (all if L{None}), oldest change first."""
         if subscription is None or subscription.everything:
             return list(self._points.values())
-        return [p for p in self._points.values() if subscription.matches(p.point_id)]
+        if subscription.units is not None:
+            # Only the named units' points, matched without filling the memo, in version order.
+            points = self._points
+            matches = subscription.matches_uncached
+            found = [
+                points[point_id]
+                for unit in subscription.units
+                for point_id in self._units.get(unit, ())
+                if matches(point_id)
+            ]
+            found.sort(key=_version)
+            return found
+        return [p for p in self._points.values() if subscription.matches_uncached(p.point_id)]
 
     def changed_since(self, version: int, subscription: Subscription | None = None) -> list[Point]:
         """Points of C{subscription} whose version is newer than C{version}, oldest first.

@@ -197,7 +197,7 @@ class Subscription:
     same filters share one object, one match memo and one delivery group.
     """
 
-    __slots__ = ("patterns", "key", "everything", "_memo")
+    __slots__ = ("patterns", "key", "everything", "_memo", "units")
 
     _interned: dict[frozenset[str], "Subscription"] = {}
 
@@ -206,6 +206,11 @@ class Subscription:
         self.key = frozenset(p.text for p in patterns)
         self.everything = "#" in self.key
         self._memo: dict[str, bool] = {}
+        #: The C{(site, unit)} pairs this subscription can match, when every
+        #: pattern names both literally (C{site/unit/#}, C{site/unit/point});
+        #: L{None} otherwise. Lets the hub and the fan-out look only at those
+        #: units' points instead of matching every point id of the plant.
+        self.units: frozenset[tuple[str, str]] | None = _units_of(patterns)
 
     @classmethod
     def of(cls, patterns: Iterable[Pattern]) -> "Subscription":
@@ -228,8 +233,33 @@ class Subscription:
                 self._memo[point_id] = hit
         return hit
 
+    def matches_uncached(self, point_id: str) -> bool:
+        """L{matches} without filling the memo (for one-off scans, e.g. a snapshot)."""
+        if self.everything:
+            return True
+        hit = self._memo.get(point_id)
+        if hit is None:
+            return any(p.matches(point_id) for p in self.patterns)
+        return hit
+
     def __repr__(self) -> str:
         return f"Subscription({sorted(self.key)!r})"
+
+
+def unit_of(point_id: str) -> tuple[str, str]:
+    """The C{(site, unit)} of a C{site/unit/point} id."""
+    site, unit, _ = point_id.split("/", 2)
+    return site, unit
+
+
+def _units_of(patterns: Iterable[Pattern]) -> frozenset[tuple[str, str]] | None:
+    units = set()
+    for pattern in patterns:
+        levels = pattern.levels
+        if len(levels) < 3 or levels[0] in ("+", "#") or levels[1] in ("+", "#"):
+            return None
+        units.add((levels[0], levels[1]))
+    return frozenset(units) if units else None
 
 
 EVERYTHING = Subscription.of([Pattern.parse("#")])

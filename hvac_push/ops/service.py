@@ -93,6 +93,7 @@ class PushService(MultiService):
         private_status: bool = False,
         store: Store | None = None,
         retention: Retention = Retention(),
+        coalesce: float = 0.0,
     ):
         super().__init__()
         self.reactor = reactor
@@ -121,6 +122,7 @@ class PushService(MultiService):
             ws_options=ws_options,
             authenticator=authenticator,
             limits=limits,
+            coalesce=coalesce,
         )
         self.history = History(self.hub, window=history_window)
         self.alarms = AlarmEngine(self.hub, reactor, ring_size=alarm_ring)

@@ -200,6 +200,7 @@ class Options(usage.Options):
         "client-rate": "PER_S", "client-burst": "N", "max-connections-per-ip": "N", "handshake-timeout": "SECONDS",
         "max-subscriptions": "N", "send-buffer": "BYTES", "slow-client-timeout": "SECONDS", "tls-ciphers": "CIPHERS",
         "store": "URL", "store-retention": "RAW,MINUTE,HOUR[,JOURNAL]", "sim-faults": "WHEN", "max-shelve": "MINUTES",
+        "coalesce-ms": "MS",
     }
     longdesc = (
         "Push live HVAC telemetry to WebSocket clients at /ws. With no data "
@@ -216,8 +217,11 @@ class Options(usage.Options):
     optParameters = [
         ["interval", None, 100.0, "Delivery poll period in milliseconds (data is also flushed as soon as it arrives).",
          _number(float, "interval", 1, 60_000)],
+        ["coalesce-ms", None, 0.0, "Hold a flush this many milliseconds after the first change, so the "
+         "changes of that window reach each client in one frame (fewer sends, that much more latency; "
+         "0: flush on the next reactor turn; docs/performance.md).", _number(float, "coalesce-ms", 0, 1000)],
         ["sim-units", None, 6, "Number of simulated units (chillers, CRAC units, AHUs in turn).",
-         _number(int, "sim-units", 1, 1000)],
+         _number(int, "sim-units", 1, 10_000)],
         ["sim-rate", None, 50.0, "Simulated point updates per second, across the plant.",
          _number(float, "sim-rate", 0.01, 1_000_000)],
         ["sim-seed", None, None, "Seed for a repeatable simulation.", _number(int, "sim-seed", 0, 2**32)],
@@ -382,6 +386,7 @@ def makeService(config: Options, reactor: Any = None) -> PushService:
     service = PushService(
         reactor,
         interval=config["interval"] / 1000.0,
+        coalesce=config.get("coalesce-ms", 0.0) / 1000.0,
         allowed_origins=config["allow-origin"],
         max_connections=config["max-connections"],
         ws_options=config["ws-option"],

@@ -84,7 +84,7 @@ FAULT_PERIOD_S = 600.0
 FAULT_DURATION_S = 180.0
 FAULT_CAPACITY = 0.1
 
-MAX_UNITS = 1000
+MAX_UNITS = 10_000
 MAX_RATE = 1_000_000.0
 #: The producer never sleeps less than this per slot; more rate means bigger batches.
 MIN_SLOT_S = 0.01
@@ -93,6 +93,9 @@ MAX_BACKLOG_S = 1.0
 #: The producer steps the physics at most this often; the time constants are tens of
 #: seconds, so stepping every 10 ms slot would cost CPU on big plants and add nothing.
 PHYSICS_INTERVAL_S = 0.05
+#: ...and, on plant-sized models (thousands of units), no more than this share of the time
+#: in physics: a step of 7,000 units costs about 0.3 s, so it runs every few seconds there.
+PHYSICS_SECONDS_PER_UNIT = 0.0005
 
 POINTS: dict[str, str] = {
     "supply_temp": "°C",
@@ -412,6 +415,8 @@ class SimulatorProducer:
         self.clock = clock
         self.model = PlantModel(units=units, seed=seed, site=site, faults=faults)
         self._cursor = 0
+        #: Seconds between physics steps: L{PHYSICS_INTERVAL_S}, longer for plant-sized models.
+        self.physics_interval = max(PHYSICS_INTERVAL_S, PHYSICS_SECONDS_PER_UNIT * units)
 
     def point_meta(self) -> dict[str, PointMeta]:
         """What the simulator promises about each point: it updates every C{points / rate} seconds
@@ -454,7 +459,7 @@ class SimulatorProducer:
                 start, emitted, elapsed = now, 0, 0.0
             next_slot = int(elapsed / slot) + 1
 
-            if now - last_physics >= PHYSICS_INTERVAL_S:
+            if now - last_physics >= self.physics_interval:
                 model.step(now - last_physics)
                 last_physics = now
 

@@ -9,7 +9,6 @@ update with the newest state of everything it missed: conflation, not a queue.
 
 from __future__ import annotations
 
-import time
 from typing import Any, Iterable, Mapping
 
 from autobahn.twisted.websocket import WebSocketServerFactory
@@ -28,8 +27,9 @@ from hvac_push.transport.interface import Client
 from hvac_push.transport.limits import DEFAULT_LIMITS, Limits
 from hvac_push.core.hub import Hub
 from hvac_push.transport.stats import DeliveryStats, GuardStats
-from hvac_push.core.points import Subscription
 from hvac_push.transport.protocol import PushServerProtocol
+from hvac_push.transport.rounds import DEFAULT_SLICE_CLIENTS, DeliveryRounds
+from hvac_push.transport.snapshots import SnapshotCache
 from hvac_push.transport.wsoptions import apply_protocol_options
 
 GOING_AWAY = 1001
@@ -58,6 +58,8 @@ class PushServerFactory(WebSocketServerFactory):
         url: str | None = None,
         authenticator: Authenticator | None = None,
         limits: Limits = DEFAULT_LIMITS,
+        slice_clients: int = DEFAULT_SLICE_CLIENTS,
+        coalesce: float = 0.0,
     ):
         super().__init__(url, reactor=reactor)
         # The limits set Autobahn's size and handshake options; explicit ws_options win.
@@ -78,9 +80,18 @@ class PushServerFactory(WebSocketServerFactory):
         self.clients: set[Client] = set()
         self.stats = DeliveryStats()
         self._pending: IDelayedCall | None = None
+        #: Seconds a flush waits after the first change, so the changes of that window share one
+        #: frame per client (one C{send} instead of several); 0 flushes on the next reactor turn.
+        self.coalesce = coalesce
         self._loop = LoopingCall(self.tick)
         self._loop.clock = reactor
         self._drained: list[Deferred[None]] = []
+        #: Opening snapshots shared by clients that open within a second (L{hvac_push.transport.snapshots}).
+        self.snapshots = SnapshotCache(reactor.seconds)
+        #: The sliced delivery rounds (at most C{slice_clients} clients per reactor turn).
+        self.rounds = DeliveryRounds(
+            hub, reactor, self.stats, lambda: self.clients, self.prepareMessage, self._flush_filtered, slice_clients
+        )
         #: Optional parts, attached by L{hvac_push.ops.service.PushService}.
         self.alarms: AlarmEngine | None = None
         self.history: History | None = None
@@ -114,6 +125,7 @@ class PushServerFactory(WebSocketServerFactory):
         if self._pending is not None:
             self._pending.cancel()
             self._flush_now()
+        self.rounds.finish()
         payload = wire.encode_alarm(seq, alarm)
         for client in list(self.clients):
             if client.may_see(alarm.point):
@@ -166,11 +178,12 @@ class PushServerFactory(WebSocketServerFactory):
         if self._pending is not None and self._pending.active():
             self._pending.cancel()
         self._pending = None
+        self.rounds.cancel()
 
     def wake(self) -> None:
-        """Schedule one flush for the next reactor turn (many wakes, one flush)."""
+        """Schedule one flush for the next reactor turn, or C{coalesce} seconds on (many wakes, one flush)."""
         if self._pending is None and self._loop.running:
-            self._pending = self._clock.callLater(0, self._flush_now)
+            self._pending = self._clock.callLater(self.coalesce, self._flush_now)
 
     def _flush_now(self) -> None:
         self._pending = None
@@ -184,47 +197,13 @@ class PushServerFactory(WebSocketServerFactory):
             self.guard.check_slow()  # only paused clients are looked at
 
     def flush(self) -> None:
-        hub = self.hub
-        version = hub.version
-        groups: dict[tuple[int, Subscription], list[Client]] = {}
-        filtered: list[Client] = []
-        stats = self.stats
-        for client in self.clients:
-            if client.last_version < version or (client.cov is not None and client.cov.held):
-                if client.paused:
-                    stats.skipped_paused += 1
-                    continue
-                if client.cov is not None:
-                    filtered.append(client)
-                    continue
-                key = (client.last_version, client.subscription)
-                members = groups.get(key)
-                if members is None:
-                    groups[key] = [client]
-                else:
-                    members.append(client)
-        if filtered:
-            self._flush_filtered(filtered, version)
-        if not groups:
-            return
-        started = time.perf_counter()
-        stats.flushes += 1
-        for (since, subscription), members in groups.items():
-            changed = hub.changed_since(since, subscription)
-            if changed:
-                payload = wire.encode_update(hub.epoch, version, changed)
-                prepared = self.prepareMessage(payload)
-                stats.frames_encoded += 1
-                stats.messages_sent += len(members)
-                stats.bytes_sent += len(prepared.payloadHybi) * len(members)
-                self._send_group(members, prepared)
-                for client in members:
-                    client.last_version = version
-                stats.latency_seconds.observe_ages(self._clock.seconds(), changed)
-            else:
-                for client in members:
-                    client.last_version = version
-        stats.flush_seconds.observe(time.perf_counter() - started)
+        """Bring every client up to date, in slices that let the reactor accept and handshake between them.
+
+        The first slice runs now; the rest follow on later reactor turns
+        (L{hvac_push.transport.rounds}). A flush asked for while a round is
+        running makes that round run again once it ends.
+        """
+        self.rounds.request()
 
     def _send_group(self, members: list[Client], prepared: Any) -> None:
         """One frame to every member; each client writes it the cheapest way it can (L{Client.write_frame})."""

@@ -8,7 +8,7 @@ imports the other's class for typing, so there is no import circle to hide.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 from twisted.internet.interfaces import IReactorTime
 
@@ -64,6 +64,10 @@ class ClientHost(Protocol):
     def guard_stats(self) -> GuardStats: ...
 
     def now(self) -> float: ...
+
+    def prepareMessage(self, payload: bytes) -> Any:
+        """Frame C{payload} once for many clients (Autobahn's factory method)."""
+        ...
 
     def wake(self) -> None: ...
 

@@ -26,10 +26,14 @@ from hvac_push.transport import wire
 from hvac_push.transport.auth import ALL, AuthError, Permissions
 from hvac_push.transport.cov_filter import CovFilter
 from hvac_push.transport.interface import ClientHost
+from hvac_push.transport.lean import defer_autobahn_debug_formatting, release_handshake_state
 from hvac_push.transport.store_answers import HistoryQueries, answer_after_journal
 from hvac_push.transport.limits import ABUSIVE, ACCEPT, POLICY_VIOLATION, TOKEN_EXPIRED, MessageGate
 from hvac_push.transport.sockets import bound_send_buffer
 from hvac_push.core.points import EVERYTHING, CovRule, Pattern, Subscription
+
+
+defer_autobahn_debug_formatting()
 
 
 class PushServerProtocol(WebSocketServerProtocol):
@@ -138,6 +142,7 @@ class PushServerProtocol(WebSocketServerProtocol):
         self.factory.client_opened(self)
         self.resume(self.resume_from)
         self._start_guards()
+        release_handshake_state(self)
 
     def resume(self, resume: wire.Resume | None) -> None:
         """Bring the client up to date: changes since its version, or a full snapshot.
@@ -154,6 +159,8 @@ class PushServerProtocol(WebSocketServerProtocol):
             self.reply(wire.encode_update(hub.epoch, hub.version, hub.changed_since(resume.since, self.subscription)))
             if alarms is not None:
                 self.replay_alarms(resume.alarm_seq)
+        elif self._shared_opening(resume):
+            return
         else:
             points = hub.points(self.subscription)
             self.reply(
@@ -169,6 +176,35 @@ class PushServerProtocol(WebSocketServerProtocol):
             if self.cov is not None:
                 self.cov.record(points, self.factory.now())
         self.last_version = hub.version
+
+    def _shared_opening(self, resume: wire.Resume | None) -> bool:
+        """The common first snapshot, encoded and framed once for everyone who opens within a second.
+
+        See L{hvac_push.transport.snapshots}: for full read permission, no
+        resume point and no COV filter only (the opening, which answers no request). Returns whether it was sent.
+        """
+        cache = getattr(self.factory, "snapshots", None)
+        if cache is None or resume is not None or self.cov is not None or not self.permissions.everything:
+            return False
+        hub = self.factory.hub
+        alarms = self.factory.alarms
+        seq = None if alarms is None else alarms.seq
+        found = cache.get(self.subscription, seq)
+        if found is None:
+            payload = wire.encode_snapshot(
+                hub.epoch,
+                hub.version,
+                hub.points(self.subscription),
+                alarms=None if alarms is None else alarms.current(self.may_see),
+                alarm_seq=seq,
+            )
+            found = (hub.version, self.factory.prepareMessage(payload))
+            cache.put(self.subscription, seq, *found)
+        self.send_prepared(found[1])
+        self.last_version = found[0]
+        if found[0] < hub.version:
+            self.factory.wake()  # what changed since the shared snapshot, on the next turn
+        return True
 
     def replay_alarms(self, after_seq: int | None) -> None:
         """Send the alarm transitions after C{after_seq}, or the current list if the ring is too short."""

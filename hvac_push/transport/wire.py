@@ -47,6 +47,9 @@ class WireError(Exception):
 # -- server to client -------------------------------------------------------
 
 _fragments: dict[tuple[Point, type], str] = {}
+#: The newest fragment per point id, found by identity: a plant-sized snapshot
+#: reuses every fragment even after C{_fragments} was cleared for its size.
+_latest: dict[str, tuple[Point, str]] = {}
 
 
 def point_fragment(point: Point) -> str:
@@ -56,6 +59,9 @@ def point_fragment(point: Point) -> str:
     can hold different points under the same id and version. The value's
     type is part of the key because C{1 == True} in Python.
     """
+    latest = _latest.get(point.point_id)
+    if latest is not None and latest[0] is point:
+        return latest[1]
     key = (point, type(point.value))
     fragment = _fragments.get(key)
     if fragment is None:
@@ -71,6 +77,9 @@ def point_fragment(point: Point) -> str:
             }
         )
         fragment = _fragments[key] = f'"{point.point_id}":{body}'
+    if len(_latest) > 1_000_000:
+        _latest.clear()
+    _latest[point.point_id] = (point, fragment)
     return fragment
 
 

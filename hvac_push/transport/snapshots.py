@@ -1,0 +1,56 @@
+"""Opening snapshots shared by clients that open within a short time of each other.
+
+At plant scale a snapshot of everything is 50,000 points and 5 MB: encoding
+and framing it for each of 250 clients that open together costs seconds of
+reactor time. A snapshot taken at hub version V stays a correct opening for
+a while: the client is marked as having V, and the next flush sends it what
+changed since V, as for anyone else. So one encoded, framed snapshot per
+subscription is reused for C{max_age} seconds, as long as the alarm sequence
+it lists is still current (a client must not miss an alarm transition made
+after its snapshot was built).
+
+Only for the common opening: full read permission, no resume point, no
+change-of-value filter; anything else is built for the client alone.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from hvac_push.core.points import Subscription
+
+#: Seconds a shared opening snapshot is reused.
+DEFAULT_MAX_AGE = 1.0
+#: Subscriptions whose snapshot is kept at once (the oldest goes first).
+MAX_ENTRIES = 32
+
+
+class SnapshotCache:
+    """Encoded and framed opening snapshots by (subscription, alarm seq), each kept C{max_age} seconds."""
+
+    def __init__(self, now: Callable[[], float], max_age: float = DEFAULT_MAX_AGE):
+        self._now = now
+        self.max_age = max_age
+        self._entries: dict[tuple[Subscription, int | None], tuple[float, int, Any]] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, subscription: Subscription, alarm_seq: int | None) -> tuple[int, Any] | None:
+        """C{(hub version, prepared message)} of a fresh shared snapshot, or L{None}."""
+        entry = self._entries.get((subscription, alarm_seq))
+        if entry is None or self._now() - entry[0] > self.max_age:
+            self.misses += 1
+            return None
+        self.hits += 1
+        return entry[1], entry[2]
+
+    def put(self, subscription: Subscription, alarm_seq: int | None, version: int, prepared: Any) -> None:
+        if self.max_age <= 0:
+            return
+        entries = self._entries
+        now = self._now()
+        for key in [k for k, e in entries.items() if now - e[0] > self.max_age]:
+            del entries[key]
+        if len(entries) >= MAX_ENTRIES:
+            del entries[next(iter(entries))]
+        entries[(subscription, alarm_seq)] = (now, version, prepared)

@@ -1,0 +1,172 @@
+"""hvac_push.transport.rounds: the fan-out runs in slices, and the reactor serves others between them.
+
+Driven by the memory clock (L{hvac_push.testing.MemoryServer}): each
+C{advance(0)} is one reactor turn, so "before the fan-out finished" is a
+count of turns, not a time.
+"""
+
+from __future__ import annotations
+
+from hvac_push.core.points import Sample
+from hvac_push.testing import MemoryConnection, MemoryServer
+from hvac_push.transport.protocol import PushServerProtocol
+
+
+def one_turn(s: MemoryServer[PushServerProtocol]) -> None:
+    """One reactor turn: run the timers due now, not those they schedule (as Twisted's reactor does).
+
+    C{Clock.advance(0)} would also run the calls added meanwhile, that is a
+    whole round at once.
+    """
+    clock = s.clock
+    due = [c for c in clock.calls if c.getTime() <= clock.seconds()]
+    for call in due:
+        if call in clock.calls:
+            clock.calls.remove(call)
+            call.called = 1
+            call.func(*call.args, **call.kw)
+
+
+def _many(s: MemoryServer[PushServerProtocol], count: int) -> list[MemoryConnection[PushServerProtocol]]:
+    """C{count} clients, each from its own loopback address (the per-address cap stays out of the way)."""
+    return [s.connect(peer=f"127.0.{i // 200}.{i % 200 + 1}") for i in range(count)]
+
+
+def _busy(s: MemoryServer[PushServerProtocol]) -> bool:
+    """Whether a delivery round still has slices to run."""
+    return s.factory.rounds.in_progress
+
+
+def _server(slice_clients: int) -> MemoryServer[PushServerProtocol]:
+    return MemoryServer(PushServerProtocol, slice_clients=slice_clients)
+
+
+def _values(c: MemoryConnection[PushServerProtocol], point: str) -> list[float]:
+    return [m["points"][point]["value"] for m in c.messages() if point in m.get("points", {})]
+
+
+def test_a_new_clients_handshake_and_snapshot_complete_while_a_fan_out_is_still_in_progress():
+    s = _server(slice_clients=10)
+    s.factory.snapshots.max_age = 0  # every opening built afresh (shared ones: tests/test_snapshots.py)
+    s.publish(Sample("p/u/a", 0.0, ts=1.0))
+    clients = _many(s, 100)
+    s.publish(Sample("p/u/a", 1.0, ts=2.0))
+    one_turn(s)  # the wake: the round starts and runs its first slice only
+    assert _busy(s)
+    reached = sum(1 for c in clients if _values(c, "p/u/a") == [0.0, 1.0])
+    assert reached == 10
+
+    newcomer = s.connect(peer="127.0.9.9")  # handled between slices, as the reactor would
+    assert newcomer.status == 101
+    snapshot = newcomer.messages()[0]
+    assert snapshot["type"] == "snapshot" and snapshot["points"]["p/u/a"]["value"] == 1.0
+    assert _busy(s)  # the fan-out has not finished
+    assert sum(1 for c in clients if len(_values(c, "p/u/a")) == 2) < 100
+
+    turns = 0
+    while _busy(s) and turns < 50:
+        one_turn(s)
+        turns += 1
+    assert turns == 9  # ten slices of ten clients in all
+    assert all(_values(c, "p/u/a") == [0.0, 1.0] for c in clients)
+    assert [m["type"] for m in newcomer.messages()] == ["snapshot"]  # it was already current
+
+
+def test_a_change_during_a_round_reaches_everyone_in_order_once_each():
+    s = _server(slice_clients=7)
+    clients = _many(s, 30)
+    for step in range(1, 6):
+        s.publish(Sample("p/u/a", float(step), ts=float(step)))
+        one_turn(s)  # the wake: one slice, then the next change comes
+        one_turn(s)
+    for _ in range(100):
+        if not _busy(s):
+            break
+        one_turn(s)
+    assert not _busy(s)
+    for c in clients:
+        seen = _values(c, "p/u/a")
+        assert seen == sorted(seen) and seen[-1] == 5.0  # in order, conflated, the newest last
+        versions = [m["version"] for m in c.messages()]
+        assert versions == sorted(set(versions))  # never the same version twice
+        assert c.protocol.last_version == s.hub.version
+
+
+def test_clients_that_close_mid_round_are_skipped_and_the_rest_still_served():
+    s = _server(slice_clients=5)
+    clients = _many(s, 20)
+    s.publish(Sample("p/u/a", 1.0, ts=1.0))
+    one_turn(s)
+    waiting = [c for c in clients if _values(c, "p/u/a") == []]
+    assert len(waiting) == 15
+    gone = waiting[:5]
+    for c in gone:
+        c.disconnect()
+    while _busy(s):
+        one_turn(s)
+    assert all(_values(c, "p/u/a") == [1.0] for c in clients if c not in gone)
+    assert all(_values(c, "p/u/a") == [] for c in gone)
+    assert s.factory.stats.messages_sent == 15
+
+
+def test_an_alarm_finishes_the_round_first_so_no_client_hears_of_a_value_before_it():
+    from hvac_push.analytics.alarms import AlarmEngine
+
+    s = _server(slice_clients=3)
+    engine = AlarmEngine(s.hub, s.clock)
+    s.factory.attach_alarms(engine)
+    clients = _many(s, 12)
+    s.publish(Sample("p/u/a", 1.0, ts=1.0))
+    one_turn(s)
+    assert _busy(s)
+    s.factory.send_alarm(1, _FakeAlarm("p/u/a"))  # type: ignore[arg-type]
+    assert not _busy(s)
+    for c in clients:
+        kinds = [m["type"] for m in c.messages()]
+        assert kinds == ["snapshot", "update", "alarm"], kinds
+
+
+class _FakeAlarm:
+    """Just what wire.alarm_dict reads."""
+
+    def __init__(self, point: str):
+        self.id = f"{point}:high"
+        self.point = point
+        self.kind = "high"
+        self.state = "active"
+        self.severity = "warning"
+        self.value = 1.0
+        self.limit = 0.5
+        self.ts = 1.0
+        self.message = "high"
+
+
+def test_a_coalescing_window_packs_the_changes_it_sees_into_one_frame_per_client_in_order():
+    s = MemoryServer(PushServerProtocol, coalesce=0.005)
+    clients = _many(s, 3)
+    s.publish(Sample("p/u/a", 1.0, ts=1.0))
+    s.advance(0.002)
+    s.publish(Sample("p/u/b", 2.0, ts=2.0))
+    s.advance(0.002)
+    s.publish(Sample("p/u/a", 3.0, ts=3.0), Sample("p/u/c", 4.0, ts=3.0))
+    assert all(len(c.messages()) == 1 for c in clients)  # only the snapshot: the window is open
+    s.advance(0.001)
+    for c in clients:
+        snapshot, update = c.messages()
+        assert update["type"] == "update" and update["version"] == s.hub.version
+        assert list(update["points"]) == ["p/u/b", "p/u/a", "p/u/c"]  # oldest change first
+        assert {k: v["value"] for k, v in update["points"].items()} == {"p/u/a": 3.0, "p/u/b": 2.0, "p/u/c": 4.0}
+    assert s.factory.stats.frames_encoded == 1
+    s.publish(Sample("p/u/a", 5.0, ts=5.0))
+    s.advance(0.005)
+    assert all(c.messages()[-1]["points"]["p/u/a"]["value"] == 5.0 for c in clients)
+
+
+def test_without_a_window_each_reactor_turn_flushes_its_own_changes():
+    s = MemoryServer(PushServerProtocol)
+    c = s.connect()
+    s.publish(Sample("p/u/a", 1.0, ts=1.0))
+    s.advance(0.002)
+    s.publish(Sample("p/u/b", 2.0, ts=2.0))
+    s.advance(0.002)
+    assert [list(m["points"]) for m in c.messages()[1:]] == [["p/u/a"], ["p/u/b"]]
