@@ -65,5 +65,6 @@ def clean_reactor(request: pytest.FixtureRequest) -> Iterator[None]:
 
     found = settle(reactor, pytest_twisted.blockon)
     if any(found.values()):
+        report = describe(found)
         clean(reactor, found)
-        pytest.fail(f"{request.node.nodeid} left the reactor dirty:\n{describe(found)}", pytrace=False)
+        pytest.fail(f"{request.node.nodeid} left the reactor dirty:\n{report}", pytrace=False)

@@ -21,7 +21,7 @@ QUIET_TURNS = 5
 
 def leftovers(reactor: Any) -> dict[str, list[Any]]:
     """The delayed calls still pending and the readers/writers still registered (the waker excluded)."""
-    internal = getattr(reactor, "_internalReaders", set())
+    internal: set[Any] = getattr(reactor, "_internalReaders", set())
     return {
         "delayed calls": [call for call in reactor.getDelayedCalls() if call.active()],
         "readers": [r for r in reactor.getReaders() if r not in internal],
@@ -34,8 +34,21 @@ def describe(found: dict[str, list[Any]]) -> str:
     lines = []
     for kind, items in found.items():
         for item in items:
-            lines.append(f"  {kind[:-1]}: {item!r}"[:300])
+            lines.append(f"  {kind[:-1]}: {item!r}{_batched(item)}"[:400])
     return "\n".join(lines)
+
+
+def _batched(call: Any) -> str:
+    """For a txaio batched-timer bucket (Autobahn's handshake timers), the functions waiting in it."""
+    timer = getattr(getattr(call, "func", None), "__self__", None)
+    buckets = getattr(timer, "_buckets", None)
+    if not isinstance(buckets, dict) or not call.args or call.args[0] not in buckets:
+        return ""
+    names = []
+    for waiting in buckets[call.args[0]][1]:
+        cells = getattr(getattr(waiting, "_call", None), "__closure__", None) or ()
+        names += [getattr(c.cell_contents, "__qualname__", "") for c in cells if callable(c.cell_contents)]
+    return f" waiting: {', '.join(n for n in names if n) or '?'}"
 
 
 def settle(reactor: Any, spin: Any, grace: float = GRACE_SECONDS) -> dict[str, list[Any]]:

@@ -65,11 +65,11 @@ def test_a_pending_timer_is_reported_with_its_function() -> None:
 def test_a_connection_dropping_within_the_grace_and_cancelling_its_timer_is_clean() -> None:
     reactor = MemoryReactorClock()
     connection = Selectable("closing")
-    reactor.addReader(connection)  # type: ignore[arg-type]
+    reactor.addReader(connection)
     timeout = reactor.callLater(5, lambda: None)
 
     def dropped() -> None:
-        reactor.removeReader(connection)  # type: ignore[arg-type]
+        reactor.removeReader(connection)
         timeout.cancel()
 
     found = settle(reactor, spinner(reactor, io={0.3: dropped}))
@@ -79,10 +79,10 @@ def test_a_connection_dropping_within_the_grace_and_cancelling_its_timer_is_clea
 def test_a_timer_that_fires_during_the_grace_is_reported() -> None:
     reactor = MemoryReactorClock()
     connection = Selectable("stuck")
-    reactor.addReader(connection)  # type: ignore[arg-type]
+    reactor.addReader(connection)
 
     def close_handshake_timeout() -> None:
-        reactor.removeReader(connection)  # type: ignore[arg-type]
+        reactor.removeReader(connection)
 
     reactor.callLater(1.0, close_handshake_timeout)
     found = settle(reactor, spinner(reactor))
@@ -92,8 +92,8 @@ def test_a_timer_that_fires_during_the_grace_is_reported() -> None:
 def test_a_connection_that_never_drops_is_reported_after_the_grace_and_cleaned_away() -> None:
     reactor = MemoryReactorClock()
     connection = Selectable("open")
-    reactor.addReader(connection)  # type: ignore[arg-type]
-    reactor.addWriter(connection)  # type: ignore[arg-type]
+    reactor.addReader(connection)
+    reactor.addWriter(connection)
     found = settle(reactor, spinner(reactor))
     assert GRACE_SECONDS <= reactor.seconds() < GRACE_SECONDS + 0.1
     assert found["readers"] == [connection] and found["writers"] == [connection]
