@@ -14,6 +14,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.python import usage
 
 from hvac_push.ops.tap import Options, makeService
+from tests.test_operations import wait_ready
 from tests.wsprobe import bound_ports, first_messages
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -152,6 +153,7 @@ def test_twistd_serves_the_simulated_plant_from_the_source_tree(tmp_path):
     try:
         # The port file is written once it listens: no port race, and no connecting before it is up.
         [port] = bound_ports(tmp_path / "ports", alive=lambda: process.poll() is None)
+        assert wait_ready(port)["ready"] is True  # the simulator has published its initial state
         snapshot, update = first_messages(port, count=2)
         assert snapshot["type"] == "snapshot" and len(snapshot["points"]) == 21
         assert {pid.split("/")[1] for pid in snapshot["points"]} == {"chiller-1", "crac-1", "ahu-1"}
