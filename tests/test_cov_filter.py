@@ -64,3 +64,59 @@ def test_clearing_a_rule_sends_every_change_again():
     hub.publish(Sample(POINT, 20.1, "°C", 2.0))
     assert [p.value for p in cov.select(hub, since, EVERYTHING, now=2.0)] == [20.1]
     cov.set_rule([Pattern.parse("s/never/#")], None)  # clearing a rule that was never set is no error
+
+
+def sent_values(cov: CovFilter, hub: Hub, since: int, now: float) -> list[object]:
+    return [p.value for p in cov.select(hub, since, EVERYTHING, now=now)]
+
+
+def test_a_change_of_status_is_sent_even_within_the_deadband():
+    hub, cov = setup(CovRule(deadband=5.0))
+    since = hub.version
+    hub.publish(Sample(POINT, 20.1, "°C", 2.0, status="fault"))
+    assert [(p.value, p.status) for p in cov.select(hub, since, EVERYTHING, now=2.0)] == [(20.1, "fault")]
+
+
+def test_the_maximum_interval_resends_a_held_small_move_exactly_when_it_runs_out():
+    hub, cov = setup(CovRule(deadband=5.0, max_interval=10.0))
+    since = hub.version
+    hub.publish(Sample(POINT, 20.1, "°C", 2.0))  # within the deadband: held, not dropped
+    assert sent_values(cov, hub, since, 2.0) == []
+    since = hub.version
+    assert sent_values(cov, hub, since, 10.9) == []  # 9.9 s after the last send
+    assert sent_values(cov, hub, since, 11.0) == [20.1]  # 10 s after it (sent at 1.0): due, with no new change
+
+
+def test_only_subscribed_points_are_selected():
+    hub, cov = setup(CovRule(deadband=0.0))
+    since = hub.version
+    hub.publish(Sample("s/other/temp", 5.0, "°C", 2.0))
+    hub.publish(Sample(POINT, 21.0, "°C", 2.0))
+    mine = Subscription.of([Pattern.parse("s/u/#")])
+    assert [p.point_id for p in cov.select(hub, since, mine, now=2.0)] == [POINT]
+
+
+def test_points_are_sent_in_version_order_held_ones_included():
+    hub, cov = setup(CovRule(min_interval=5.0))
+    since = hub.version
+    hub.publish(Sample(POINT, 21.0, "°C", 2.0))  # held by the minimum interval
+    assert sent_values(cov, hub, since, 2.0) == []
+    since = hub.version
+    hub.publish(Sample("s/v/temp", 9.0, "°C", 6.0))  # newer, no rule for it
+    assert [p.point_id for p in cov.select(hub, since, EVERYTHING, now=6.0)] == [POINT, "s/v/temp"]
+
+
+def test_moves_to_and_between_non_numbers_are_judged_by_equality():
+    hub, cov = setup(CovRule(deadband=5.0))
+    steps: list[tuple[float | bool | str, bool]] = [
+        ("fault", True),  # a number to a string: sent
+        ("fault", False),  # the same string
+        (True, True),  # a string to a bool
+        (False, True),  # a bool flip, whatever the deadband
+        (False, False),
+        (20.0, True),  # back to a number
+    ]
+    for ts, (value, expected) in enumerate(steps, start=2):
+        since = hub.version
+        hub.publish(Sample(POINT, value, "", float(ts)))
+        assert sent_values(cov, hub, since, float(ts)) == ([value] if expected else []), (value, expected)
