@@ -120,3 +120,15 @@ def test_moves_to_and_between_non_numbers_are_judged_by_equality():
         since = hub.version
         hub.publish(Sample(POINT, value, "", float(ts)))
         assert sent_values(cov, hub, since, float(ts)) == ([value] if expected else []), (value, expected)
+
+
+def test_a_repeated_string_or_bool_is_not_resent_even_under_a_deadband_below_one():
+    hub, cov = setup(CovRule(deadband=0.5))
+    values: tuple[str | bool, ...] = ("fault", True)
+    for ts, value in enumerate(values, start=2):
+        since = hub.version
+        hub.publish(Sample(POINT, value, "", float(ts)))
+        assert sent_values(cov, hub, since, float(ts)) == [value]
+        since = hub.version
+        hub.publish(Sample(POINT, value, "", float(ts) + 0.5))  # the same value again: it did not move
+        assert sent_values(cov, hub, since, float(ts) + 0.5) == []
