@@ -48,6 +48,27 @@ def _wait_accepting(port: int, timeout: float, alive: Any = None) -> None:
     raise TimeoutError(f"nothing accepted connections on 127.0.0.1:{port} within {timeout}s")
 
 
+def _wait_owned(process: subprocess.Popen[bytes], port: int, timeout: float) -> None:
+    """Wait until C{process} itself listens on C{port} (not another process that took the port)."""
+    import psutil
+
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError("the server process exited while starting")
+        try:
+            listening = {
+                c.laddr.port for c in psutil.Process(process.pid).net_connections("tcp") if c.status == psutil.CONN_LISTEN
+            }
+        except psutil.NoSuchProcess:
+            listening = set()
+        if port in listening:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the server never listened on 127.0.0.1:{port}")
+        time.sleep(0.02)
+
+
 class Mosquitto:
     """A private mosquitto broker: generated config in C{folder}, loopback only, no persistence."""
 
@@ -67,7 +88,25 @@ class Mosquitto:
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = folder / f"mosquitto-{self.port}.log"
 
-    def start(self, timeout: float = 10.0) -> None:
+    def start(self, timeout: float = 10.0, retry_on_clash: bool = False) -> None:
+        """Start it and wait until it accepts connections.
+
+        The port was picked free beforehand (bind, close), so another process
+        may have taken it meanwhile. With C{retry_on_clash}, for a broker whose
+        port nobody has been told yet, such a clash picks a new port and tries
+        again (up to three times) instead of failing the test.
+        """
+        for attempt in range(3 if retry_on_clash else 1):
+            try:
+                self._start(timeout)
+                return
+            except RuntimeError as e:
+                if not retry_on_clash or "Address already in use" not in str(e) or attempt == 2:
+                    raise
+                self.port = free_port()
+                self.log_path = self.folder / f"mosquitto-{self.port}.log"
+
+    def _start(self, timeout: float) -> None:
         conf = self.folder / f"mosquitto-{self.port}.conf"
         conf.write_text(
             "\n".join(
@@ -95,6 +134,8 @@ class Mosquitto:
         process = self.process
         try:
             _wait_accepting(self.port, timeout, alive=lambda: process.poll() is None)
+            # Whoever accepted may be another process that took the port: make sure it is this broker.
+            _wait_owned(process, self.port, timeout)
         except Exception:
             self.kill()
             raise RuntimeError(f"mosquitto did not start: {self.log_path.read_text(errors='replace')[-2000:]}")
@@ -124,7 +165,7 @@ class Mosquitto:
 @pytest.fixture
 def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
     broker = Mosquitto(tmp_path)
-    broker.start()
+    broker.start(retry_on_clash=True)  # nobody knows its port yet
     try:
         yield broker
     finally:

@@ -15,7 +15,7 @@ from typing import Any, Iterator, Sequence
 
 from hvac_push.client import Mirror
 from tests.test_operations import twistd, wait_ready
-from tests.wsprobe import first_messages, free_port
+from tests.wsprobe import bound_ports, first_messages
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,7 +40,9 @@ class Server:
     """twistd -n hvacpush on a loopback port, stopped with SIGTERM."""
 
     def __init__(self, cwd: Path, *args: str, port: int | None = None) -> None:
-        self.port = port or free_port()
+        #: 0 until the first start, which listens on port 0 and reads the real port back (--port-file):
+        #: no race with other processes for a "free" port. Restarts reuse the port.
+        self.port = port or 0
         self.cwd = cwd
         self.args = args
         self.process: subprocess.Popen[str] | None = None
@@ -51,10 +53,16 @@ class Server:
         return f"ws://127.0.0.1:{self.port}/ws"
 
     def start(self) -> Server:
-        self.process = twistd(self.cwd, "--listen", f"tcp:{self.port}:interface=127.0.0.1", *self.args)
+        port_file = self.cwd / f"twistd-ports-{id(self)}"
+        port_file.unlink(missing_ok=True)
+        self.process = twistd(
+            self.cwd, "--listen", f"tcp:{self.port}:interface=127.0.0.1", "--port-file", str(port_file), *self.args
+        )
         try:
+            process = self.process
+            [self.port] = bound_ports(port_file, alive=lambda: process.poll() is None)
             wait_ready(self.port)
-        except OSError:
+        except (RuntimeError, OSError):  # it died, never wrote its ports, or never answered /healthz
             self.stop()
             raise AssertionError(f"twistd did not start:\n{self.output}") from None
         return self

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Iterator
 
+import pytest
 import pytest_twisted
 
 
@@ -45,3 +46,25 @@ async def server() -> AsyncIterator[RunningServer]:
     running = await start_server()
     yield running
     await stop_server(running)
+
+
+@pytest.fixture(autouse=True)
+def clean_reactor(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail a test that leaves delayed calls, readers or writers on the reactor, as trial does.
+
+    It runs after every test (autouse; the teardowns of the test's own
+    fixtures have run by then). Connections already closing get a short grace
+    to drop; a test that leaves nothing (most synchronous and subprocess
+    tests) costs nothing. What it finds is removed, so the next test starts
+    clean, and reported by name in the failure.
+    """
+    yield
+    from twisted.internet import reactor
+
+    from tests.reactor_janitor import clean, describe, settle
+
+    found = settle(reactor, pytest_twisted.blockon)
+    if any(found.values()):
+        report = describe(found)
+        clean(reactor, found)
+        pytest.fail(f"{request.node.nodeid} left the reactor dirty:\n{report}", pytrace=False)

@@ -169,11 +169,20 @@ def test_bad_json_gets_an_error_and_the_connection_keeps_working():
     assert got[2] == {"type": "pong", "id": 42}
 
 
-@pytest.mark.parametrize("closing", ["close_all"])
-def test_close_all_sends_going_away(closing):
+@pytest.mark.parametrize(
+    "arguments, code, reason",
+    [
+        ({}, 1001, b"server shutting down"),  # the default: going away
+        ({"code": 1012, "reason": "restarting"}, 1012, b"restarting"),
+    ],
+)
+def test_close_all_sends_every_client_a_close_frame_with_the_code_and_reason(arguments, code, reason):
     s = Setup()
-    c = s.connect()
-    c.transport.clear()
-    s.factory.close_all()
-    frame = c.transport.value()
-    assert frame[0] == 0x88 and int.from_bytes(frame[2:4], "big") == 1001
+    clients = [s.connect(), s.connect()]
+    for c in clients:
+        c.transport.clear()
+    s.factory.close_all(**arguments)
+    for c in clients:
+        frame = c.transport.value()
+        assert frame[0] == 0x88 and int.from_bytes(frame[2:4], "big") == code
+        assert frame[4 : 2 + frame[1]] == reason

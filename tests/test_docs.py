@@ -12,7 +12,6 @@ import doctest
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -43,19 +42,21 @@ def code_blocks() -> list[tuple[Path, int, str, str]]:
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("html")
-    started = time.monotonic()
+    # Bounded, but no speed claim: a loaded machine may take minutes.
     result = subprocess.run(
         [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html", str(DOCS), str(out)],
-        capture_output=True, text=True, timeout=120, cwd=ROOT,
+        capture_output=True, text=True, timeout=600, cwd=ROOT,
     )
-    elapsed = time.monotonic() - started
     assert result.returncode == 0, f"sphinx-build -W failed:\n{result.stdout}\n{result.stderr}"
-    assert elapsed < 60, f"the docs build took {elapsed:.0f}s"
     return out
 
 
 def test_the_docs_build_with_warnings_as_errors(built: Path) -> None:
-    assert (built / "index.html").exists()
+    # The build itself ran with -W (the fixture fails on any warning); its front page carries the index's content.
+    index = (built / "index.html").read_text(encoding="utf-8")
+    assert "<title>hvac-push" in index
+    assert "Live HVAC telemetry pushed over WebSocket" in index
+    assert 'href="tutorial.html"' in index
 
 
 def test_every_page_is_built_and_reachable_from_the_index(built: Path) -> None:

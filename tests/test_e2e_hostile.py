@@ -255,7 +255,8 @@ async def test_a_client_that_sends_nothing_or_trickles_is_dropped_at_the_handsha
 
         # Finished handshakes and plain HTTP requests are not cut.
         client = await within(5, connect(r, running.port))
-        assert await within(5, handshake_status(r, running.port, "/healthz")) in (200, 503)
+        # A ready server with no producers: plain HTTP is answered in full, not cut by the handshake timeout.
+        assert await within(5, handshake_status(r, running.port, "/healthz")) == 200
         await sleep(1.0)
         client.send_json({"type": "ping", "id": "alive"})
         assert (await within(5, client.next("pong")))["id"] == "alive"

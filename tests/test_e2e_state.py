@@ -8,7 +8,7 @@ import pytest_twisted
 from hvac_push.core.points import AlarmLimits, PointMeta, Sample
 from hvac_push.testing import ScriptedProducer, connect
 from tests.conftest import start_server, stop_server
-from tests.helpers import sleep, within
+from tests.helpers import eventually, within
 
 T = "plant/chiller-1/supply_temp"
 
@@ -177,9 +177,12 @@ async def test_a_deadband_subscription_only_gets_meaningful_moves(server):
     client, _ = await open_client(server, "/ws?points=plant/none/x")
     client.send_json({"type": "subscribe", "points": [T], "deadband": 0.5})
     assert (await within(5, client.next("snapshot")))["points"][T]["value"] == 7.0
+    [proto] = server.factory.clients
     for value in (7.1, 7.2, 7.3, 7.6, 7.7, 6.9):
         server.hub.publish(Sample(T, value, "°C", now()))
-        await sleep(0.02)
+        # Each value is looked at on its own (not coalesced with the next): wait for the flush that covers it.
+        version = server.hub.version
+        await eventually(lambda: proto.last_version >= version)
     client.send_json({"type": "ping", "id": "end"})
     got = []
     while True:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import time
 from typing import Any, Callable
 
 import pytest
@@ -74,15 +73,14 @@ def test_latency_ages_skip_points_that_are_not_ok_and_clamp_future_timestamps():
     assert h.sum == pytest.approx(2.005)
 
 
-def test_observing_is_cheap_next_to_a_flush():
-    # One observation must cost well under a microsecond-scale budget: it runs
-    # once per flush and once per changed point per frame, never per client.
+def test_observing_counts_each_value_in_its_bucket_and_the_sum():
+    # Its cost is measured by benchmarks/metrics_observe.py (docs/performance.md), not asserted here.
     h = Buckets([0.001 * 2**i for i in range(14)])
-    started = time.perf_counter()
-    for i in range(100_000):
-        h.observe(i * 1e-6)
-    per_call = (time.perf_counter() - started) / 100_000
-    assert per_call < 5e-6
+    for i in range(1000):
+        h.observe(i * 1e-5)
+    assert sum(h.counts) == 1000
+    assert h.counts[0] == 101  # 0 .. 0.001 inclusive
+    assert h.sum == pytest.approx(sum(i * 1e-5 for i in range(1000)))
 
 
 def test_denied_codes_map_to_reasons():

@@ -15,6 +15,7 @@ from hvac_push.testing import connect
 from tests.brokers import Mosquitto, mosquitto  # noqa: F401 (fixture)
 from tests.conftest import start_server, stop_server
 from tests.helpers import eventually, until_state, within
+from tests.logwatch import watch_log
 
 
 def reactor():
@@ -216,22 +217,22 @@ async def test_broker_loss_is_down_after_the_grace_and_its_return_is_ok_while_th
 async def test_a_broker_that_is_down_at_start_is_retried(tmp_path):
     broker = Mosquitto(tmp_path)
     producer = _producer(broker)
-    running = await start_server([producer])
-    try:
-        from tests.helpers import sleep
-
-        await sleep(0.3)
-        assert not producer.connected
-        broker.start()
-        await eventually(lambda: producer.connected, timeout=10)
-        client = await within(5, connect(reactor(), running.port))
-        await _publish(broker, "hvac/plant/ahu-2/fan_speed", "40")
-        await until_state(client, _status("plant/ahu-2/fan_speed", "ok", 40))
-        client.sendClose()
-        await client.closed
-    finally:
-        await stop_server(running)
-        broker.kill()
+    with watch_log() as log:
+        running = await start_server([producer])
+        try:
+            # Its first attempt failed: wait for that event, not for a guessed time.
+            await eventually(lambda: "cannot connect" in log.text(), timeout=10)
+            assert not producer.connected
+            broker.start()
+            await eventually(lambda: producer.connected, timeout=10)
+            client = await within(5, connect(reactor(), running.port))
+            await _publish(broker, "hvac/plant/ahu-2/fan_speed", "40")
+            await until_state(client, _status("plant/ahu-2/fan_speed", "ok", 40))
+            client.sendClose()
+            await client.closed
+        finally:
+            await stop_server(running)
+            broker.kill()
 
 
 @pytest_twisted.ensureDeferred

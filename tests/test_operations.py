@@ -18,7 +18,7 @@ import pytest
 from hvac_push.ops.logs import JSON_OBSERVER
 from hvac_push.ops.tap import Options
 from tests.rawws import RawClient, port_is_closed
-from tests.wsprobe import free_port
+from tests.wsprobe import bound_ports, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 TWISTD = str(Path(sys.executable).with_name("twistd"))
@@ -30,6 +30,25 @@ def twistd(tmp_path: Path, *args: str, twistd_args: tuple[str, ...] = ()) -> sub
         cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)},
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
+
+
+def twistd_listening(
+    tmp_path: Path, *args: str, twistd_args: tuple[str, ...] = ()
+) -> tuple[subprocess.Popen[str], int]:
+    """L{twistd} on port 0 of 127.0.0.1, and the port it bound (read from its --port-file): no port race."""
+    port_file = tmp_path / "twistd-ports"
+    port_file.unlink(missing_ok=True)
+    process = twistd(
+        tmp_path, "--listen", "tcp:0:interface=127.0.0.1", "--port-file", str(port_file), *args, twistd_args=twistd_args
+    )
+    try:
+        [port] = bound_ports(port_file, alive=lambda: process.poll() is None)
+    except Exception:
+        if process.poll() is None:
+            process.kill()
+        output, _ = process.communicate()
+        raise AssertionError(f"twistd did not listen:\n{output}") from None
+    return process, port
 
 
 def wait_ready(port: int, timeout: float = 20.0) -> dict:
@@ -48,12 +67,8 @@ def wait_ready(port: int, timeout: float = 20.0) -> dict:
 @pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_signal_closes_every_client_with_1001_and_exits_within_the_drain_bound(tmp_path, signum):
-    port = free_port()
     drain = 1.5
-    process = twistd(
-        tmp_path, "--listen", f"tcp:{port}:interface=127.0.0.1", "--sim-units", "1",
-        "--drain-timeout", str(drain),
-    )
+    process, port = twistd_listening(tmp_path, "--sim-units", "1", "--drain-timeout", str(drain))
     try:
         assert wait_ready(port)["ready"] is True
         polite, silent = RawClient(port), RawClient(port)
@@ -81,9 +96,27 @@ def test_a_signal_closes_every_client_with_1001_and_exits_within_the_drain_bound
 
 
 @pytest.mark.slow
+def test_port_file_names_the_ports_the_kernel_picked_for_every_listener_in_order(tmp_path):
+    port_file = tmp_path / "ports"
+    process = twistd(
+        tmp_path, "--listen", "tcp:0:interface=127.0.0.1", "--listen", "tcp:0:interface=127.0.0.1",
+        "--port-file", str(port_file), "--sim-units", "1",
+    )
+    try:
+        ports = bound_ports(port_file, alive=lambda: process.poll() is None)
+        assert len(ports) == 2 and len(set(ports)) == 2 and 0 not in ports
+        for port in ports:
+            assert wait_ready(port)["ready"] is True  # each one is really served
+        assert not list(tmp_path.glob("ports.tmp*")), "the file is written through a temporary and renamed"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=30)
+    assert "Traceback" not in output, output
+
+
+@pytest.mark.slow
 def test_log_format_json_makes_every_stdout_line_a_json_object(tmp_path):
-    port = free_port()
-    process = twistd(tmp_path, "--listen", f"tcp:{port}:interface=127.0.0.1", "--sim-units", "1", "--log-format", "json")
+    process, port = twistd_listening(tmp_path, "--sim-units", "1", "--log-format", "json")
     try:
         wait_ready(port)
         client = RawClient(port)

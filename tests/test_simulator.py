@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import math
-import threading
-import time
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import pytest
+from twisted.internet.task import Clock
 
 from hvac_push.core.points import Sample, check_point_id
 from hvac_push.sources import simulator
@@ -302,107 +301,149 @@ def test_supply_hovers_around_setpoint(two_hours: Run) -> None:
 
 
 class Collector:
-    """A fake C{publish}: remembers each batch and when it arrived."""
+    """A fake C{publish}: remembers each batch and the (fake) time it arrived."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
         self.batches: list[list[Sample]] = []
         self.arrived: list[float] = []
-        self.lock = threading.Lock()
 
     def __call__(self, samples: Sequence[Sample]) -> None:
-        with self.lock:
-            self.batches.append(list(samples))
-            self.arrived.append(time.time())
+        self.batches.append(list(samples))
+        self.arrived.append(self.clock.seconds())
+
+
+class ClockedStop:
+    """The producer's stop event on a L{Clock}: waiting advances the clock, so a run is instant and exact.
+
+    The stop is set when the clock reaches C{until}; a wait that would pass it
+    ends right there, as C{threading.Event.wait} returns as soon as the event
+    is set. C{oversleep} is added to every completed wait, as a loaded
+    machine wakes a thread late. C{events} maps a time to something that
+    happens then (seen by the producer when its current wait ends).
+    """
+
+    def __init__(
+        self, clock: Clock, until: float, oversleep: float = 0.0, events: dict[float, Callable[[], None]] | None = None
+    ) -> None:
+        self.clock = clock
+        self.until = until
+        self.oversleep = oversleep
+        self.events = dict(events or {})
+        self.waits: list[float] = []
+
+    def is_set(self) -> bool:
+        return self.clock.seconds() >= self.until
+
+    def wait(self, delay: float) -> bool:
+        self.waits.append(delay)
+        now = self.clock.seconds()
+        self.clock.advance(min(delay + self.oversleep, max(0.0, self.until - now)))
+        for due in sorted(t for t in self.events if t <= self.clock.seconds()):
+            self.events.pop(due)()
+        return self.is_set()
+
+
+def ticking(clock: Clock, offset: list[float] | None = None) -> Callable[[], float]:
+    """A producer's clock on C{clock}: each reading takes 100 ns, as a real clock never reads the same instant twice.
+
+    C{offset[0]} is added to every reading (a wall-clock step, a suspended process).
+    """
+
+    def now() -> float:
+        clock.advance(1e-7)
+        return clock.seconds() + (offset[0] if offset else 0.0)
+
+    return now
 
 
 def run_producer(
-    producer: SimulatorProducer, seconds: float, during: Callable[[], None] | None = None
-) -> tuple[Collector, float]:
-    """Run C{producer} in a thread for C{seconds}; return batches and stop latency."""
-    collector = Collector()
-    stop = threading.Event()
-    thread = threading.Thread(target=producer.run, args=(collector, stop), daemon=True)
-    thread.start()
-    if during is not None:
-        during()
-    time.sleep(seconds)
-    asked = time.monotonic()
-    stop.set()
-    thread.join(5.0)
-    latency = time.monotonic() - asked
-    assert not thread.is_alive()
-    return collector, latency
+    producer: SimulatorProducer, clock: Clock, seconds: float, **stop_options: Any
+) -> tuple[Collector, ClockedStop]:
+    """Run C{producer} on C{clock} (no thread, no real time) until C{seconds} of fake time have passed."""
+    collector = Collector(clock)
+    stop = ClockedStop(clock, clock.seconds() + seconds, **stop_options)
+    producer.run(collector, stop)  # type: ignore[arg-type]
+    return collector, stop
 
 
 def test_producer_publishes_initial_state_then_paced_round_robin_samples() -> None:
-    producer = SimulatorProducer(units=3, rate=200, seed=1)
+    clock = Clock()
+    producer = SimulatorProducer(units=3, rate=200, seed=1, clock=ticking(clock))
     ids = producer.model.point_ids()
-    started, sim_started = time.time(), producer.model.time
-    collector, latency = run_producer(producer, 0.5)
-    finished = time.time()
-    assert 0.35 <= producer.model.time - sim_started <= 0.65  # physics follows real time
+    sim_started = producer.model.time
+    collector, _ = run_producer(producer, clock, 0.5)
+    assert 0.45 <= producer.model.time - sim_started <= 0.5  # physics follows the clock
 
     first, rest = collector.batches[0], collector.batches[1:]
     assert [s.point_id for s in first] == ids
     assert all(rest), "empty batches must not be published"
     streamed = [s for batch in rest for s in batch]
-    assert 75 <= len(streamed) <= 125, len(streamed)
-    assert max(len(batch) for batch in rest) <= 4  # ~2 per 10 ms slot, no bursts
+    assert 96 <= len(streamed) <= 100, len(streamed)  # 200/s for 0.5 s, the last slot cut by the stop
+    assert max(len(batch) for batch in rest) <= 3  # ~2 per 10 ms slot, no bursts
+    assert all(b - a == pytest.approx(0.01, abs=1e-4) for a, b in zip(collector.arrived[1:], collector.arrived[2:]))
 
     stamps = [s.ts for batch in collector.batches for s in batch if s.ts is not None]
     assert len(stamps) == len(ids) + len(streamed)  # every sample is stamped
     assert stamps == sorted(stamps)
-    assert all(started - 0.01 <= ts <= finished for ts in stamps)
+    assert all(0.0 <= ts <= 0.5 for ts in stamps)
 
     positions = [ids.index(s.point_id) for s in streamed]
     assert positions[0] == 0
     assert all(b == (a + 1) % len(ids) for a, b in zip(positions, positions[1:]))
-    assert latency < 0.2
 
 
 def test_high_rate_is_delivered_as_batches_per_10ms_slot() -> None:
-    collector, latency = run_producer(SimulatorProducer(units=6, rate=10_000, seed=2), 0.2)
-    sizes = sorted(len(b) for b in collector.batches[1:])
-    assert len(sizes) >= 10
-    assert 50 <= sizes[len(sizes) // 2] <= 200, sizes
-    assert 1000 <= sum(sizes) <= 2600
-    assert latency < 0.2
+    clock = Clock()
+    collector, _ = run_producer(SimulatorProducer(units=6, rate=10_000, seed=2, clock=ticking(clock)), clock, 0.2)
+    sizes = [len(b) for b in collector.batches[1:]]
+    assert 19 <= len(sizes) <= 20
+    assert all(99 <= size <= 101 for size in sizes), sizes
+    assert 1900 <= sum(sizes) <= 2000
 
 
-def test_stop_is_prompt_even_when_slots_are_long() -> None:
-    collector, latency = run_producer(SimulatorProducer(units=1, rate=0.5), 0.1)
+def test_late_wakeups_do_not_accumulate_into_drift() -> None:
+    # Every wait ends 3 ms late, as on a loaded machine; slots count from a fixed start, so the rate holds.
+    clock = Clock()
+    producer = SimulatorProducer(units=2, rate=1000, seed=5, clock=ticking(clock))
+    collector, _ = run_producer(producer, clock, 1.0, oversleep=0.003)
+    streamed = sum(len(b) for b in collector.batches[1:])
+    assert 980 <= streamed <= 1000, streamed
+
+
+def test_stop_ends_a_long_wait_at_once() -> None:
+    clock = Clock()
+    collector, stop = run_producer(SimulatorProducer(units=1, rate=0.5, clock=ticking(clock)), clock, 0.1)
     assert len(collector.batches) == 1  # only the initial state so far
-    assert latency < 0.2
+    assert stop.waits == [pytest.approx(2.0)]  # one wait for the whole 2 s slot, on the stop event...
+    assert clock.seconds() == pytest.approx(0.1, abs=1e-4)  # ...which returned when the stop was set, not after the slot
 
 
 def test_a_large_backlog_is_dropped_instead_of_burst() -> None:
+    clock = Clock()
     offset = [0.0]
-    producer = SimulatorProducer(units=2, rate=1000, seed=4, clock=lambda: time.time() + offset[0])
+    producer = SimulatorProducer(units=2, rate=1000, seed=4, clock=ticking(clock, offset))
 
-    def jump() -> None:
-        time.sleep(0.05)
+    def suspended() -> None:
         offset[0] = 30.0  # as if the process had been suspended for half a minute
 
-    collector, latency = run_producer(producer, 0.1, during=jump)
+    collector, _ = run_producer(producer, clock, 0.1, events={0.05: suspended})
     sizes = [len(b) for b in collector.batches[1:]]
     assert max(sizes) <= 50, max(sizes)
     assert sum(sizes) < 300
-    assert latency < 0.2
 
 
 def test_a_clock_stepping_backwards_does_not_stall_the_stream() -> None:
+    clock = Clock()
     offset = [0.0]
-    producer = SimulatorProducer(units=2, rate=1000, seed=4, clock=lambda: time.time() + offset[0])
+    producer = SimulatorProducer(units=2, rate=1000, seed=4, clock=ticking(clock, offset))
 
-    def jump() -> None:
-        time.sleep(0.05)
+    def stepped_back() -> None:
         offset[0] = -30.0
 
-    collector, latency = run_producer(producer, 0.1, during=jump)
-    cutoff = time.time() - 20
-    after_jump = [s for b in collector.batches for s in b if s.ts is not None and s.ts < cutoff]
-    assert len(after_jump) >= 50
-    assert latency < 0.2
+    collector, _ = run_producer(producer, clock, 0.1, events={0.05: stepped_back})
+    after_jump = [s for b in collector.batches for s in b if s.ts is not None and s.ts < -20]
+    assert len(after_jump) >= 40
 
 
 def test_a_capacity_schedule_for_the_first_unit_replaces_the_demo_fault() -> None:

@@ -14,7 +14,8 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.python import usage
 
 from hvac_push.ops.tap import Options, makeService
-from tests.wsprobe import first_messages, free_port
+from tests.test_operations import wait_ready
+from tests.wsprobe import bound_ports, first_messages
 
 ROOT = Path(__file__).resolve().parents[1]
 TWISTD = str(Path(sys.executable).with_name("twistd"))
@@ -145,13 +146,16 @@ def test_twistd_with_a_bad_value_ends_with_one_line_and_no_traceback(tmp_path):
 
 @pytest.mark.slow
 def test_twistd_serves_the_simulated_plant_from_the_source_tree(tmp_path):
-    port = free_port()
     process = subprocess.Popen(
-        [TWISTD, "-n", "--pidfile=", "hvacpush", "--listen", f"tcp:{port}:interface=127.0.0.1", "--sim-units", "3"],
+        [TWISTD, "-n", "--pidfile=", "hvacpush", "--listen", "tcp:0:interface=127.0.0.1",
+         "--port-file", str(tmp_path / "ports"), "--sim-units", "3"],
         cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)},
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:
+        # The port file is written once it listens: no port race, and no connecting before it is up.
+        [port] = bound_ports(tmp_path / "ports", alive=lambda: process.poll() is None)
+        assert wait_ready(port)["ready"] is True  # the simulator has published its initial state
         snapshot, update = first_messages(port, count=2)
         assert snapshot["type"] == "snapshot" and len(snapshot["points"]) == 21
         assert {pid.split("/")[1] for pid in snapshot["points"]} == {"chiller-1", "crac-1", "ahu-1"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 from typing import Any
@@ -47,6 +48,29 @@ def first_messages(port: int, count: int = 1, path: str = "/ws", timeout: float 
 
 
 def free_port() -> int:
+    """A port that was free a moment ago (bind, close, hand on): another process may take it meanwhile.
+
+    Prefer a listener on port 0 that reports its port (twistd C{--port-file}, read with
+    L{bound_ports}), or a start that retries on a clash (tests/brokers.py, for mosquitto).
+    """
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def bound_ports(path: os.PathLike[str] | str, alive: Any = None, timeout: float = 30.0) -> list[int]:
+    """The ports a twistd started with C{--listen tcp:0... --port-file PATH} bound, once it wrote them.
+
+    C{alive} (e.g. C{lambda: process.poll() is None}) ends the wait early when the process died.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with open(path, encoding="ascii") as f:
+                return [int(line) for line in f.read().split()]
+        except FileNotFoundError:
+            if alive is not None and not alive():
+                raise RuntimeError("the server exited before it listened") from None
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no port file {path} within {timeout}s") from None
+            time.sleep(0.02)

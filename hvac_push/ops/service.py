@@ -26,6 +26,7 @@ from hvac_push.ops.listeners import ListenerService
 from hvac_push.transport.limits import DEFAULT_LIMITS, Limits
 from hvac_push.core.hub import Hub
 from hvac_push.ops.metrics import MetricsResource, make_registry
+from hvac_push.ops.port_file import PortFile
 from hvac_push.core.points import AlarmLimits
 from hvac_push.analytics.staleness import DEFAULT_EXPECTED_INTERVAL, StalenessWatcher
 from hvac_push.core.publisher import Producer, Publisher
@@ -125,6 +126,8 @@ class PushService(MultiService):
             coalesce=coalesce,
         )
         self.history = History(self.hub, window=history_window)
+        #: Set before adding listeners to write their bound ports to a file (--port-file).
+        self.port_file: PortFile | None = None
         self.alarms = AlarmEngine(self.hub, reactor, ring_size=alarm_ring)
         self.staleness = StalenessWatcher(
             self.hub, reactor, default_interval=default_interval, check_every=stale_check
@@ -219,7 +222,9 @@ class PushService(MultiService):
 
     def endpoint(self, description: str) -> IStreamServerEndpoint:
         """The endpoint a strports description names; C{ssl:} ones get the TLS policy (L{hvac_push.transport.tls})."""
-        return server_endpoint(self.reactor, description, self.tls_ciphers)
+        endpoint = server_endpoint(self.reactor, description, self.tls_ciphers)
+        # --port-file (hvac_push.ops.port_file): report the port each listener really bound.
+        return self.port_file.wrap(endpoint) if self.port_file is not None else endpoint
 
     def add_listener(self, description: str, site: Site | None = None) -> Service:
         """Serve C{site} (by default our own) on a strports endpoint description.

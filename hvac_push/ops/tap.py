@@ -193,7 +193,7 @@ class Options(usage.Options):
     #: Argument names for the generated reference (docs/configuration.md); others show VALUE.
     metavars = {
         "interval": "MS", "sim-units": "N", "sim-rate": "PER_S", "sim-seed": "SEED", "max-connections": "N",
-        "drain-timeout": "SECONDS", "log-format": "FORMAT", "listen": "ENDPOINT", "allow-origin": "ORIGIN",
+        "drain-timeout": "SECONDS", "port-file": "PATH", "log-format": "FORMAT", "listen": "ENDPOINT", "allow-origin": "ORIGIN",
         "ws-option": "KEY=VALUE", "config": "PATH", "publish": "URL", "subscribe": "URL",
         "auth-jwt-secret-file": "PATH", "auth-jwt-public-key-file": "PATH", "auth-jwt-algorithm": "ALG",
         "auth-token-file": "PATH", "auth-audience": "AUD", "auth-issuer": "ISS", "max-message-size": "BYTES",
@@ -234,6 +234,8 @@ class Options(usage.Options):
          _number(int, "max-connections", 1, 1_000_000)],
         ["drain-timeout", None, 5.0, "Seconds to wait for clients to close on shutdown.",
          _number(float, "drain-timeout", 0, 300)],
+        ["port-file", None, None, "Once listening, write the ports really bound to this file, one per --listen "
+         "in order (with --listen tcp:0 the kernel picks a free one; see docs/operations.md)."],
         ["history-window", None, 900.0, "Seconds of samples kept per point for trend charts.",
          _number(float, "history-window", 0, 86_400)],
         ["default-interval", None, 60.0,
@@ -430,6 +432,10 @@ def makeService(config: Options, reactor: Any = None) -> PushService:
     service.exit_on_listen_failure = twistd is not None and bool(twistd.get("nodaemon"))
     if config.get("listen-default") and config["listen"] == [LOOPBACK_LISTEN]:
         _log.info("{note}", note=LOOPBACK_NOTE)
+    if config.get("port-file"):
+        from hvac_push.ops.port_file import PortFile
+
+        service.port_file = PortFile(config["port-file"], len(config["listen"]))
     for description in config["listen"]:
         service.add_listener(description)
     return service

@@ -16,6 +16,7 @@ from autobahn.twisted.websocket import WebSocketServerProtocol
 from autobahn.websocket.compress import PerMessageCompress
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
 from twisted.internet import tcp
+from twisted.internet.error import AlreadyCalled, AlreadyCancelled
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
@@ -243,6 +244,7 @@ class PushServerProtocol(WebSocketServerProtocol):
         self._cancel_timers()
         self.factory.connection_lost(self)
         super().connectionLost(reason)
+        self._cancel_autobahn_timers()
 
     # -- IPushProducer: the transport tells us when the client stops reading --
 
@@ -665,6 +667,22 @@ class PushServerProtocol(WebSocketServerProtocol):
         transport: Any = self.transport
         if transport is not None:
             transport.abortConnection()
+
+    #: Autobahn's timers that its own connectionLost leaves pending: above all the close-handshake
+    #: timeout when a client drops TCP instead of answering our close frame. Left alone, they fire
+    #: seconds after the connection is gone and keep the protocol alive until then.
+    _AUTOBAHN_TIMERS = ("openHandshakeTimeoutCall", "closeHandshakeTimeoutCall", "serverConnectionDropTimeoutCall")
+
+    def _cancel_autobahn_timers(self) -> None:
+        for name in self._AUTOBAHN_TIMERS:
+            call = getattr(self, name, None)
+            if call is None:
+                continue
+            setattr(self, name, None)
+            try:
+                call.cancel()
+            except (AlreadyCalled, AlreadyCancelled, ValueError):  # ValueError: a batched call already run
+                pass
 
     def _cancel_timers(self) -> None:
         for call in (self._expiry, self._abort_call):
