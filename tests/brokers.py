@@ -69,6 +69,17 @@ def _wait_owned(process: subprocess.Popen[bytes], port: int, timeout: float) -> 
         time.sleep(0.02)
 
 
+def kill_hard(process: subprocess.Popen[Any] | None) -> None:
+    """SIGKILL a child broker (as a crash would) and reap it; nothing if it is gone already."""
+    if process is None or process.poll() is not None:
+        return
+    process.send_signal(signal.SIGKILL)
+    try:
+        process.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        pass
+
+
 class Mosquitto:
     """A private mosquitto broker: generated config in C{folder}, loopback only, no persistence."""
 
@@ -143,13 +154,7 @@ class Mosquitto:
     def kill(self) -> None:
         """Kill it hard (SIGKILL), as a crash or a pulled cable would."""
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGKILL)
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
+        kill_hard(process)
 
     def restart(self) -> None:
         self.kill()

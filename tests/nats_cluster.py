@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
 from pathlib import Path
 from typing import Sequence
 
+from tests.brokers import kill_hard
 from tests.wsprobe import free_port
 
 
@@ -69,13 +69,7 @@ class NatsNode:
     def kill(self) -> None:
         """SIGKILL, as a crash would."""
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGKILL)
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
+        kill_hard(process)
 
     @property
     def alive(self) -> bool:

@@ -312,7 +312,8 @@ async def test_healthz_is_503_until_the_retained_state_is_in_then_200(tmp_path):
 
 
 def _node(tmp_path: Path, name: str, *args: str) -> subprocess.Popen[str]:
-    log = open(tmp_path / f"{name}.log", "w")
+    """C{twistd -n hvacpush ARGS} in C{tmp_path}, its output appended to C{NAME.log} (a restart keeps the earlier life)."""
+    log = open(tmp_path / f"{name}.log", "a")
     try:
         return subprocess.Popen(
             [TWISTD, "-n", "--pidfile=", "hvacpush", *args],

@@ -13,10 +13,8 @@ are down on both edges within its keepalive (KEEPALIVE seconds).
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -26,10 +24,9 @@ import pytest
 
 from tests.brokers import ModbusServer
 from tests.nats_cluster import NatsCluster, NatsNode, nats_binary
+from tests.test_cluster import _node
 from tests.wsprobe import first_messages, free_port
 
-ROOT = Path(__file__).resolve().parents[1]
-TWISTD = str(Path(sys.executable).with_name("twistd"))
 CYCLES = 10
 CONVERGE = 60.0
 KEEPALIVE = 15
@@ -94,18 +91,6 @@ def _warm(node: NatsNode, timeout: float = 30.0) -> None:
     finally:
         client.disconnect()
         client.loop_stop()
-
-
-def _node(tmp_path: Path, name: str, *args: str) -> subprocess.Popen[str]:
-    log = open(tmp_path / f"{name}.log", "a")
-    try:
-        return subprocess.Popen(
-            [TWISTD, "-n", "--pidfile=", "hvacpush", *args],
-            cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)},
-            stdout=log, stderr=subprocess.STDOUT, text=True,
-        )
-    finally:
-        log.close()
 
 
 def _stop(process: subprocess.Popen[str]) -> None:

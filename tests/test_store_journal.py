@@ -23,6 +23,7 @@ from hvac_push.store.url import parse_retention
 from hvac_push.transport.auth import ALL
 from hvac_push.transport.store_answers import answer_after_journal
 from hvac_push.transport.wire import RequestId
+from tests.test_store import stop
 
 T0 = 1_800_000_000.0
 P = "plant/chiller-1/supply_temp"
@@ -89,18 +90,6 @@ def gated(tmp_path: Path) -> Iterator[GatedStore]:
     yield opened
     opened.gate.set()
     opened.close()
-
-
-def stop(service: StoreService) -> None:
-    """stopService without a real reactor: the same steps, joined here."""
-    for loop in (service._flush_loop, service._expire_loop):
-        if loop.running:
-            loop.stop()
-    service.flush()
-    service.writer.close()
-    assert service.writer.join(10)
-    service._pool.stop()
-    service.store.close()
 
 
 def alarmed_life(store: SqliteStore, clock: Clock) -> tuple[Hub, AlarmEngine, StoreService]:
