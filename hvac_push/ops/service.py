@@ -159,8 +159,10 @@ class PushService(MultiService):
         self.staleness.start()
 
     def stopService(self) -> Deferred[None]:
+        """Stop; the alarm engine's timers (delays, shelve ends) go with it: the journal keeps what they hold."""
         self.staleness.stop()
         stopped: Deferred[None] = super().stopService()
+        self.alarms.close()
         return stopped
 
     def set_alarm_limits(self, point_id: str, limits: AlarmLimits | None) -> None:
