@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Sequence
 
 from tests.brokers import kill_hard
-from tests.wsprobe import free_port
+from tests.wsprobe import restartable_port
 
 
 def nats_binary() -> str | None:
@@ -36,7 +36,8 @@ class NatsNode:
     def __init__(self, folder: Path, name: str):
         self.folder = folder
         self.name = name
-        self.port, self.route_port, self.mqtt_port = free_port(), free_port(), free_port()
+        # Restarted on the same ports after each kill: ports no outgoing connection can take meanwhile.
+        self.port, self.route_port, self.mqtt_port = restartable_port(), restartable_port(), restartable_port()
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = folder / f"{name}.log"
 

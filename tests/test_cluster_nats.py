@@ -25,7 +25,7 @@ import pytest
 from tests.brokers import ModbusServer
 from tests.nats_cluster import NatsCluster, NatsNode, nats_binary
 from tests.test_cluster import _node
-from tests.wsprobe import first_messages, free_port
+from tests.wsprobe import first_messages, free_port, restartable_port
 
 CYCLES = 10
 CONVERGE = 60.0
@@ -145,7 +145,7 @@ def test_edges_follow_the_collector_through_nats_node_and_collector_kills(tmp_pa
         plant = tmp_path / "plant.toml"
         plant.write_text(_plant(modbus.port))
         nodes = [f"127.0.0.1:{n.mqtt_port}" for n in cluster.nodes]
-        ports = {"collector": free_port(), "edge-a": free_port(), "edge-b": free_port()}
+        ports = {"collector": restartable_port(), "edge-a": free_port(), "edge-b": free_port()}  # the collector restarts
         collector_args = (
             "--config", str(plant), "--listen", f"tcp:{ports['collector']}:interface=127.0.0.1",
             "--publish", f"mqtt://{','.join(nodes)}/hvac?node=collector-1&keepalive={KEEPALIVE}",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import socket
 import time
 from typing import Any
@@ -56,6 +57,39 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+#: Ports below the kernel's ephemeral range are never given to outgoing connections.
+_EPHEMERAL_RANGE = "/proc/sys/net/ipv4/ip_local_port_range"
+_taken: set[int] = set()
+
+
+def restartable_port() -> int:
+    """A free port outside the kernel's ephemeral range, for a server the test kills and starts again on it.
+
+    A port from L{free_port} lies in the ephemeral range: while its server is
+    down, any outgoing connection on the machine may be given it as its local
+    port, and the restarted server then cannot bind it. A port below that
+    range is only ever taken by a listener that asks for it by number.
+    """
+    try:
+        with open(_EPHEMERAL_RANGE, encoding="ascii") as f:
+            low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    candidates = range(10000, max(10001, low))
+    for _ in range(500):
+        port = random.choice(candidates)
+        if port in _taken:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _taken.add(port)
+        return port
+    raise RuntimeError("no free port below the ephemeral range")
 
 
 def bound_ports(path: os.PathLike[str] | str, alive: Any = None, timeout: float = 30.0) -> list[int]:
