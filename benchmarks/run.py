@@ -60,6 +60,19 @@ ALL_SERVERS = ("hvacpush", "websockets", "autobahn-naive")
 #: Run only when named in --servers: --processes hvac-push processes on one port (benchmarks/cluster.py),
 #: each with its own simulator, or (-mqtt) fed by a collector through a private mosquitto.
 CLUSTER_SERVERS = ("hvacpush-reuseport", "hvacpush-reuseport-mqtt", "hvacpush-reuseport-nats")
+#: ``hvacpush-coalesceN``: hvac-push with ``--coalesce-ms N``, so windows are compared in one interleaved run.
+COALESCE_PREFIX = "hvacpush-coalesce"
+
+
+def coalesce_ms(name: str) -> int | None:
+    """The coalescing window a ``hvacpush-coalesceN`` server name asks for, else None."""
+    rest = name.removeprefix(COALESCE_PREFIX)
+    return int(rest) if rest != name and rest.isdigit() else None
+
+
+def is_hvacpush(name: str) -> bool:
+    """One twistd hvacpush process (plain or with a coalescing window)."""
+    return name == "hvacpush" or coalesce_ms(name) is not None
 
 #: Named scenarios; ``--all`` runs them in this order.
 SCENARIOS = {
@@ -175,7 +188,8 @@ def server_command(name: str, port: int, rate: int, processes: int = 2, units: i
         return [sys.executable, str(HERE / "cluster.py"), "--port", str(port), "--rate", str(rate),
                 "--units", "6", "--processes", str(processes), *(["--broker"] if name.endswith("-mqtt") else []),
                 *(["--nats"] if name.endswith("-nats") else [])]
-    if name == "hvacpush":
+    if is_hvacpush(name):
+        window = coalesce_ms(name)
         return [
             venv_bin("twistd"), "-n", "--pidfile=", "hvacpush",
             "--listen", f"tcp:{port}:interface={HOST}",
@@ -183,7 +197,7 @@ def server_command(name: str, port: int, rate: int, processes: int = 2, units: i
             # every load-generator client comes from 127.0.0.1, like clients behind a proxy
             "--max-connections-per-ip", "0",
             *(["--max-connections", str(clients + 1000)] if clients + 1000 > 10_000 else []),
-            *(["--coalesce-ms", os.environ["HVACPUSH_COALESCE_MS"]] if os.environ.get("HVACPUSH_COALESCE_MS") else []),
+            *(["--coalesce-ms", str(window)] if window else []),
         ]
     if name == "websockets":
         return [sys.executable, str(HERE / "baseline_websockets.py"),
@@ -196,7 +210,7 @@ def server_command(name: str, port: int, rate: int, processes: int = 2, units: i
 
 
 def unavailable_reason(name: str) -> str | None:
-    if name == "hvacpush" and not (REPO / "hvac_push" / "ops" / "tap.py").exists():
+    if is_hvacpush(name) and not (REPO / "hvac_push" / "ops" / "tap.py").exists():
         return "hvac_push/ops/tap.py does not exist yet"
     return None
 
@@ -581,7 +595,7 @@ def run_one(name: str, cfg: dict, loadgen: str, log_dir: Path, args) -> dict:
     row["server_command"] = shlex.join(cmd)
     earlier = len(list(log_dir.glob(f"{cfg['name']}-{label}-*.log")))  # one log per run, not per server
     log_path = log_dir / f"{cfg['name']}-{label}-{earlier + 1}.log"
-    if name == "hvacpush":
+    if is_hvacpush(name):
         # A fresh store per run: the default sqlite:hvac-push.db would restore the previous
         # run's points (a 50,000-point plant into the next 42-point scenario).
         cmd += ["--store", f"sqlite:{log_path.with_suffix('.db')}"]
@@ -786,7 +800,7 @@ def parse_args(argv=None):
     p.add_argument("--warmup", type=float, help="seconds before measuring (default 5)")
     p.add_argument("--servers", default=None,
                    help=f"comma list from {','.join(ALL_SERVERS)} (default: all, or the scenario's own list); "
-                        "a '+churn' suffix adds the churn load")
+                        "a '+churn' suffix adds the churn load; hvacpush-coalesceN runs --coalesce-ms N")
     p.add_argument("--scenario", help=f"comma list of named scenarios: {', '.join(SCENARIOS)}")
     p.add_argument("--all", action="store_true", help="run every named scenario")
     p.add_argument("--quick", action="store_true",
@@ -805,7 +819,7 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     args.server_list = [s.strip() for s in (args.servers or ",".join(ALL_SERVERS)).split(",") if s.strip()]
     for s in args.server_list:
-        if s.removesuffix("+churn") not in ALL_SERVERS + CLUSTER_SERVERS:
+        if s.removesuffix("+churn") not in ALL_SERVERS + CLUSTER_SERVERS and coalesce_ms(s) is None:
             p.error(f"unknown server {s!r}; known: {', '.join(ALL_SERVERS + CLUSTER_SERVERS)}")
     for key, lo, hi in (("clients", 1, 20000), ("rate", 1, 10000), ("duration", 1, 600),
                         ("warmup", 0, 120)):
