@@ -234,14 +234,17 @@ def test_alarm_transitions_during_the_fragments_are_replayed_after_the_values_th
     client.transport.read()
     s.publish(Sample(point, 30.0, "°C", ts=2.0))  # raises the alarm: its transition comes at once
     s.publish(Sample(point, 20.0, "°C", ts=3.0))  # and returns
+    client.send_json('{"type":"subscribe","points":["extra/#"],"id":"sub"}')  # a reply with (no) values, at version 2
     s.advance(0)
     assert engine.seq == 2 and len(client.messages()) == 0
     client.read_all()
     kinds = [m["type"] for m in client.messages()]
-    assert kinds == ["snapshot", "update", "alarm", "alarm"]
-    update, active, returned = client.messages()[1:]
-    assert update["points"][point]["value"] == 20.0  # the values first
+    # Replies first (their values are the oldest), then what changed, then the alarms it raised.
+    assert kinds == ["snapshot", "snapshot", "update", "alarm", "alarm"]
+    reply, update, active, returned = client.messages()[1:]
+    assert reply["id"] == "sub" and reply["version"] <= update["version"] == s.hub.version
+    assert update["points"][point]["value"] == 20.0
     assert (active["seq"], active["alarm"]["state"]) == (1, "active")
     assert (returned["seq"], returned["alarm"]["state"]) == (2, "returned")
     s.advance(0)
-    assert len(client.messages()) == 4  # the catch-up was that update: nothing more to send
+    assert len(client.messages()) == 5  # the catch-up was that update: nothing more to send

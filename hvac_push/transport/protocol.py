@@ -31,7 +31,7 @@ from hvac_push.transport.lean import defer_autobahn_debug_formatting, release_ha
 from hvac_push.transport.store_answers import HistoryQueries, answer_after_journal
 from hvac_push.transport.limits import ABUSIVE, ACCEPT, POLICY_VIOLATION, TOKEN_EXPIRED, TRY_AGAIN_LATER, MessageGate
 from hvac_push.transport.sockets import bound_send_buffer
-from hvac_push.transport.streaming import STREAM_THRESHOLD, AlarmReplay, FragmentWriter, LazyFragments, SharedMessage
+from hvac_push.transport.streaming import STREAM_THRESHOLD, FragmentWriter, LazyFragments, SharedMessage
 from hvac_push.core.points import EVERYTHING, CovRule, Pattern, Subscription
 
 
@@ -208,11 +208,11 @@ class PushServerProtocol(WebSocketServerProtocol):
             found = (hub.version, SharedMessage(payload, self.factory.prepareMessage))
             cache.put(self.subscription, seq, *found)
         shared: SharedMessage = found[1]
+        self.last_version = found[0]
         if shared.large and self.fragments_allowed():
             self._start_fragments(shared.frames())
         else:
             self.send_prepared(shared.prepared())
-        self.last_version = found[0]
         if found[0] < hub.version:
             self.factory.wake()  # what changed since the shared snapshot, on the next turn
         return True
@@ -483,20 +483,16 @@ class PushServerProtocol(WebSocketServerProtocol):
         self._fragments = None
         self.paused = self.reading_paused
         waiting = writer.waiting
-        if writer.has_alarms:
-            # Values first: an alarm must not arrive before the update that raised it.
-            self.factory.catch_up(self)
         while waiting and self.streaming:
+            self.send_bytes(waiting.popleft())
             behind = self._writer()
-            if behind is not None:  # a waiting reply went in fragments: the rest waits behind it
-                behind.waiting.extend(waiting)
-                behind.has_alarms = behind.has_alarms or any(isinstance(i, AlarmReplay) for i in waiting)
+            if behind is not None:  # that reply went in fragments: the rest waits behind it
+                behind.take_over(writer)
                 return
-            item = waiting.popleft()
-            if isinstance(item, AlarmReplay):
-                self.replay_alarms(item.after_seq)
-            else:
-                self.send_bytes(item)
+        if writer.alarms_after is not None and self.streaming:
+            # Replies first (their values are older), then what changed, then the alarms it raised.
+            self.factory.catch_up(self)
+            self.replay_alarms(writer.alarms_after)
         if self._writer() is None:
             self.factory.wake()  # what changed while the message was written, on the next turn
 

@@ -17,7 +17,10 @@ it up with what changed once the last fragment is out; direct replies wait
 in a small bounded queue behind it (each answers a request, so none can be
 dropped or merged); alarm transitions are conflated into one replay from
 the alarm ring (L{FragmentWriter.hold_alarms}), so an alarm storm during a
-slow snapshot costs nothing per client and never fills the queue.
+slow snapshot costs nothing per client and never fills the queue. After the
+last fragment come the replies, then (when alarms came) the client's
+catch-up update and the alarm replay: values in version order, and an alarm
+never before the value that raised it.
 """
 
 from __future__ import annotations
@@ -115,14 +118,6 @@ class SharedMessage:
         return self._frames
 
 
-#: A replay of the alarm transitions after a sequence number, in the waiting queue.
-class AlarmReplay:
-    __slots__ = ("after_seq",)
-
-    def __init__(self, after_seq: int):
-        self.after_seq = after_seq
-
-
 class FragmentWriter:
     """One fragmented message being written to one client, and what waits behind it.
 
@@ -130,16 +125,16 @@ class FragmentWriter:
     all are out); the protocol calls it again from C{resumeProducing}.
     """
 
-    __slots__ = ("frames", "position", "waiting", "has_alarms", "_replies")
+    __slots__ = ("frames", "position", "waiting", "alarms_after", "_replies")
 
     def __init__(self, frames: Sequence[bytes]):
         self.frames = frames
         #: Index of the next frame to write.
         self.position = 0
-        #: Replies (payloads) and at most one alarm replay, in the order they came.
-        self.waiting: deque[bytes | AlarmReplay] = deque()
-        #: Whether an alarm replay is queued (one covers every later transition).
-        self.has_alarms = False
+        #: Replies (payloads), in the order they came.
+        self.waiting: deque[bytes] = deque()
+        #: Alarm transitions after this sequence number came meanwhile (one replay covers them all).
+        self.alarms_after: int | None = None
         self._replies = 0
 
     def write_some(self, write: Callable[[bytes], None], paused: Callable[[], bool]) -> bool:
@@ -163,7 +158,13 @@ class FragmentWriter:
         return True
 
     def hold_alarms(self, seq: int) -> None:
-        """Alarm transition C{seq} came: replay from before it, unless a replay is already queued."""
-        if not self.has_alarms:
-            self.has_alarms = True
-            self.waiting.append(AlarmReplay(seq - 1))
+        """Alarm transition C{seq} came: replay from just before it, unless an earlier one is due."""
+        if self.alarms_after is None or seq - 1 < self.alarms_after:
+            self.alarms_after = seq - 1
+
+    def take_over(self, earlier: FragmentWriter) -> None:
+        """A reply that waited behind C{earlier} went in fragments itself: what still waited now waits behind it."""
+        self.waiting.extend(earlier.waiting)
+        self._replies += len(earlier.waiting)
+        if earlier.alarms_after is not None:
+            self.hold_alarms(earlier.alarms_after + 1)
