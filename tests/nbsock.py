@@ -18,6 +18,8 @@ from hvac_push.testing import BINARY, CLOSE, PING, PONG, TEXT, close_code, decod
 from hvac_push.testing import encode_frame as frame
 from tests.helpers import sleep
 
+CONTINUATION = 0x0
+
 __all__ = ["BINARY", "CLOSE", "PING", "PONG", "TEXT", "RawSocket", "close_code", "frame"]
 
 
@@ -123,14 +125,26 @@ class RawSocket:
         assert parsed is not None
         return parsed
 
+    async def read_frame_fin(self, timeout: float = 5.0) -> tuple[int, bytes, bool]:
+        """The next frame as C{(opcode, payload, fin)}: fragmented messages show as they were sent."""
+        await self.fill(self._frame_ready, timeout)
+        decoded = decode_frame(self.buffer)
+        assert decoded is not None
+        got, end = decoded
+        self.buffer = self.buffer[end:]
+        return got.opcode, got.payload, got.fin
+
     async def read_json(self, timeout: float = 5.0) -> dict[str, Any]:
-        """The next text message (control frames other than close are skipped)."""
+        """The next text message, its fragments joined (control frames other than close are skipped)."""
         deadline = time.monotonic() + timeout
+        parts: list[bytes] | None = None
         while time.monotonic() < deadline:
-            opcode, payload = await self.read_frame(max(0.01, deadline - time.monotonic()))
-            if opcode == TEXT:
-                return json_object(payload)
-            if opcode == CLOSE:
+            opcode, payload, fin = await self.read_frame_fin(max(0.01, deadline - time.monotonic()))
+            if opcode == TEXT or (opcode == CONTINUATION and parts is not None):
+                parts = [payload] if opcode == TEXT else [*(parts or []), payload]
+                if fin:
+                    return json_object(b"".join(parts))
+            elif opcode == CLOSE:
                 raise ConnectionError(f"closed with {close_code(payload)}")
         raise TimeoutError("no text message in time")
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,6 +36,7 @@ from tests.clientserver import (
     process_lines,
     running,
 )
+from hvac_push.transport.streaming import STREAM_THRESHOLD
 from tests.wsprobe import free_port
 
 pytestmark = pytest.mark.slow
@@ -474,3 +477,19 @@ def test_changes_conflate_per_point_for_a_slow_reader():
 
     asyncio.run(main())
 
+
+
+def test_mirror_reassembles_a_snapshot_the_server_sent_in_fragments(tmp_path: Path) -> None:
+    # 1,000 units: thousands of points, a snapshot above the server's fragment threshold.
+    with running(tmp_path, "--sim-seed", "5", "--sim-units", "1000", "--sim-rate", "200") as server:
+        deadline = time.monotonic() + 30
+        while len(json.dumps(server.snapshot())) <= STREAM_THRESHOLD:  # the simulator's first values
+            assert time.monotonic() < deadline, "the simulated plant never grew past the threshold"
+            time.sleep(0.2)
+
+        async def main() -> None:
+            async with Mirror(server.url) as plant:
+                assert len(plant.points) > 3000
+                await matches_a_fresh_snapshot(plant, server, timeout=30)
+
+        asyncio.run(main())

@@ -35,6 +35,7 @@ def first_messages(port: int, count: int = 1, path: str = "/ws", timeout: float 
         if not head.startswith(b"HTTP/1.1 101"):
             raise ConnectionError(head.split(b"\r\n")[0].decode())
         messages: list[dict[str, Any]] = []
+        parts: list[bytes] = []
         while len(messages) < count:
             while (decoded := decode_frame(buffer)) is None:
                 chunk = sock.recv(65536)
@@ -44,7 +45,14 @@ def first_messages(port: int, count: int = 1, path: str = "/ws", timeout: float 
             frame, end = decoded
             buffer = buffer[end:]
             if frame.opcode == TEXT:
-                messages.append(json_object(frame.payload))
+                parts = [frame.payload]
+            elif frame.opcode == 0x0 and parts:  # a continuation: large messages come in fragments
+                parts.append(frame.payload)
+            else:
+                continue
+            if frame.fin:
+                messages.append(json_object(b"".join(parts)))
+                parts = []
         return messages
 
 

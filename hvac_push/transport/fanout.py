@@ -129,7 +129,7 @@ class PushServerFactory(WebSocketServerFactory):
         payload = wire.encode_alarm(seq, alarm)
         for client in list(self.clients):
             if client.may_see(alarm.point):
-                client.send_bytes(payload)
+                client.send_alarm_frame(seq, payload)
 
     # -- admission (called from the protocol's handshake) --------------------
 
@@ -204,6 +204,14 @@ class PushServerFactory(WebSocketServerFactory):
         running makes that round run again once it ends.
         """
         self.rounds.request()
+
+    def catch_up(self, client: Client) -> None:
+        """Send C{client} what changed since its version now, even if its transport is paused.
+
+        For a client whose fragmented message just ended with alarm
+        transitions waiting: the values go before the alarms they raised.
+        """
+        self.rounds.deliver_now(client)
 
     def _send_group(self, members: list[Client], prepared: Any) -> None:
         """One frame to every member; each client writes it the cheapest way it can (L{Client.write_frame})."""

@@ -31,12 +31,15 @@ class Client(Protocol):
     last_version: int
     subscription: Subscription
     cov: CovFilter | None
-    #: Set while the transport has paused the client (it stopped reading).
+    #: Set while the fan-out must skip the client: its transport paused it (it stopped
+    #: reading), or it is being sent a fragmented message.
     paused: bool
 
     def may_see(self, point_id: str) -> bool: ...
 
     def send_bytes(self, payload: bytes) -> None: ...
+
+    def send_alarm_frame(self, seq: int, payload: bytes) -> None: ...
 
     def write_frame(self, frame: bytes, prepared: object) -> None: ...
 
@@ -70,6 +73,10 @@ class ClientHost(Protocol):
         ...
 
     def wake(self) -> None: ...
+
+    def catch_up(self, client: Client) -> None:
+        """Send C{client} what changed since its version, now."""
+        ...
 
     def origin_allowed(self, origin: str | None) -> bool: ...
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import socket
 import time
-from typing import Any, ClassVar, cast
+from typing import Any, ClassVar, Sequence, cast
 
 from autobahn.twisted.websocket import WebSocketServerProtocol
 from autobahn.websocket.compress import PerMessageCompress
@@ -29,8 +29,9 @@ from hvac_push.transport.cov_filter import CovFilter
 from hvac_push.transport.interface import ClientHost
 from hvac_push.transport.lean import defer_autobahn_debug_formatting, release_handshake_state
 from hvac_push.transport.store_answers import HistoryQueries, answer_after_journal
-from hvac_push.transport.limits import ABUSIVE, ACCEPT, POLICY_VIOLATION, TOKEN_EXPIRED, MessageGate
+from hvac_push.transport.limits import ABUSIVE, ACCEPT, POLICY_VIOLATION, TOKEN_EXPIRED, TRY_AGAIN_LATER, MessageGate
 from hvac_push.transport.sockets import bound_send_buffer
+from hvac_push.transport.streaming import STREAM_THRESHOLD, FragmentWriter, LazyFragments, SharedMessage
 from hvac_push.core.points import EVERYTHING, CovRule, Pattern, Subscription
 
 
@@ -53,8 +54,13 @@ class PushServerProtocol(WebSocketServerProtocol):
         self.subscription: Subscription = EVERYTHING
         #: The hub version this client's view is complete up to.
         self.last_version = 0
-        #: Set by the transport (producer API) when the client stops reading.
+        #: Whether the fan-out skips this client: the transport paused it (it stopped
+        #: reading), or a fragmented message is being written (L{hvac_push.transport.streaming}).
         self.paused = False
+        #: Set by the transport (producer API) while the client is not reading.
+        self.reading_paused = False
+        #: The fragmented message being written, and the replies waiting behind it.
+        self._fragments: FragmentWriter | None = None
         self.streaming = False
         #: The resume point the client asked for in its handshake query.
         self.resume_from: wire.Resume | None = None
@@ -199,10 +205,14 @@ class PushServerProtocol(WebSocketServerProtocol):
                 alarms=None if alarms is None else alarms.current(self.may_see),
                 alarm_seq=seq,
             )
-            found = (hub.version, self.factory.prepareMessage(payload))
+            found = (hub.version, SharedMessage(payload, self.factory.prepareMessage))
             cache.put(self.subscription, seq, *found)
-        self.send_prepared(found[1])
+        shared: SharedMessage = found[1]
         self.last_version = found[0]
+        if shared.large and self.fragments_allowed():
+            self._start_fragments(shared.frames())
+        else:
+            self.send_prepared(shared.prepared())
         if found[0] < hub.version:
             self.factory.wake()  # what changed since the shared snapshot, on the next turn
         return True
@@ -235,12 +245,14 @@ class PushServerProtocol(WebSocketServerProtocol):
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         self.streaming = False
         self.direct_socket = None
+        self._drop_fragments()
         self._cancel_timers()
         self.factory.client_closed(self)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.streaming = False
         self.direct_socket = None
+        self._drop_fragments()
         self._cancel_timers()
         self.factory.connection_lost(self)
         super().connectionLost(reason)
@@ -249,17 +261,22 @@ class PushServerProtocol(WebSocketServerProtocol):
     # -- IPushProducer: the transport tells us when the client stops reading --
 
     def pauseProducing(self) -> None:
-        self.paused = True
+        self.reading_paused = self.paused = True
         self.factory.guard.client_paused(self)
 
     def resumeProducing(self) -> None:
-        if self.paused:
-            self.paused = False
+        if self.reading_paused:
+            self.reading_paused = False
             self.factory.guard.client_resumed(self)
+            if self._fragments is not None:
+                self._write_fragments()
+                return
+            self.paused = False
             self.factory.wake()
 
     def stopProducing(self) -> None:
-        self.paused = True
+        self.reading_paused = self.paused = True
+        self._drop_fragments()
 
     # -- client messages ----------------------------------------------------
 
@@ -414,9 +431,80 @@ class PushServerProtocol(WebSocketServerProtocol):
         self.send_bytes(wire.with_request_id(payload, self.request_id))
 
     def send_bytes(self, payload: bytes) -> None:
-        """Send one text message built by L{wire} (used for per-client replies), whole whatever its size."""
-        if self.streaming:
+        """Send one text message built by L{wire} (per-client replies and alarm transitions).
+
+        Behind a fragmented message it waits its turn; above
+        L{STREAM_THRESHOLD} it goes in fragments itself (uncompressed
+        connections; compressed ones get it whole).
+        """
+        if not self.streaming:
+            return
+        writer = self._fragments
+        if writer is not None:
+            if not writer.hold(payload):
+                self.factory.guard_stats.slow_closes += 1
+                self.close_with(TRY_AGAIN_LATER, "too many replies waiting: not reading")
+            return
+        if len(payload) > STREAM_THRESHOLD and self.fragments_allowed():
+            self._start_fragments(LazyFragments(payload))
+        else:
             self._send_whole(payload)
+
+    def send_alarm_frame(self, seq: int, payload: bytes) -> None:
+        """One alarm transition (C{seq}); behind a fragmented message it becomes a replay from the ring."""
+        writer = self._fragments
+        if writer is not None:
+            writer.hold_alarms(seq)
+        else:
+            self.send_bytes(payload)
+
+    def fragments_allowed(self) -> bool:
+        """Whether a large message may go in fragments: yes unless compressed (deflate keeps the whole-message path)."""
+        return self._perMessageCompress is None
+
+    @property
+    def sending_fragments(self) -> bool:
+        """Whether a fragmented message is being written (no other data message may start)."""
+        return self._fragments is not None
+
+    def _start_fragments(self, frames: Sequence[bytes]) -> None:
+        self._fragments = FragmentWriter(frames)
+        self.paused = True  # the fan-out skips us until the last fragment is out
+        self._write_fragments()
+
+    def _write_fragments(self) -> None:
+        """Write fragments while the transport takes them; after the last, send what waited and rejoin the fan-out."""
+        writer = self._fragments
+        if writer is None or self.reading_paused:
+            return
+        transport: Any = self.transport
+        if not writer.write_some(transport.write, self._is_reading_paused):
+            return
+        self._fragments = None
+        self.paused = self.reading_paused
+        waiting = writer.waiting
+        while waiting and self.streaming:
+            self.send_bytes(waiting.popleft())
+            behind = self._writer()
+            if behind is not None:  # that reply went in fragments: the rest waits behind it
+                behind.take_over(writer)
+                return
+        if writer.alarms_after is not None and self.streaming:
+            # Replies first (their values are older), then what changed, then the alarms it raised.
+            self.factory.catch_up(self)
+            self.replay_alarms(writer.alarms_after)
+        if self._writer() is None:
+            self.factory.wake()  # what changed while the message was written, on the next turn
+
+    def _writer(self) -> FragmentWriter | None:
+        return self._fragments
+
+    def _is_reading_paused(self) -> bool:
+        return self.reading_paused
+
+    def _drop_fragments(self) -> None:
+        """Closing or gone: the rest of the message and what waited behind it are not sent."""
+        self._fragments = None
 
     def _send_whole(self, payload: bytes) -> None:
         """C{sendMessage} without Autobahn's outgoing size check.
@@ -467,6 +555,9 @@ class PushServerProtocol(WebSocketServerProtocol):
         data already queued, where order requires the transport.
         """
         if not self.streaming:
+            return
+        if self._fragments is not None:  # not reached by the fan-out (it skips us); kept for order
+            self.send_bytes(prepared.payload)
             return
         # Autobahn sets this in unannotated code, so mypy infers "always None".
         compress = cast("PerMessageCompress | None", self._perMessageCompress)
@@ -656,6 +747,7 @@ class PushServerProtocol(WebSocketServerProtocol):
     def _stop_sending(self) -> None:
         self.streaming = False
         self.direct_socket = None
+        self._drop_fragments()
         self.factory.client_closed(self)
 
     def send_close(self, code: int, reason: str) -> None:

@@ -167,6 +167,11 @@ class DeliveryRounds:
             else:
                 self._start(unbounded=True)
 
+    def deliver_now(self, client: Client) -> None:
+        """Bring one client up to date at once, paused or not (frames shared with this version's groups)."""
+        if client.last_version < self.hub.version or (client.cov is not None and client.cov.held):
+            self._deliver((client,), even_paused=True)
+
     def cancel(self) -> None:
         if self._call is not None and self._call.active():
             self._call.cancel()
@@ -208,7 +213,7 @@ class DeliveryRounds:
             self._again = False
             self._call = self.clock.callLater(0, self._next_slice)
 
-    def _deliver(self, batch: Iterable[Client]) -> None:
+    def _deliver(self, batch: Iterable[Client], even_paused: bool = False) -> None:
         hub = self.hub
         version = hub.version
         stats = self.stats
@@ -219,7 +224,7 @@ class DeliveryRounds:
             if client.last_version < version or (client.cov is not None and client.cov.held):
                 if client not in live:
                     continue  # closed since the round began
-                if client.paused:
+                if client.paused and not even_paused:
                     stats.skipped_paused += 1
                     continue
                 if client.cov is not None:

@@ -7,7 +7,9 @@ a while: the client is marked as having V, and the next flush sends it what
 changed since V, as for anyone else. So one encoded, framed snapshot per
 subscription is reused for C{max_age} seconds, as long as the alarm sequence
 it lists is still current (a client must not miss an alarm transition made
-after its snapshot was built).
+after its snapshot was built). A large one is also cut into fragment frames
+once (L{SharedMessage.frames}), which every client walks by index
+(L{hvac_push.transport.streaming}).
 
 Only for the common opening: full read permission, no resume point, no
 change-of-value filter; anything else is built for the client alone.
@@ -15,9 +17,10 @@ change-of-value filter; anything else is built for the client alone.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable
 
 from hvac_push.core.points import Subscription
+from hvac_push.transport.streaming import SharedMessage
 
 #: Seconds a shared opening snapshot is reused.
 DEFAULT_MAX_AGE = 1.0
@@ -26,17 +29,17 @@ MAX_ENTRIES = 32
 
 
 class SnapshotCache:
-    """Encoded and framed opening snapshots by (subscription, alarm seq), each kept C{max_age} seconds."""
+    """Encoded opening snapshots (framed on first use) by (subscription, alarm seq), each kept C{max_age} seconds."""
 
     def __init__(self, now: Callable[[], float], max_age: float = DEFAULT_MAX_AGE):
         self._now = now
         self.max_age = max_age
-        self._entries: dict[tuple[Subscription, int | None], tuple[float, int, Any]] = {}
+        self._entries: dict[tuple[Subscription, int | None], tuple[float, int, SharedMessage]] = {}
         self.hits = 0
         self.misses = 0
 
-    def get(self, subscription: Subscription, alarm_seq: int | None) -> tuple[int, Any] | None:
-        """C{(hub version, prepared message)} of a fresh shared snapshot, or L{None}."""
+    def get(self, subscription: Subscription, alarm_seq: int | None) -> tuple[int, SharedMessage] | None:
+        """C{(hub version, message)} of a fresh shared snapshot, or L{None}."""
         entry = self._entries.get((subscription, alarm_seq))
         if entry is None or self._now() - entry[0] > self.max_age:
             self.misses += 1
@@ -44,7 +47,7 @@ class SnapshotCache:
         self.hits += 1
         return entry[1], entry[2]
 
-    def put(self, subscription: Subscription, alarm_seq: int | None, version: int, prepared: Any) -> None:
+    def put(self, subscription: Subscription, alarm_seq: int | None, version: int, message: SharedMessage) -> None:
         if self.max_age <= 0:
             return
         entries = self._entries
@@ -53,4 +56,4 @@ class SnapshotCache:
             del entries[key]
         if len(entries) >= MAX_ENTRIES:
             del entries[next(iter(entries))]
-        entries[(subscription, alarm_seq)] = (now, version, prepared)
+        entries[(subscription, alarm_seq)] = (now, version, message)
