@@ -180,10 +180,8 @@ async def test_an_exception_response_faults_only_that_point(modbus_server):
 
 
 @pytest_twisted.ensureDeferred
-async def test_an_unreachable_device_never_blocks_the_reactor():
-    from tests.wsprobe import free_port
-
-    server = ModbusServer(port=free_port())  # never started: connection refused
+async def test_an_unreachable_device_never_blocks_the_reactor(closed_port):
+    server = ModbusServer(port=closed_port)  # never started: connection refused
     producer = _producer(server, [ModbusPoint("plant/u/p", 0)])
     running = await start_server([producer])
     try:
