@@ -13,6 +13,7 @@ from hvac_push.testing import connect
 from tests.brokers import ModbusServer, modbus_server  # noqa: F401 (fixture)
 from tests.conftest import start_server, stop_server
 from tests.helpers import eventually, until_state, within
+from tests.wsprobe import closed_port  # noqa: F401 (fixture)
 
 
 def reactor():
