@@ -1,6 +1,6 @@
 """A small BACnet/IP device for tests, written with bacpypes3, in its own thread and asyncio loop.
 
-It binds 127.0.0.1 on its own free UDP port and holds analog, binary and
+It binds 127.0.0.1 on a free UDP port below the ephemeral range itself and holds analog, binary and
 multi-state objects. Most of them support COV; C{analog-input,1} does not
 (its class has no COV criteria, so SubscribeCOV is refused and it must be
 polled). The test thread changes values and status with L{set} and
@@ -26,11 +26,7 @@ from bacpypes3.local.device import DeviceObject
 from bacpypes3.local.multistate import MultiStateValueObject
 from bacpypes3.local.networkport import NetworkPortObject
 
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.wsprobe import port_held, restartable_port
 
 
 class _MultiStateValue(MultiStateValueObject):
@@ -74,10 +70,12 @@ class BacnetDevice:
     """A bacpypes3 device on 127.0.0.1:C{port}; every method is called from the test's thread."""
 
     def __init__(self, port: int | None = None, instance: int = 1001, name: str = "Test AHU"):
-        self.port = port or free_udp_port()
+        #: Bound by the device itself (no port handed on); below the ephemeral range, so a restart finds it
+        #: free. A port the test did not choose moves on a clash at the first start.
+        self.port = port or restartable_port(socket.SOCK_DGRAM)
+        self._may_move = port is None
         self.instance = instance
         self.name = name
-        self.address = f"127.0.0.1:{self.port}"
         #: Current values and status, kept across stop/start.
         self.state: dict[str, dict[str, Any]] = {oid: dict(props) for oid, (_, props) in OBJECTS.items()}
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -87,7 +85,24 @@ class BacnetDevice:
 
     # -- lifecycle -------------------------------------------------------------
 
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
     def start(self, timeout: float = 10.0) -> None:
+        for attempt in range(3 if self._may_move else 1):
+            try:
+                self._start(timeout)
+                break
+            except RuntimeError:
+                # bacpypes3 keeps retrying a taken port instead of failing: the start times out.
+                self.stop()
+                if not self._may_move or not port_held(self.port, socket.SOCK_DGRAM) or attempt == 2:
+                    raise
+                self.port = restartable_port(socket.SOCK_DGRAM)
+        self._may_move = False
+
+    def _start(self, timeout: float) -> None:
         loop = asyncio.new_event_loop()
         ready = threading.Event()
         failed: list[BaseException] = []

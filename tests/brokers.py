@@ -1,7 +1,8 @@
 """Real peers for source tests: a mosquitto child process and a pymodbus TCP server thread.
 
-Both listen on 127.0.0.1 on a free port, never on a system service's port, and
-both can be stopped and started again on the same port to test outages.
+Both listen on 127.0.0.1 on a free port below the ephemeral range, never on a
+system service's port, and both can be stopped and started again on the same
+port to test outages.
 Import the fixtures into a test module: C{from tests.brokers import mosquitto, modbus_server}.
 """
 
@@ -20,7 +21,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import pytest
 
-from tests.wsprobe import free_port
+from tests.wsprobe import restartable_port, wait_owned
 
 
 def mosquitto_binary() -> str | None:
@@ -48,27 +49,6 @@ def _wait_accepting(port: int, timeout: float, alive: Any = None) -> None:
     raise TimeoutError(f"nothing accepted connections on 127.0.0.1:{port} within {timeout}s")
 
 
-def _wait_owned(process: subprocess.Popen[bytes], port: int, timeout: float) -> None:
-    """Wait until C{process} itself listens on C{port} (not another process that took the port)."""
-    import psutil
-
-    deadline = time.monotonic() + timeout
-    while True:
-        if process.poll() is not None:
-            raise RuntimeError("the server process exited while starting")
-        try:
-            listening = {
-                c.laddr.port for c in psutil.Process(process.pid).net_connections("tcp") if c.status == psutil.CONN_LISTEN
-            }
-        except psutil.NoSuchProcess:
-            listening = set()
-        if port in listening:
-            return
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"the server never listened on 127.0.0.1:{port}")
-        time.sleep(0.02)
-
-
 def kill_hard(process: subprocess.Popen[Any] | None) -> None:
     """SIGKILL a child broker (as a crash would) and reap it; nothing if it is gone already."""
     if process is None or process.poll() is not None:
@@ -91,7 +71,9 @@ class Mosquitto:
             raise RuntimeError("mosquitto is not installed (scripts/bootstrap --test installs it)")
         self.binary = binary
         self.folder = folder
-        self.port = port or free_port()
+        # Below the ephemeral range: a restart finds its port free (tests/wsprobe.restartable_port).
+        self.port = port or restartable_port()
+        self._may_move = port is None  # until its first start: nobody knows the port yet
         if self.port == 1883:
             raise ValueError("never use the system broker's port")
         self.extra_config = list(extra_config)
@@ -99,23 +81,29 @@ class Mosquitto:
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = folder / f"mosquitto-{self.port}.log"
 
-    def start(self, timeout: float = 10.0, retry_on_clash: bool = False) -> None:
+    def start(self, timeout: float = 10.0, retry_on_clash: bool | None = None) -> None:
         """Start it and wait until it accepts connections.
 
-        The port was picked free beforehand (bind, close), so another process
-        may have taken it meanwhile. With C{retry_on_clash}, for a broker whose
-        port nobody has been told yet, such a clash picks a new port and tries
-        again (up to three times) instead of failing the test.
+        mosquitto cannot report a port it picked itself, so the port was picked
+        free beforehand, and another process may have taken it meanwhile: the
+        start checks that the broker itself listens on it. With
+        C{retry_on_clash} (by default: on the first start of a broker whose
+        port was picked here, which nobody has been told yet) such a clash
+        picks a new port and tries again, up to three times, instead of
+        failing the test.
         """
+        if retry_on_clash is None:
+            retry_on_clash = self._may_move
         for attempt in range(3 if retry_on_clash else 1):
             try:
                 self._start(timeout)
-                return
+                break
             except RuntimeError as e:
                 if not retry_on_clash or "Address already in use" not in str(e) or attempt == 2:
                     raise
-                self.port = free_port()
+                self.port = restartable_port()
                 self.log_path = self.folder / f"mosquitto-{self.port}.log"
+        self._may_move = False
 
     def _start(self, timeout: float) -> None:
         conf = self.folder / f"mosquitto-{self.port}.conf"
@@ -146,7 +134,7 @@ class Mosquitto:
         try:
             _wait_accepting(self.port, timeout, alive=lambda: process.poll() is None)
             # Whoever accepted may be another process that took the port: make sure it is this broker.
-            _wait_owned(process, self.port, timeout)
+            wait_owned(process, [self.port], timeout)
         except Exception:
             self.kill()
             raise RuntimeError(f"mosquitto did not start: {self.log_path.read_text(errors='replace')[-2000:]}")
@@ -170,7 +158,7 @@ class Mosquitto:
 @pytest.fixture
 def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
     broker = Mosquitto(tmp_path)
-    broker.start(retry_on_clash=True)  # nobody knows its port yet
+    broker.start()  # moves on a clash: nobody knows its port yet
     try:
         yield broker
     finally:
@@ -191,7 +179,10 @@ class ModbusServer:
     def __init__(
         self, port: int | None = None, device_id: int = 1, size: int = 200, device_ids: Sequence[int] = (),
     ):
-        self.port = port or free_port()
+        #: Bound by the server itself (no port handed on); below the ephemeral range, so L{restart} finds it
+        #: free. A port the test did not choose moves on a clash at the first start.
+        self.port = port or restartable_port()
+        self._may_move = port is None
         self.device_id = device_ids[0] if device_ids else device_id
         #: Every unit id it answers for (a gateway to several devices); C{device_id} alone by default.
         self.device_ids = tuple(device_ids) or (device_id,)
@@ -209,6 +200,17 @@ class ModbusServer:
         self._refusals: dict[int, int] = {}
 
     def start(self, timeout: float = 10.0) -> None:
+        for attempt in range(3 if self._may_move else 1):
+            try:
+                self._start(timeout)
+                break
+            except RuntimeError as e:
+                if not self._may_move or "Could not start listen" not in str(e) or attempt == 2:
+                    raise
+                self.port = restartable_port()
+        self._may_move = False
+
+    def _start(self, timeout: float) -> None:
         from pymodbus.server import ModbusTcpServer
         from pymodbus.simulator import DataType, SimData, SimDevice
 

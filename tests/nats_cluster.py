@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Sequence
 
 from tests.brokers import kill_hard
-from tests.wsprobe import restartable_port
+from tests.wsprobe import port_held, restartable_port, wait_owned
 
 
 def nats_binary() -> str | None:
@@ -36,10 +36,21 @@ class NatsNode:
     def __init__(self, folder: Path, name: str):
         self.folder = folder
         self.name = name
-        # Restarted on the same ports after each kill: ports no outgoing connection can take meanwhile.
-        self.port, self.route_port, self.mqtt_port = restartable_port(), restartable_port(), restartable_port()
+        self.pick_ports()
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = folder / f"{name}.log"
+
+    def pick_ports(self) -> None:
+        """nats-server needs its ports in its config (routes name each other's): picked free beforehand.
+
+        Restarted on the same ports after each kill: ports below the ephemeral
+        range, which no outgoing connection can take meanwhile.
+        """
+        self.port, self.route_port, self.mqtt_port = restartable_port(), restartable_port(), restartable_port()
+
+    @property
+    def ports(self) -> list[int]:
+        return [self.port, self.route_port, self.mqtt_port]
 
     def write_config(self, routes: Sequence[int]) -> Path:
         store = self.folder / f"{self.name}-store"
@@ -86,6 +97,9 @@ class NatsCluster:
             raise RuntimeError("nats-server is not installed (scripts/bootstrap --test installs it)")
         self.binary = binary
         self.nodes = [NatsNode(folder, f"n{i + 1}") for i in range(size)]
+        self._write_configs()
+
+    def _write_configs(self) -> None:
         routes = [node.route_port for node in self.nodes]
         self._confs = [node.write_config(routes) for node in self.nodes]
 
@@ -94,11 +108,22 @@ class NatsCluster:
         """C{127.0.0.1:P1,127.0.0.1:P2,...}: for an mqtt:// URL."""
         return ",".join(f"127.0.0.1:{node.mqtt_port}" for node in self.nodes)
 
-    def start(self, timeout: float = 30.0) -> None:
-        for node, conf in zip(self.nodes, self._confs):
-            node.start(self.binary, conf)
-        for node in self.nodes:
-            self.wait_ready(node, timeout)
+    def start(self, timeout: float = 30.0, attempts: int = 3) -> None:
+        """Start every node; when a picked port was taken meanwhile, all nodes start again on new ports."""
+        for attempt in range(attempts):
+            try:
+                for node, conf in zip(self.nodes, self._confs):
+                    node.start(self.binary, conf)
+                for node in self.nodes:
+                    self.wait_ready(node, timeout)
+                return
+            except (RuntimeError, TimeoutError):
+                self.stop()
+                if attempt == attempts - 1 or not any(port_held(p) for node in self.nodes for p in node.ports):
+                    raise
+                for node in self.nodes:
+                    node.pick_ports()
+                self._write_configs()
 
     def restart(self, index: int, timeout: float = 30.0) -> None:
         node = self.nodes[index]
@@ -114,9 +139,13 @@ class NatsCluster:
                 raise RuntimeError(f"nats {node.name} exited: {node.log_path.read_text(errors='replace')[-2000:]}")
             try:
                 with socket.create_connection(("127.0.0.1", node.mqtt_port), timeout=0.5):
-                    return
+                    pass
             except OSError:
                 time.sleep(0.05)
+                continue
+            # Whoever accepted may be another process that took the port: make sure this node holds all three.
+            wait_owned(node.process, node.ports, max(1.0, deadline - time.monotonic()))
+            return
         raise TimeoutError(f"nats {node.name}: no MQTT listener within {timeout}s")
 
     def stop(self) -> None:

@@ -17,10 +17,11 @@ from hvac_push.ops.plant_sources import ConfigReloader, build_producer, producer
 from hvac_push.sources.bacnet import BacnetPoint, BacnetProducer
 from hvac_push.sources.bacnet_maps import STATUS_RULES, parse_ip_address, parse_object, point_status, unit_string
 from hvac_push.testing import connect
-from tests.bacnet_device import BacnetDevice, free_udp_port
+from tests.bacnet_device import BacnetDevice
 from tests.conftest import start_server, stop_server
 from tests.helpers import eventually, point_of, until_state, within
 from tests.logwatch import watch_log
+from tests.wsprobe import refused_port, restartable_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -50,7 +51,7 @@ def plant_toml(
     where = f'device = {dev.instance}, address = "{dev.address}"'
     return f"""
 [bacnet.field]
-address = "127.0.0.1{prefix}:{local_port or free_udp_port()}"
+address = "127.0.0.1{prefix}:{local_port or restartable_port(socket.SOCK_DGRAM)}"
 {lines}
 
 [units.ahu-1]
@@ -392,8 +393,11 @@ async def test_missing_objects_and_properties_fault_only_their_points(device, tm
 
 
 @pytest_twisted.ensureDeferred
-async def test_missing_devices_are_logged_counted_and_leave_others_alone(device, tmp_path):
-    silent = f"127.0.0.1:{free_udp_port()}"  # nothing listens there
+async def test_missing_devices_are_logged_counted_and_leave_others_alone(device, tmp_path, request):
+    nobody = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # held for the test, never read: nothing answers
+    request.addfinalizer(nobody.close)
+    nobody.bind(("127.0.0.1", 0))
+    silent = f"127.0.0.1:{nobody.getsockname()[1]}"
     extra = (f'ghost_a = {{ device = 4242, object = "analog-value,1" }}\n'  # looked up by Who-Is broadcast
              f'ghost_b = {{ address = "{silent}", object = "analog-value,1" }}\n')
     running, _, producer = await serve_plant(plant_toml(device, extra_points=extra, prefix="/8"), tmp_path)
@@ -424,7 +428,7 @@ async def test_missing_devices_are_logged_counted_and_leave_others_alone(device,
 
 @pytest_twisted.ensureDeferred
 async def test_malformed_packets_are_counted_and_dropped(device, tmp_path):
-    port = free_udp_port()
+    port = restartable_port(socket.SOCK_DGRAM)  # the source binds it: it takes no port 0
     running, _, producer = await serve_plant(plant_toml(device, local_port=port), tmp_path)
     try:
         client = await within(5, connect(reactor(), running.port))
@@ -470,7 +474,7 @@ async def test_a_local_port_in_use_is_one_line_and_retried(device, tmp_path):
 
 @pytest_twisted.ensureDeferred
 async def test_discovery_prints_a_plant_file_that_serves_the_device(device, tmp_path):
-    local = f"127.0.0.1:{free_udp_port()}"
+    local = f"127.0.0.1:{restartable_port(socket.SOCK_DGRAM)}"  # discovery binds it: it takes no port 0
     done = await deferToThread(
         subprocess.run,
         [sys.executable, "-m", "hvac_push.sources.bacnet", "discover", "--address", local,
@@ -510,7 +514,9 @@ def test_discovery_errors_are_one_line(device):
     assert taken.stderr.strip() == f"discover: local address {device.address}: UDP port {device.port} is already in use"
     broadcast = run("--address", "127.0.0.1:0")
     assert broadcast.returncode == 2 and len(broadcast.stderr.strip().splitlines()) == 1
-    nobody = run("--address", f"127.0.0.1:{free_udp_port()}", "--target", f"127.0.0.1:{free_udp_port()}", "--timeout", "0.3")
+    with refused_port(socket.SOCK_DGRAM) as silent:  # held, never read: nothing answers
+        local = f"127.0.0.1:{restartable_port(socket.SOCK_DGRAM)}"
+        nobody = run("--address", local, "--target", f"127.0.0.1:{silent}", "--timeout", "0.3")
     assert nobody.returncode == 1
     assert nobody.stderr.strip() == "discover: no device answered Who-Is within 0.3s"
 

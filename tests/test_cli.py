@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.clientserver import ALARM_PLANT, ROOT, running
-from tests.wsprobe import free_port
+from tests.wsprobe import refused_port
 
 POINT_LINE = re.compile(r"^\d\d:\d\d:\d\d\.\d{3}  (?P<point>[\w.-]+/[\w.-]+/[\w.-]+)  (?P<value>.+?)  (?P<status>\w+)$")
 
@@ -55,7 +55,8 @@ def test_tail_prints_one_decoded_line_per_point_change_and_the_alarms(tmp_path: 
 
 
 def test_tail_says_clearly_when_nothing_listens_or_the_url_is_wrong():
-    refused = hvac_push("tail", f"ws://127.0.0.1:{free_port()}/ws", "--count", "1")
+    with refused_port() as port:
+        refused = hvac_push("tail", f"ws://127.0.0.1:{port}/ws", "--count", "1")
     assert refused.returncode == 1 and "connection refused" in refused.stderr
     assert "Traceback" not in refused.stderr
     bad = hvac_push("tail", "http://127.0.0.1/ws")

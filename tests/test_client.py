@@ -37,7 +37,7 @@ from tests.clientserver import (
     running,
 )
 from hvac_push.transport.streaming import STREAM_THRESHOLD
-from tests.wsprobe import free_port
+from tests.wsprobe import first_start, refused_port
 
 pytestmark = pytest.mark.slow
 
@@ -175,10 +175,10 @@ def test_a_dropped_connection_resumes_without_a_gap(sim: Server) -> None:
 
 
 def test_a_server_restart_resyncs_the_whole_mirror(tmp_path: Path) -> None:
-    port = free_port()
-
     async def main() -> None:
-        first = Server(tmp_path, *SIM, port=port).start()
+        # Restarted on its port below: one below the ephemeral range, moved only on a clash at the first start.
+        first = first_start(lambda port: Server(tmp_path, *SIM, port=port).start())
+        port = first.port
         try:
             async with Mirror(first.url, points=["plant/#"], backoff=(0.05, 0.3)) as plant:
                 old_epoch = plant.epoch
@@ -311,7 +311,6 @@ def test_tokens_go_in_the_header_the_subprotocol_or_the_query_and_a_bad_one_is_a
 def test_a_refusal_on_reconnect_ends_the_streams_with_that_error(tmp_path: Path) -> None:
     from hvac_push.transport.auth import hash_token
 
-    port = free_port()
     token = "first-token-" + "q" * 30
     for name, admitted in (("old.toml", token), ("new.toml", "another-token-" + "r" * 30)):
         (tmp_path / name).write_text(
@@ -319,7 +318,11 @@ def test_a_refusal_on_reconnect_ends_the_streams_with_that_error(tmp_path: Path)
         )
 
     async def main() -> None:
-        first = Server(tmp_path, "--auth-token-file", "old.toml", "--sim-units", "1", port=port).start()
+        # Restarted on its port below: one below the ephemeral range, moved only on a clash at the first start.
+        first = first_start(
+            lambda port: Server(tmp_path, "--auth-token-file", "old.toml", "--sim-units", "1", port=port).start()
+        )
+        port = first.port
         second: Server | None = None
         try:
             async with Mirror(first.url, token=token, backoff=(0.05, 0.2)) as plant:
@@ -372,7 +375,8 @@ def test_without_reconnect_a_drop_ends_the_streams_and_close_never_hangs(sim: Se
 def test_nobody_listening_is_an_oserror_at_start():
     async def main() -> None:
         with pytest.raises(OSError):
-            await Mirror(f"ws://127.0.0.1:{free_port()}/ws").start()
+            with refused_port() as port:
+                await Mirror(f"ws://127.0.0.1:{port}/ws").start()
 
     asyncio.run(main())
 

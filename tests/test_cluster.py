@@ -30,7 +30,7 @@ from tests.brokers import Mosquitto, mosquitto  # noqa: F401 (fixture)
 from tests.conftest import RunningServer, start_server, stop_server
 from tests.helpers import eventually, until_state, within
 from tests.rawws import RawClient
-from tests.wsprobe import free_port
+from tests.wsprobe import bound_ports, closed_port  # noqa: F401 (fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 TWISTD = str(Path(sys.executable).with_name("twistd"))
@@ -267,7 +267,7 @@ async def test_broker_loss_marks_the_points_down_then_everything_comes_back_and_
 
 
 @pytest_twisted.ensureDeferred
-async def test_healthz_is_503_until_the_retained_state_is_in_then_200(tmp_path):
+async def test_healthz_is_503_until_the_retained_state_is_in_then_200(tmp_path, closed_port):
     from tests.helpers import sleep
 
     count = 2000
@@ -282,7 +282,7 @@ async def test_healthz_is_503_until_the_retained_state_is_in_then_200(tmp_path):
         await eventually(lambda: bridge.idle, 15)
     finally:
         await stop_server(collector)  # its retained messages stay on the broker
-    nowhere = Mosquitto(tmp_path, port=free_port())  # never started
+    nowhere = Mosquitto(tmp_path, port=closed_port)  # never started: connections are refused
     edge = await _edge(mosquitto)
     lost = await _edge(nowhere, "lost")
     try:
@@ -324,6 +324,23 @@ def _node(tmp_path: Path, name: str, *args: str) -> subprocess.Popen[str]:
         log.close()
 
 
+def _listening_node(tmp_path: Path, name: str, *args: str) -> tuple[subprocess.Popen[str], list[int]]:
+    """L{_node} with C{--port-file}: the process and the ports it bound, one per C{--listen} in order.
+
+    Give it C{--listen tcp:0:...} and the kernel picks each port; a fixed port
+    that was taken fails with the log, which names the port "already in use".
+    """
+    port_file = tmp_path / f"{name}.ports"
+    port_file.unlink(missing_ok=True)
+    process = _node(tmp_path, name, *args, "--port-file", str(port_file))
+    try:
+        return process, bound_ports(port_file, alive=lambda: process.poll() is None)
+    except (RuntimeError, TimeoutError) as e:
+        _stop(process)
+        log = (tmp_path / f"{name}.log").read_text(errors="replace")
+        raise RuntimeError(f"{name} did not listen ({e}): {log[-2000:]}") from None
+
+
 def _get_health(port: int, timeout: float = 20.0) -> dict:
     """Poll /healthz until it answers 200; bounded."""
     deadline = time.monotonic() + timeout
@@ -354,14 +371,15 @@ def _stop(process: subprocess.Popen[str]) -> None:
 @pytest.mark.slow
 def test_clients_of_a_killed_edge_reconnect_to_the_other_and_resync(tmp_path, mosquitto):
     url = f"mqtt://127.0.0.1:{mosquitto.port}/hvac"
-    ports = {"collector": free_port(), "edge-a": free_port(), "edge-b": free_port()}
-    nodes = {
-        "collector": _node(tmp_path, "collector", "--sim-units", "1", "--sim-rate", "20", "--publish", url,
-                           "--listen", f"tcp:{ports['collector']}:interface=127.0.0.1"),
-        "edge-a": _node(tmp_path, "edge-a", "--subscribe", url, "--listen", f"tcp:{ports['edge-a']}:interface=127.0.0.1"),
-        "edge-b": _node(tmp_path, "edge-b", "--subscribe", url, "--listen", f"tcp:{ports['edge-b']}:interface=127.0.0.1"),
+    roles = {
+        "collector": ("--sim-units", "1", "--sim-rate", "20", "--publish", url),
+        "edge-a": ("--subscribe", url), "edge-b": ("--subscribe", url),
     }
+    nodes: dict[str, subprocess.Popen[str]] = {}
+    ports: dict[str, int] = {}
     try:
+        for name, args in roles.items():
+            nodes[name], [ports[name]] = _listening_node(tmp_path, name, *args, "--listen", "tcp:0:interface=127.0.0.1")
         for name in ("collector", "edge-a", "edge-b"):
             health = _get_health(ports[name])
             assert health["ready"] is True, (name, health)
@@ -404,12 +422,13 @@ def test_clients_of_a_killed_edge_reconnect_to_the_other_and_resync(tmp_path, mo
 
 @pytest.mark.slow
 def test_reuseport_lets_two_processes_accept_on_one_port(tmp_path):
-    port = free_port()
-    nodes = [
-        _node(tmp_path, f"worker-{i}", "--sim-units", "1", "--listen", f"reuseport:{port}:interface=127.0.0.1")
-        for i in range(2)
-    ]
+    # The first worker binds a port the kernel picks and holds it; the second asks for that port.
+    first, [port] = _listening_node(tmp_path, "worker-0", "--sim-units", "1", "--listen", "reuseport:0:interface=127.0.0.1")
+    nodes = [first]
     try:
+        nodes.append(
+            _node(tmp_path, "worker-1", "--sim-units", "1", "--listen", f"reuseport:{port}:interface=127.0.0.1")
+        )
         _get_health(port)
         for _ in range(100):  # bounded: until both have bound the port
             listeners = subprocess.run(["ss", "-Hltn", f"sport = :{port}"], capture_output=True, text=True).stdout
@@ -459,15 +478,19 @@ def test_reuseport_sockets_share_a_port_in_one_process():
 
     memory = Adopting()
     memory.adopted = []
-    port = free_port()
-    for _ in range(2):
-        ReusePortEndpoint(memory, port, "127.0.0.1").listen(object())
-    sockets = memory.adopted
-    try:
-        assert [s.getsockname()[1] for s in sockets] == [port, port]
-    finally:
-        for s in sockets:
-            s.close()
+    with socket.socket() as holder:  # holds the port (with SO_REUSEPORT, as the endpoints bind it) for the test
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        holder.bind(("127.0.0.1", 0))
+        port = holder.getsockname()[1]
+        for _ in range(2):
+            ReusePortEndpoint(memory, port, "127.0.0.1").listen(object())
+        sockets = memory.adopted
+        try:
+            assert [s.getsockname()[1] for s in sockets] == [port, port]
+        finally:
+            for s in sockets:
+                s.close()
 
 
 @pytest_twisted.ensureDeferred

@@ -24,8 +24,8 @@ import pytest
 
 from tests.brokers import ModbusServer
 from tests.nats_cluster import NatsCluster, NatsNode, nats_binary
-from tests.test_cluster import _node
-from tests.wsprobe import first_messages, free_port, restartable_port
+from tests.test_cluster import _listening_node, _node
+from tests.wsprobe import first_messages, first_start
 
 CYCLES = 10
 CONVERGE = 60.0
@@ -145,18 +145,25 @@ def test_edges_follow_the_collector_through_nats_node_and_collector_kills(tmp_pa
         plant = tmp_path / "plant.toml"
         plant.write_text(_plant(modbus.port))
         nodes = [f"127.0.0.1:{n.mqtt_port}" for n in cluster.nodes]
-        ports = {"collector": restartable_port(), "edge-a": free_port(), "edge-b": free_port()}  # the collector restarts
-        collector_args = (
-            "--config", str(plant), "--listen", f"tcp:{ports['collector']}:interface=127.0.0.1",
-            "--publish", f"mqtt://{','.join(nodes)}/hvac?node=collector-1&keepalive={KEEPALIVE}",
-        )
-        processes["collector"] = _node(tmp_path, "collector", *collector_args)
+        ports: dict[str, int] = {}
+
+        def collector_args(port: int) -> tuple[str, ...]:
+            return ("--config", str(plant), "--listen", f"tcp:{port}:interface=127.0.0.1",
+                    "--publish", f"mqtt://{','.join(nodes)}/hvac?node=collector-1&keepalive={KEEPALIVE}")
+
+        def first_collector(port: int) -> subprocess.Popen[str]:
+            process, [ports["collector"]] = _listening_node(tmp_path, "collector", *collector_args(port))
+            return process
+
+        # The collector restarts on its port: one below the ephemeral range, moved only on a clash at the first start.
+        processes["collector"] = first_start(first_collector)
         # QoS 0 subscriptions: no JetStream consumer per edge, so an edge's failover needs no leader election.
-        processes["edge-a"] = _node(tmp_path, "edge-a", "--subscribe", f"mqtt://{','.join(nodes)}/hvac?qos=0",
-                                    "--listen", f"tcp:{ports['edge-a']}:interface=127.0.0.1")
         rotated = nodes[1:] + nodes[:1]
-        processes["edge-b"] = _node(tmp_path, "edge-b", "--subscribe", f"mqtt://{','.join(rotated)}/hvac?qos=0",
-                                    "--listen", f"tcp:{ports['edge-b']}:interface=127.0.0.1")
+        for name, brokers in (("edge-a", nodes), ("edge-b", rotated)):
+            processes[name], [ports[name]] = _listening_node(
+                tmp_path, name, "--subscribe", f"mqtt://{','.join(brokers)}/hvac?qos=0",
+                "--listen", "tcp:0:interface=127.0.0.1",
+            )
         watch = Watch({"edge-a": ports["edge-a"], "edge-b": ports["edge-b"]})
         figures: dict[str, list[float]] = {"node kill": [], "node back": [], "collector down": [], "collector back": []}
 
@@ -204,7 +211,7 @@ def test_edges_follow_the_collector_through_nats_node_and_collector_kills(tmp_pa
             figures["collector down"].append(time.monotonic() - killed)
             step += 1
             values(step)
-            processes["collector"] = _node(tmp_path, "collector", *collector_args)
+            processes["collector"] = _node(tmp_path, "collector", *collector_args(ports["collector"]))
             figures["collector back"].append(watch.until(converged, 30.0))
         assert not any("fault" in seen for seen in watch.seen.values()), watch.seen
         print("\nNATS failover figures (seconds):", {k: [round(v, 2) for v in vs] for k, vs in figures.items()},

@@ -15,7 +15,8 @@ import pytest_twisted
 
 from hvac_push.ops.cluster import MqttBridge
 from hvac_push.ops.tap import Options, makeService
-from tests.brokers import Mosquitto, free_port
+from tests.brokers import Mosquitto
+from tests.wsprobe import closed_port  # noqa: F401 (fixture)
 from tests.helpers import eventually
 from tests.logwatch import watch_log
 
@@ -61,10 +62,12 @@ async def test_two_publish_options_publish_to_both_brokers(tmp_path: Path) -> No
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_refused_or_unreachable_broker_is_logged_and_fails_its_health_check(tmp_path: Path) -> None:
+async def test_a_refused_or_unreachable_broker_is_logged_and_fails_its_health_check(
+    tmp_path: Path, closed_port: int
+) -> None:
     strict = Mosquitto(tmp_path, allow_anonymous=False)  # no password file: every login is refused
     strict.start()
-    closed = free_port()
+    closed = closed_port
     with watch_log() as log:
         service = collector(f"mqtt://someone:Wr0ngPass@127.0.0.1:{strict.port}/a", f"mqtt://127.0.0.1:{closed}/b")
         service.startService()

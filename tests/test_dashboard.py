@@ -30,7 +30,7 @@ import pytest
 
 from hvac_push.testing import TEXT, decode_frame, json_object, upgrade_request
 from hvac_push.transport.web import STATIC_DIR
-from tests.wsprobe import free_port
+from tests.wsprobe import bound_ports, closed_port, first_start  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.slow
 
@@ -70,15 +70,26 @@ class Server:
         self.logs: list[Path] = []
 
     def start(self) -> "Server":
-        log = self.workdir / f"twistd-{self.port}-{len(self.logs)}.log"
+        """Start twistd on C{self.port}, or (0) on a port the kernel picks, read back from its --port-file."""
+        log = self.workdir / f"twistd-{id(self)}-{len(self.logs)}.log"
+        port_file = self.workdir / f"twistd-{id(self)}.ports"
+        port_file.unlink(missing_ok=True)
         self.logs.append(log)
         with open(log, "wb") as out:
             self.process = subprocess.Popen(
-                [TWISTD, "-n", "--pidfile=", "hvacpush", "--listen", f"tcp:{self.port}:interface=127.0.0.1", *self.args],
+                [TWISTD, "-n", "--pidfile=", "hvacpush", "--listen", f"tcp:{self.port}:interface=127.0.0.1",
+                 "--port-file", str(port_file), *self.args],
                 cwd=self.workdir, env={**os.environ, "PYTHONPATH": str(ROOT)},
                 stdout=out, stderr=subprocess.STDOUT,
             )
-        deadline = time.monotonic() + 60  # a bound, not a speed claim: a loaded machine starts twistd slowly
+        process = self.process
+        try:
+            # 60 s: a bound, not a speed claim (a loaded machine starts twistd slowly).
+            [self.port] = bound_ports(port_file, alive=lambda: process.poll() is None, timeout=60)
+        except (RuntimeError, TimeoutError):  # an AssertionError: first_start looks for "already in use" in it
+            self.stop()
+            raise AssertionError(f"twistd did not listen (exit code {process.returncode}):\n{self.output()}") from None
+        deadline = time.monotonic() + 60
         while True:
             if self.process.poll() is not None:
                 pytest.fail(f"twistd exited with {self.process.returncode}:\n{self.output()}")
@@ -120,8 +131,9 @@ def workdir(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def start_server(workdir: Path, *args: str, port: int | None = None) -> Server:
-    return Server(workdir, port or free_port(), *args).start()
+def start_server(workdir: Path, *args: str, port: int = 0) -> Server:
+    """A server on C{port}, or (0) on a port the kernel picks."""
+    return Server(workdir, port, *args).start()
 
 
 @pytest.fixture(scope="module")
@@ -461,8 +473,9 @@ def test_fahrenheit_is_a_toggle_that_sticks(plant: Server, watched: Watched) -> 
 def test_after_a_server_restart_the_page_reconnects_by_itself_and_shows_the_new_server(
     workdir: Path, watched: Watched
 ) -> None:
-    port = free_port()
-    first = start_server(workdir, "--sim-units", "3", "--sim-seed", "1", port=port)
+    # Restarted on its port below: one below the ephemeral range, moved only on a clash at the first start.
+    first = first_start(lambda port: start_server(workdir, "--sim-units", "3", "--sim-seed", "1", port=port))
+    port = first.port
     second: Server | None = None
     try:
         page = watched.page
@@ -687,9 +700,11 @@ def test_an_alarm_appears_and_can_be_acknowledged(workdir: Path, watched: Watche
     assert "Traceback" not in server.output()
 
 
-def test_a_dead_device_looks_down_and_the_badge_does_not_say_live(workdir: Path, watched: Watched) -> None:
+def test_a_dead_device_looks_down_and_the_badge_does_not_say_live(
+    workdir: Path, watched: Watched, closed_port: int
+) -> None:
     """A plant file whose Modbus device is unreachable: its points are shown down, not fine (issue: honest state)."""
-    dead = free_port()  # nothing listens here
+    dead = closed_port  # nothing listens here
     (workdir / "plant.toml").write_text(f"""
 [modbus.plc]
 host = "127.0.0.1"

@@ -20,13 +20,14 @@ from typing import Any
 
 import pytest
 import pytest_twisted
+from twisted.application.internet import StreamServerEndpointService
 
 from hvac_push.core.points import Sample
 from hvac_push.testing import ScriptedProducer, connect, handshake_status
 from tests.conftest import start_server, stop_server
 from tests.helpers import eventually, sleep, within
 from tests.rawws import RawClient
-from tests.wsprobe import first_messages, free_port
+from tests.wsprobe import bound_ports, first_messages, start_owning
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "docs" / "examples"
@@ -122,13 +123,14 @@ CHROMIUM_ARGS = [
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium")
 def test_the_browser_page_shows_live_points(tmp_path):
     sync_api = pytest.importorskip("playwright.sync_api")
-    port = free_port()
     server = subprocess.Popen(
-        [TWISTD, "-n", "--pidfile=", "hvacpush", "--sim-units", "1", "--listen", f"tcp:{port}:interface=127.0.0.1"],
+        [TWISTD, "-n", "--pidfile=", "hvacpush", "--sim-units", "1", "--listen", "tcp:0:interface=127.0.0.1",
+         "--port-file", str(tmp_path / "ports")],
         cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)},
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:
+        [port] = bound_ports(tmp_path / "ports", alive=lambda: server.poll() is None)
         first_messages(port)  # the server is up
         url = (EXAMPLES / "browser.html").as_uri() + f"?ws=ws://127.0.0.1:{port}/ws"
         with sync_api.sync_playwright() as playwright:
@@ -209,10 +211,13 @@ async def test_polling_producer_publishes_and_is_restarted_after_a_failed_read()
 @pytest_twisted.ensureDeferred
 async def test_embedding_in_an_existing_site_and_publishing_from_a_web_handler():
     embed = example("embed")
-    port = free_port()
-    services, push = embed.build(reactor(), f"tcp:{port}:interface=127.0.0.1")
+    services, push = embed.build(reactor(), "tcp:0:interface=127.0.0.1")
     services.startService()
     try:
+        # The site's listener, bound in this process on a port the kernel picked: read back from it.
+        [site] = [s for s in services if isinstance(s, StreamServerEndpointService)]
+        assert site._waitingForPort is not None
+        port = (await within(5, site._waitingForPort)).getHost().port
         assert (await http(b"GET", port, "/"))[1].startswith(b"Building management")
         client = await within(5, connect(reactor(), port, "/telemetry"))
         assert (await within(5, client.next()))["type"] == "snapshot"
@@ -232,13 +237,16 @@ async def test_embedding_in_an_existing_site_and_publishing_from_a_web_handler()
 
 @pytest.mark.slow
 def test_the_tac_file_runs_the_embedded_application_under_twistd(tmp_path):
-    port = free_port()
-    process = subprocess.Popen(
-        [TWISTD, "-n", "--pidfile=", "-y", str(EXAMPLES / "building.tac")],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{EXAMPLES}",
-             "BUILDING_LISTEN": f"tcp:{port}:interface=127.0.0.1"},
-    )
+    def start(ports: list[int]) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [TWISTD, "-n", "--pidfile=", "-y", str(EXAMPLES / "building.tac")],
+            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env={**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{EXAMPLES}",
+                 "BUILDING_LISTEN": f"tcp:{ports[0]}:interface=127.0.0.1"},
+        )
+
+    # The .tac file has no --port-file: a picked port, checked to be held by this twistd (another on a clash).
+    process, [port] = start_owning(start)
     try:
         (snapshot,) = first_messages(port, path="/telemetry")
         assert snapshot["type"] == "snapshot"
@@ -301,14 +309,15 @@ def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
 def test_tls_listener_as_documented_serves_wss(tmp_path):
     pytest.importorskip("cryptography")
     key, cert = _self_signed(tmp_path)
-    port = free_port()
     process = subprocess.Popen(
         [TWISTD, "-n", "--pidfile=", "hvacpush", "--sim-units", "1",
-         "--listen", f"ssl:{port}:privateKey={key.name}:certKey={cert.name}:interface=127.0.0.1"],
+         "--listen", f"ssl:0:privateKey={key.name}:certKey={cert.name}:interface=127.0.0.1",
+         "--port-file", str(tmp_path / "ports")],
         cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)},
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:
+        [port] = bound_ports(tmp_path / "ports", alive=lambda: process.poll() is None)
         context = ssl.create_default_context(cafile=str(cert))
         client = RawClient(port, host="localhost", ssl_context=context)
         assert client.message()["type"] == "snapshot"
@@ -320,30 +329,50 @@ def test_tls_listener_as_documented_serves_wss(tmp_path):
     assert "Traceback" not in output, output
 
 
+def _nginx(tmp_path: Path, site: str) -> tuple[subprocess.Popen[str], int]:
+    """nginx serving C{site} (a docs example, its C{listen 443 ssl} made plain) and the front port it holds.
+
+    nginx cannot report a port it was given as 0: the port is picked, and
+    L{start_owning} checks nginx itself listens on it (another port on a clash).
+    """
+    assert NGINX is not None  # (the skipif)
+    nginx = NGINX
+    site = re.sub(r"^\s*ssl_certificate.*$", "", site, flags=re.M)
+    temp = tmp_path / "tmp"
+    temp.mkdir(exist_ok=True)
+
+    def start(ports: list[int]) -> subprocess.Popen[str]:
+        front_site = site.replace("listen 443 ssl;", f"listen 127.0.0.1:{ports[0]};")
+        (tmp_path / "nginx.conf").write_text(
+            f"daemon off; worker_processes 1; pid {tmp_path}/nginx.pid; error_log {tmp_path}/error.log;\n"
+            "events { worker_connections 64; }\n"
+            f"http {{ access_log off; client_body_temp_path {temp}; proxy_temp_path {temp};\n"
+            f"fastcgi_temp_path {temp}; uwsgi_temp_path {temp}; scgi_temp_path {temp};\n{front_site}\n}}\n"
+        )
+        return subprocess.Popen([nginx, "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    proxy, [front] = start_owning(start)
+    return proxy, front
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(NGINX is None, reason="needs nginx (apt-get install nginx-light)")
 def test_nginx_config_proxies_the_websocket_upgrade(tmp_path):
-    backend, front = free_port(), free_port()
-    site = (EXAMPLES / "nginx.conf").read_text()
-    site = site.replace("listen 443 ssl;", f"listen 127.0.0.1:{front};")
-    site = re.sub(r"^\s*ssl_certificate.*$", "", site, flags=re.M)
-    site = site.replace("server 127.0.0.1:8080;", f"server 127.0.0.1:{backend};")
-    temp = tmp_path / "tmp"
-    temp.mkdir()
-    (tmp_path / "nginx.conf").write_text(
-        f"daemon off; worker_processes 1; pid {tmp_path}/nginx.pid; error_log {tmp_path}/error.log;\n"
-        "events { worker_connections 64; }\n"
-        f"http {{ access_log off; client_body_temp_path {temp}; proxy_temp_path {temp};\n"
-        f"fastcgi_temp_path {temp}; uwsgi_temp_path {temp}; scgi_temp_path {temp};\n{site}\n}}\n"
-    )
     server = subprocess.Popen(
-        [TWISTD, "-n", "--pidfile=", "hvacpush", "--sim-units", "1", "--listen", f"tcp:{backend}:interface=127.0.0.1"],
+        [TWISTD, "-n", "--pidfile=", "hvacpush", "--sim-units", "1", "--listen", "tcp:0:interface=127.0.0.1",
+         "--port-file", str(tmp_path / "ports")],
         cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)},
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
-    assert NGINX is not None  # (the skipif)
-    proxy = subprocess.Popen([NGINX, "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")],
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        [backend] = bound_ports(tmp_path / "ports", alive=lambda: server.poll() is None)
+        site = (EXAMPLES / "nginx.conf").read_text().replace("server 127.0.0.1:8080;", f"server 127.0.0.1:{backend};")
+        proxy, front = _nginx(tmp_path, site)
+    except BaseException:
+        server.kill()
+        server.communicate(timeout=30)
+        raise
     try:
         first_messages(backend)  # the server is up
         client = RawClient(front)
@@ -364,32 +393,29 @@ def test_nginx_config_proxies_the_websocket_upgrade(tmp_path):
 def test_nginx_cluster_config_moves_clients_of_a_dead_edge_to_the_other(tmp_path):
     """docs/examples/nginx-cluster.conf with a mosquitto broker, a collector and two edges (deployment.md)."""
     from tests.brokers import Mosquitto
-    from tests.test_cluster import _get_health, _node, _stop
+    from tests.test_cluster import _get_health, _listening_node, _stop
 
     broker = Mosquitto(tmp_path)
     broker.start()
     url = f"mqtt://127.0.0.1:{broker.port}/hvac"
-    front, edge_ports = free_port(), {"edge-a": free_port(), "edge-b": free_port()}
-    site = (EXAMPLES / "nginx-cluster.conf").read_text()
-    site = site.replace("listen 443 ssl;", f"listen 127.0.0.1:{front};")
-    site = re.sub(r"^\s*ssl_certificate.*$", "", site, flags=re.M)
-    site = site.replace("server 127.0.0.1:8081", f"server 127.0.0.1:{edge_ports['edge-a']}")
-    site = site.replace("server 127.0.0.1:8082", f"server 127.0.0.1:{edge_ports['edge-b']}")
-    temp = tmp_path / "tmp"
-    temp.mkdir()
-    (tmp_path / "nginx.conf").write_text(
-        f"daemon off; worker_processes 1; pid {tmp_path}/nginx.pid; error_log {tmp_path}/error.log;\n"
-        "events { worker_connections 64; }\n"
-        f"http {{ access_log off; client_body_temp_path {temp}; proxy_temp_path {temp};\n"
-        f"fastcgi_temp_path {temp}; uwsgi_temp_path {temp}; scgi_temp_path {temp};\n{site}\n}}\n"
-    )
-    nodes = {"collector": _node(tmp_path, "collector", "--sim-units", "1", "--sim-rate", "20", "--publish", url,
-                                "--listen", f"tcp:{free_port()}:interface=127.0.0.1")}
-    for name, port in edge_ports.items():
-        nodes[name] = _node(tmp_path, name, "--subscribe", url, "--listen", f"tcp:{port}:interface=127.0.0.1")
-    assert NGINX is not None  # (the skipif)
-    proxy = subprocess.Popen([NGINX, "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")],
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    nodes: dict[str, subprocess.Popen[str]] = {}
+    edge_ports: dict[str, int] = {}
+    try:
+        nodes["collector"], _ = _listening_node(tmp_path, "collector", "--sim-units", "1", "--sim-rate", "20",
+                                                "--publish", url, "--listen", "tcp:0:interface=127.0.0.1")
+        for name in ("edge-a", "edge-b"):
+            nodes[name], [edge_ports[name]] = _listening_node(
+                tmp_path, name, "--subscribe", url, "--listen", "tcp:0:interface=127.0.0.1"
+            )
+        site = (EXAMPLES / "nginx-cluster.conf").read_text()
+        site = site.replace("server 127.0.0.1:8081", f"server 127.0.0.1:{edge_ports['edge-a']}")
+        site = site.replace("server 127.0.0.1:8082", f"server 127.0.0.1:{edge_ports['edge-b']}")
+        proxy, front = _nginx(tmp_path, site)
+    except BaseException:
+        for process in nodes.values():
+            _stop(process)
+        broker.kill()
+        raise
     try:
         epochs = {name: _get_health(port)["epoch"] for name, port in edge_ports.items()}
         client = RawClient(front)
@@ -455,14 +481,18 @@ def test_the_readme_embedding_example_runs_as_pasted(tmp_path):
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     section = readme.split("## Embedding and extending", 1)[1]
     code = section.split("```python\n", 1)[1].split("```", 1)[0]
-    port = free_port()
     assert code.count("listenTCP(8080,") == 1
     script = tmp_path / "embedding.py"
-    script.write_text(code.replace("listenTCP(8080,", f"listenTCP({port},"), encoding="utf-8")
-    process = subprocess.Popen(
-        [sys.executable, str(script)], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
+
+    def start(ports: list[int]) -> subprocess.Popen[str]:
+        script.write_text(code.replace("listenTCP(8080,", f"listenTCP({ports[0]},"), encoding="utf-8")
+        return subprocess.Popen(
+            [sys.executable, str(script)], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)},
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+
+    # The README's code cannot report its port: a picked one, checked to be held by the script (another on a clash).
+    process, [port] = start_owning(start)
     try:
         deadline = time.monotonic() + 20
         while True:  # the producer's first sample may come a moment after the listener

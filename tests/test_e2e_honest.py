@@ -29,7 +29,7 @@ from tests.helpers import eventually, sleep, until_state, within
 from tests.logwatch import watch_log
 from tests.nbsock import CLOSE, PING, TEXT, RawSocket, close_code, frame
 from tests.test_metrics_health import http_get, samples
-from tests.wsprobe import free_port
+from tests.wsprobe import closed_port  # noqa: F401 (fixture)
 
 
 def reactor() -> Any:
@@ -167,8 +167,8 @@ async def health(port: int) -> tuple[int, dict[str, Any]]:
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_dead_modbus_device_shows_its_points_down_and_health_says_why():
-    port = free_port()  # nothing listens here
+async def test_a_dead_modbus_device_shows_its_points_down_and_health_says_why(closed_port):
+    port = closed_port  # nothing listens here
     running = await start_server()
     try:
         with watch_log() as log:

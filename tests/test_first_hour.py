@@ -23,7 +23,7 @@ from hvac_push.ops.listeners import ListenerService, cannot_listen_line, listeni
 from hvac_push.ops.tap import LOOPBACK_LISTEN, LOOPBACK_NOTE, Options, makeService
 from tests.logwatch import watch_log
 from tests.test_tap import TWISTD
-from tests.wsprobe import free_port
+from tests.wsprobe import bound_ports
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -141,10 +141,10 @@ def test_a_bad_option_is_one_line_pointing_to_help_not_the_usage_text(tmp_path, 
 
 @pytest.mark.slow
 def test_at_start_up_each_listener_logs_its_urls_and_they_answer(tmp_path):
-    port = free_port()
     process = subprocess.Popen(
         [TWISTD, "-n", "--pidfile=", "hvacpush", "--store", "memory", "--sim-units", "1",
-         "--listen", f"tcp:{port}:interface=127.0.0.1", "--listen", "tcp:0:interface=127.0.0.1"],
+         "--listen", "tcp:0:interface=127.0.0.1", "--listen", "tcp:0:interface=127.0.0.1",
+         "--port-file", str(tmp_path / "ports")],
         cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)},
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
@@ -158,6 +158,7 @@ def test_at_start_up_each_listener_logs_its_urls_and_they_answer(tmp_path):
 
     threading.Thread(target=read, daemon=True).start()
     try:
+        port, _ = bound_ports(tmp_path / "ports", alive=lambda: process.poll() is None)
         listening: list[str] = []
         deadline = time.monotonic() + 30
         while len(listening) < 2:

@@ -16,7 +16,7 @@ from twisted.logger import LogLevel
 
 from hvac_push.sources.modbus_log import TwistedLogHandler, route_pymodbus_logs, twisted_level
 from tests.logwatch import watch_log
-from tests.wsprobe import free_port
+from tests.wsprobe import closed_port  # noqa: F401 (fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 TWISTD = str(Path(sys.executable).with_name("twistd"))
@@ -74,8 +74,8 @@ def test_pymodbus_records_become_twisted_events_at_their_level_and_stop_there():
     assert on_root.records == []  # not also through the root logger (twistd's stderr)
 
 
-def test_twistd_logs_pymodbus_messages_at_their_level_not_as_stderr(tmp_path):
-    port = free_port()  # nothing listens: pymodbus logs the refused connection
+def test_twistd_logs_pymodbus_messages_at_their_level_not_as_stderr(tmp_path, closed_port):
+    port = closed_port  # nothing listens: pymodbus logs the refused connection
     (tmp_path / "plant.toml").write_text(
         f"""
 [modbus.plc]

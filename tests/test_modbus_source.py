@@ -13,6 +13,7 @@ from hvac_push.testing import connect
 from tests.brokers import ModbusServer, modbus_server  # noqa: F401 (fixture)
 from tests.conftest import start_server, stop_server
 from tests.helpers import eventually, until_state, within
+from tests.wsprobe import closed_port  # noqa: F401 (fixture)
 
 
 def reactor():
@@ -180,10 +181,8 @@ async def test_an_exception_response_faults_only_that_point(modbus_server):
 
 
 @pytest_twisted.ensureDeferred
-async def test_an_unreachable_device_never_blocks_the_reactor():
-    from tests.wsprobe import free_port
-
-    server = ModbusServer(port=free_port())  # never started: connection refused
+async def test_an_unreachable_device_never_blocks_the_reactor(closed_port):
+    server = ModbusServer(port=closed_port)  # never started: connection refused
     producer = _producer(server, [ModbusPoint("plant/u/p", 0)])
     running = await start_server([producer])
     try:

@@ -18,7 +18,7 @@ import pytest
 from hvac_push.ops.logs import JSON_OBSERVER
 from hvac_push.ops.tap import Options
 from tests.rawws import RawClient, port_is_closed
-from tests.wsprobe import bound_ports, free_port
+from tests.wsprobe import bound_ports
 
 ROOT = Path(__file__).resolve().parents[1]
 TWISTD = str(Path(sys.executable).with_name("twistd"))

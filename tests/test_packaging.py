@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.wsprobe import first_messages, free_port
+from tests.wsprobe import bound_ports, first_messages
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,13 +39,14 @@ def test_wheel_in_a_fresh_venv_provides_the_hvacpush_plugin_that_serves_a_snapsh
     assert "tail" in command_help and "check-config" in command_help and "hash-token" in command_help
     run(str(venv / "bin" / "python"), "-c", "from hvac_push.client import Mirror", cwd=tmp_path, env=env)
 
-    port = free_port()
     process = subprocess.Popen(
         # reuseport: comes from the second plugin file, so this also checks it ships in the wheel.
-        [twistd, "-n", "--pidfile=", "hvacpush", "--listen", f"reuseport:{port}:interface=127.0.0.1"],
+        [twistd, "-n", "--pidfile=", "hvacpush", "--listen", "reuseport:0:interface=127.0.0.1",
+         "--port-file", str(tmp_path / "ports")],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:
+        [port] = bound_ports(tmp_path / "ports", alive=lambda: process.poll() is None)
         (snapshot,) = first_messages(port)
         assert snapshot["type"] == "snapshot" and snapshot["points"]
         tail = run(str(venv / "bin" / "hvac-push"), "tail", f"ws://127.0.0.1:{port}/ws", "--count", "3", cwd=tmp_path, env=env)

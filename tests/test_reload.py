@@ -24,7 +24,7 @@ from hvac_push.sources.mqtt import MqttProducer
 from tests.brokers import modbus_server, mosquitto  # noqa: F401 (fixtures)
 from tests.conftest import start_server, stop_server
 from tests.helpers import eventually, point_of, until_state, within
-from tests.wsprobe import first_messages, free_port
+from tests.wsprobe import bound_ports, first_messages
 
 ROOT = Path(__file__).resolve().parents[1]
 TWISTD = str(Path(sys.executable).with_name("twistd"))
@@ -209,17 +209,17 @@ def _snapshot_size(port: int) -> int:
 
 @pytest.mark.slow
 def test_sighup_reloads_a_running_twistd(tmp_path):
-    port = free_port()
     config = tmp_path / "plant.toml"
     config.write_text(plant_toml(None, sim_units=1))
     log = tmp_path / "twistd.log"
     process = subprocess.Popen(
         [TWISTD, "-n", "--pidfile=", "--logfile", str(log), "hvacpush",
-         "--listen", f"tcp:{port}:interface=127.0.0.1", "--config", str(config)],
+         "--listen", "tcp:0:interface=127.0.0.1", "--port-file", str(tmp_path / "ports"), "--config", str(config)],
         cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)},
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:
+        [port] = bound_ports(tmp_path / "ports", alive=lambda: process.poll() is None)
         assert _snapshot_size(port) == 7  # one simulated chiller
         config.write_text(plant_toml(None, sim_units=2))
         process.send_signal(signal.SIGHUP)
@@ -371,17 +371,19 @@ async def test_a_config_with_derived_points_feeds_them_to_a_client(tmp_path, mod
 
 @pytest.mark.slow
 def test_twistd_with_a_simulator_and_a_derived_table_serves_derived_points(tmp_path):
-    port = free_port()
     config = tmp_path / "plant.toml"
     config.write_text('[simulator]\nunits = 3\nrate = 60\nseed = 5\n\n[derived]\ntariff = 0.3\ncurrency = "USD"\n'
                       'forecast_gate = false\n')
     process = subprocess.Popen(
-        [TWISTD, "-n", "--pidfile=", "hvacpush", "--listen", f"tcp:{port}:interface=127.0.0.1", "--config", str(config)],
+        [TWISTD, "-n", "--pidfile=", "hvacpush", "--listen", "tcp:0:interface=127.0.0.1",
+         "--port-file", str(tmp_path / "ports"), "--config", str(config)],
         cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)},
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     wanted = ("plant/chiller-1/energy_cost", "plant/chiller-1/supply_temp.forecast_30m", "plant/ahu-1/delta_t")
     try:
+        [port] = bound_ports(tmp_path / "ports", alive=lambda: process.poll() is None)
+
         def snapshot():
             (message,) = first_messages(port, count=1)
             points = message["points"]

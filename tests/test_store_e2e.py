@@ -2,7 +2,7 @@
 
 The same suite runs against the default SQLite file (chosen by the plant
 file's C{store} key) and against a PostgreSQL that the tests start themselves
-(initdb and pg_ctl into a temporary folder, on a free port).
+(initdb and pg_ctl into a temporary folder, on a free port below the ephemeral range).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import pytest
 from hvac_push.core.points import Point
 from hvac_push.store.interface import JournalEntry, Retention
 from hvac_push.transport.auth import hash_token
-from tests.wsprobe import free_port
+from tests.wsprobe import bound_ports, restartable_port
 
 ROOT = Path(__file__).resolve().parents[1]
 TWISTD = str(Path(sys.executable).with_name("twistd"))
@@ -56,14 +56,23 @@ class PostgresServer:
         if not (PG_BIN / "pg_ctl").exists():
             raise RuntimeError(f"no PostgreSQL server in {PG_BIN}: apt-get install postgresql (scripts/bootstrap --test)")
         self.folder = Path(tempfile.mkdtemp(prefix="hvac-pg-"))
-        self.port = free_port()
+        #: Picked (postgres cannot report a port it chose) below the ephemeral range, as it is restarted on it.
+        self.port = restartable_port()
         self._as_owner: list[str] = []
         if os.geteuid() == 0:  # initdb refuses to run as root
             owner = pwd.getpwnam("postgres")
             os.chown(self.folder, owner.pw_uid, owner.pw_gid)
             self._as_owner = ["runuser", "-u", "postgres", "--"]
         self._run("initdb", "-D", str(self.folder / "data"), "-A", "trust", "-U", "hvac", "-N")
-        self.start()
+        for attempt in range(3):  # the picked port may have been taken meanwhile: then another one
+            try:
+                self.start()
+                break
+            except subprocess.CalledProcessError:
+                log = (self.folder / "log").read_text(errors="replace") if (self.folder / "log").exists() else ""
+                if attempt == 2 or "could not bind" not in log:
+                    raise
+                self.port = restartable_port()
 
     def _run(self, tool: str, *args: str) -> None:
         subprocess.run([*self._as_owner, str(PG_BIN / tool), *args], check=True, capture_output=True, timeout=120)
@@ -198,13 +207,21 @@ def write_files(folder: Path, units: int, store_key: str) -> Path:
     return plant
 
 
-def twistd(folder: Path, port: int, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [TWISTD, "-n", "--pidfile=", "hvacpush", "--listen", f"tcp:{port}:interface=127.0.0.1",
+def twistd(folder: Path, *args: str) -> tuple[subprocess.Popen[str], int]:
+    """twistd on a port the kernel picks, and that port (read from its --port-file)."""
+    port_file = folder / "twistd.ports"
+    port_file.unlink(missing_ok=True)
+    process = subprocess.Popen(
+        [TWISTD, "-n", "--pidfile=", "hvacpush", "--listen", "tcp:0:interface=127.0.0.1", "--port-file", str(port_file),
          "--config", "plant.toml", "--auth-token-file", "tokens.toml", *args],
         cwd=folder, env={**os.environ, "PYTHONPATH": str(ROOT)},
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
+    try:
+        [port] = bound_ports(port_file, alive=lambda: process.poll() is None)
+    except (RuntimeError, TimeoutError) as e:
+        raise AssertionError(f"twistd did not listen ({e}): {stop(process)}") from None
+    return process, port
 
 
 def http(port: int, path: str, token: str | None = OPERATOR) -> tuple[int, bytes]:
@@ -266,12 +283,11 @@ def test_history_alarms_acks_and_totals_survive_a_kill_9(tmp_path, backend, requ
         store_key, args = 'store = "sqlite:plant.db"', ()
     else:
         store_key, args = "", ("--store", request.getfixturevalue("postgres").new_database())
-    port = free_port()
     started = time.time()
 
     # -- first life: stream, acknowledge with a comment, then SIGKILL
     write_files(tmp_path, units=2, store_key=store_key)
-    first = twistd(tmp_path, port, *args)
+    first, port = twistd(tmp_path, *args)
     try:
         wait_ready(first, port)
         ws = Ws(port, OPERATOR)
@@ -304,7 +320,7 @@ def test_history_alarms_acks_and_totals_survive_a_kill_9(tmp_path, backend, requ
 
     # -- second life on the same data, with one simulated unit fewer
     write_files(tmp_path, units=1, store_key=store_key)
-    second = twistd(tmp_path, port, *args)
+    second, port = twistd(tmp_path, *args)  # a new port: nothing here needs the old one
     try:
         wait_ready(second, port)
         # The last values are back; those nothing feeds any more stay stale.

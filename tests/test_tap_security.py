@@ -22,7 +22,7 @@ from hvac_push.transport.auth import JWTVerifier, StaticTokens, hash_token
 from hvac_push.transport.limits import DEFAULT_LIMITS
 from hvac_push.transport.web import GuardedSite
 from hvac_push.ops.tap import Options, makeService
-from tests.wsprobe import first_messages, free_port
+from tests.wsprobe import bound_ports, first_messages
 
 ROOT = Path(__file__).resolve().parents[1]
 TWISTD = str(Path(sys.executable).with_name("twistd"))
@@ -111,15 +111,16 @@ def _status(port: int, headers: str = "", path: str = "/ws") -> str:
 
 @pytest.mark.slow
 def test_twistd_with_tokens_refuses_strangers_and_serves_holders(files):
-    port = free_port()
     tok = jwt.encode({"points": ["plant/chiller-1/#"], "exp": int(time.time()) + 300}, files["key"], algorithm="ES256")
     process = subprocess.Popen(
-        [TWISTD, "-n", "--pidfile=", "hvacpush", "--listen", f"tcp:{port}:interface=127.0.0.1", "--sim-units", "3",
+        [TWISTD, "-n", "--pidfile=", "hvacpush", "--listen", "tcp:0:interface=127.0.0.1", "--sim-units", "3",
+         "--port-file", str(files["dir"] / "ports"),
          "--auth-jwt-public-key-file", files["public"], "--auth-token-file", files["tokens"]],
         cwd=files["dir"], env={**os.environ, "PYTHONPATH": str(ROOT)},
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:
+        [port] = bound_ports(files["dir"] / "ports", alive=lambda: process.poll() is None)
         [snapshot] = first_messages(port, count=1, path=f"/ws?token={tok}")
         assert {pid.split("/")[1] for pid in snapshot["points"]} == {"chiller-1"}
         [snapshot] = first_messages(port, count=1, path="/ws?token=a-static-token-0123456789")
