@@ -1,13 +1,22 @@
-"""hvac_push.transport.lean: an open client keeps no handshake text and no private traffic counters, and still works."""
+"""hvac_push.transport.lean: an open client keeps no handshake text, no private traffic counters and no copy of
+the factory's options, and still honours them."""
 
 from __future__ import annotations
 
+import sys
+from collections import deque
+from typing import Any
+
 import pytest
+import pytest_twisted
 
 from hvac_push.core.points import Sample
-from hvac_push.testing import MemoryServer
-from hvac_push.transport.lean import SHARED_TRAFFIC_STATS
+from hvac_push.testing import TEXT, MemoryServer
+from hvac_push.transport.lean import SHARED_TRAFFIC_STATS, QueueUntilUsed
+from hvac_push.transport.limits import Limits
 from hvac_push.transport.protocol import PushServerProtocol
+from tests.conftest import start_server, stop_server
+from tests.nbsock import PING, PONG, RawSocket, frame
 
 
 def test_an_open_client_drops_its_upgrade_request_and_shares_the_traffic_counters():
@@ -15,10 +24,11 @@ def test_an_open_client_drops_its_upgrade_request_and_shares_the_traffic_counter
     s.publish(Sample("p/u/a", 1.0, ts=1.0))
     one, two = s.connect("/ws?points=p/u/%23"), s.connect()
     for c in (one, two):
-        state: dict[str, object] = vars(c.protocol)
-        assert state["http_request_data"] is None and state["http_response_data"] is None
-        assert state["http_headers"] == {}
-        assert state["trafficStats"] is SHARED_TRAFFIC_STATS
+        protocol: Any = c.protocol
+        assert protocol.http_request_data is None and protocol.http_response_data is None
+        assert "http_request_data" not in vars(protocol) and "http_response_data" not in vars(protocol)
+        assert protocol.http_headers == {}
+        assert protocol.trafficStats is SHARED_TRAFFIC_STATS
     # still a working connection: commands, replies and updates
     one.send_json({"type": "ping", "id": 7})
     assert one.messages()[-1] == {"type": "pong", "id": 7}
@@ -54,3 +64,113 @@ def test_a_handshake_pretty_prints_nothing_while_debug_logging_is_off(monkeypatc
     timings = Timings()
     timings.track("x")
     assert "'x'" in str(timings)
+
+
+def _close_code_of(c: Any) -> int | None:
+    """The status code of the close frame the server sent this in-memory client, if any."""
+    for f in c.frames():
+        if f.opcode == 0x8:
+            code: int | None = f.close_code
+            return code
+    return None
+
+
+def _ping_of(size: int) -> bytes:
+    """A client ping of exactly C{size} bytes (JSON whitespace as padding)."""
+    body = b'{"type":"ping","id":1}'
+    return body + b" " * (size - len(body))
+
+
+def test_an_open_client_holds_no_copy_of_the_factory_options() -> None:
+    s = MemoryServer(PushServerProtocol)
+    c = s.connect()
+    protocol: Any = c.protocol
+    own = vars(protocol)
+    for name in PushServerProtocol.CONFIG_ATTRS:
+        assert name not in own, name
+        # Read from the class: the very objects the factory holds (a function option stays a plain function).
+        assert getattr(protocol, name) is getattr(s.factory, name), name
+    assert isinstance(protocol, PushServerProtocol) and type(protocol).__name__ == "PushServerProtocol"
+    # The point of it: the attribute dictionary stays in the smallest size class that holds it (3.3 KB before).
+    assert sys.getsizeof(own) <= 1024, (len(own), sys.getsizeof(own))
+    # Flags Autobahn set to their initial value are read from the class too.
+    assert "wasClean" not in own and protocol.wasClean is False and protocol.closeHandshakeTimeoutCall is None
+
+
+def test_a_lean_client_still_honours_the_factory_message_size_limit() -> None:
+    s = MemoryServer(PushServerProtocol, limits=Limits(max_message_size=300))
+    c = s.connect()
+    c.send_frame(TEXT, _ping_of(300))
+    assert c.messages()[-1] == {"type": "pong", "id": 1}
+    c.send_frame(TEXT, _ping_of(301))
+    assert _close_code_of(c) == 1009
+
+
+def test_a_subclass_that_sets_an_option_keeps_it_and_so_does_a_connection_that_sets_its_own() -> None:
+    class Strict(PushServerProtocol):
+        maxMessagePayloadSize = 200  # per class: wins over the factory's 64 KiB, as with Autobahn's copies
+
+    s = MemoryServer(Strict)
+    strict = s.connect()
+    assert "maxMessagePayloadSize" not in vars(strict.protocol) and strict.protocol.maxMessagePayloadSize == 200
+    strict.send_frame(TEXT, _ping_of(201))
+    assert _close_code_of(strict) == 1009
+
+    t = MemoryServer(PushServerProtocol)
+    narrowed, other = t.connect(), t.connect()
+    narrowed.protocol.maxMessagePayloadSize = 150  # one connection changes its own option
+    other.send_frame(TEXT, _ping_of(400))
+    assert other.messages()[-1] == {"type": "pong", "id": 1}
+    narrowed.send_frame(TEXT, _ping_of(151))
+    assert _close_code_of(narrowed) == 1009 and _close_code_of(other) is None
+
+
+def test_options_changed_on_the_factory_reach_later_connections_only() -> None:
+    s = MemoryServer(PushServerProtocol)
+    before = s.connect()
+    s.factory.setProtocolOptions(maxMessagePayloadSize=200, maxFramePayloadSize=200)
+    after = s.connect()
+    assert before.protocol.maxMessagePayloadSize == 64 * 1024 and after.protocol.maxMessagePayloadSize == 200
+    before.send_frame(TEXT, _ping_of(400))
+    assert before.messages()[-1] == {"type": "pong", "id": 1}
+    after.send_frame(TEXT, _ping_of(400))
+    assert _close_code_of(after) == 1009
+
+
+def test_a_large_reply_past_the_message_limit_leaves_no_option_copy_behind() -> None:
+    s = MemoryServer(PushServerProtocol, limits=Limits(max_message_size=200))
+    c = s.connect()
+    c.protocol.reply(b'{"type":"x","pad":"' + b"y" * 500 + b'"}')  # replies are sent whole, whatever the limit
+    assert len(c.frames()[-1].payload) > 500
+    assert "maxMessagePayloadSize" not in vars(c.protocol) and c.protocol.maxMessagePayloadSize == 200
+
+
+def test_the_send_queue_is_a_placeholder_until_something_is_queued() -> None:
+    s = MemoryServer(PushServerProtocol)
+    c = s.connect()
+    protocol: Any = c.protocol
+    placeholder = protocol.send_queue
+    assert type(placeholder) is QueueUntilUsed and len(placeholder) == 0 and list(placeholder) == []
+    with pytest.raises(IndexError):
+        placeholder.popleft()
+    # A chopped or synchronous send queues: the connection gets a deque of its own, holding the item.
+    protocol.send_queue.append((b"data", True))
+    assert type(protocol.send_queue) is deque and list(protocol.send_queue) == [(b"data", True)]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_lean_client_gets_the_factory_auto_pings_and_the_size_limit_over_a_real_socket() -> None:
+    running = await start_server(limits=Limits(max_message_size=500), ws_options={"autoPingInterval": 0.2})
+    raw = RawSocket(running.port)
+    try:
+        assert await raw.upgrade() == 101
+        await raw.read_json()  # the snapshot
+        opcode, payload = await raw.read_frame(timeout=5)
+        assert opcode == PING
+        await raw.send(frame(PONG, payload))
+        assert (await raw.read_frame(timeout=5))[0] == PING  # pinging goes on, answered or not
+        await raw.send(frame(TEXT, _ping_of(501)))
+        assert (await raw.read_until_close())[1] == 1009
+    finally:
+        raw.close()
+        await stop_server(running)

@@ -3,14 +3,33 @@
 At 10,000 clients every kilobyte per connection is 10 MB. Measured with
 C{benchmarks/memory_per_connection.py} (tracemalloc per 1,000 connections),
 the largest per-connection items that serve no purpose once a client is
-open are the parsed request (headers, raw request and response text) and a
-private L{TrafficStats} object whose counters nobody here reads.
+open are the parsed request (headers, raw request and response text), a
+private L{TrafficStats} object whose counters nobody here reads, an empty
+send queue, and the instance attribute dictionary itself: Autobahn copies
+the factory's ~30 options into every connection and sets ~35 flags that
+stay at their initial values, which grows the dictionary past the size
+where it doubles (3.3 KB instead of 0.8 KB).
+
+Two remedies, both invisible to code that reads C{self.X}:
+
+- L{LeanProtocols} builds, per factory, a subclass of its protocol class
+  holding the factory's options as class attributes. Autobahn copies an
+  option only when C{hasattr(self, name)} is false, so nothing is copied,
+  and a connection still keeps the values of the moment it was built (a
+  factory whose options change gets a new subclass for later connections).
+  An option a subclass or a connection sets on itself still wins, as before.
+- L{release_handshake_state} (on open) deletes instance attributes whose
+  value is the very object the class holds for that name (C{None},
+  C{False}, C{0}...): reading them gives the same object from the class.
+  Then it rebuilds the dictionary at its new, smaller size (a dictionary
+  never shrinks by deletion).
 """
 
 from __future__ import annotations
 
 import pprint
-from typing import Any
+from collections import deque
+from typing import Any, Iterator
 
 import autobahn.websocket.protocol as _autobahn_protocol
 from autobahn.websocket.protocol import Timings, TrafficStats
@@ -23,7 +42,7 @@ SHARED_TRAFFIC_STATS = TrafficStats()
 
 
 def release_handshake_state(protocol: Any) -> None:
-    """Called on open: forget the upgrade request's text and share the traffic counters."""
+    """Called on open: forget the upgrade request's text, share the traffic counters, compact the attributes."""
     for name in HANDSHAKE_LEFTOVERS:
         if name in protocol.__dict__:
             setattr(protocol, name, None)
@@ -31,6 +50,159 @@ def release_handshake_state(protocol: Any) -> None:
         protocol.http_headers = _NO_HEADERS
     if not getattr(protocol, "trackTimings", False):
         protocol.trafficStats = SHARED_TRAFFIC_STATS
+    queue = protocol.__dict__.get("send_queue")
+    if type(queue) is deque and not queue:
+        protocol.send_queue = QueueUntilUsed(protocol)
+    compact_attributes(protocol)
+
+
+#: Types whose instances cannot change: an instance attribute holding the very object its class holds reads the same.
+_IMMUTABLE = (type(None), bool, int, float, str, bytes, tuple, frozenset)
+_MISSING = object()
+
+
+def compact_attributes(protocol: Any) -> None:
+    """Drop instance attributes identical to their class attribute, then rebuild the dictionary at its size."""
+    cls = type(protocol)
+    state = protocol.__dict__
+    inherited = [
+        name
+        for name, value in state.items()
+        if isinstance(value, _IMMUTABLE) and getattr(cls, name, _MISSING) is value
+    ]
+    if inherited:
+        for name in inherited:
+            del state[name]
+        protocol.__dict__ = dict(state)
+
+
+class QueueUntilUsed:
+    """Stands for Autobahn's per-connection C{send_queue} (an empty C{deque}, 760 bytes) until something is queued.
+
+    Autobahn queues only chopped or synchronous sends (C{sendData}); otherwise
+    it asks the queue's length on each send. Anything other than reading an
+    empty queue puts a real C{deque} on the connection and goes to it.
+    """
+
+    __slots__ = ("owner",)
+
+    def __init__(self, owner: Any):
+        self.owner = owner
+
+    def __len__(self) -> int:
+        return 0
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(())
+
+    def popleft(self) -> Any:
+        raise IndexError("pop from an empty deque")
+
+    def __repr__(self) -> str:
+        return "deque([])"
+
+    def __getattr__(self, name: str) -> Any:
+        # append, extend, ...: only here does the connection get a queue of its own.
+        real: deque[Any] = deque()
+        if self.owner.__dict__.get("send_queue") is self:
+            self.owner.send_queue = real
+        return getattr(real, name)
+
+
+#: What Autobahn sets on every connection and, on an open connection that has seen no trouble, leaves as it is.
+#: Served from the class (L{LeanProtocols}), so that L{compact_attributes} can drop the instance copies.
+AUTOBAHN_INITIAL_STATE: dict[str, Any] = {
+    "_perMessageCompress": None,
+    "trackedTimings": None,
+    "send_state": _autobahn_protocol.WebSocketProtocol.SEND_STATE_GROUND,
+    "data": b"",
+    "triggered": False,
+    "wasMaxFramePayloadSizeExceeded": False,
+    "wasMaxMessagePayloadSizeExceeded": False,
+    "closedByMe": False,
+    "failedByMe": False,
+    "droppedByMe": False,
+    "wasClean": False,
+    "wasNotCleanReason": None,
+    "wasServerConnectionDropTimeout": False,
+    "wasOpenHandshakeTimeout": False,
+    "wasCloseHandshakeTimeout": False,
+    "wasServingFlashSocketPolicyFile": False,
+    "localCloseCode": None,
+    "localCloseReason": None,
+    "remoteCloseCode": None,
+    "remoteCloseReason": None,
+    "openHandshakeTimeoutCall": None,
+    "closeHandshakeTimeoutCall": None,
+    "autoPingTimeoutCall": None,
+    "autoPingPending": None,
+    "autoPingPendingCall": None,
+    "autoPingPendingSeq": 0,
+    "autoPingPendingSent": None,
+    "inside_message": False,
+    "current_frame": None,
+    "websocket_protocol_in_use": None,
+    "http_request_data": None,
+    "http_response_data": None,
+    "http_status_line": None,
+    "_wskey": None,
+}
+
+
+class LeanProtocols:
+    """One factory's protocol classes: its C{protocol}, subclassed with the factory's options as class attributes.
+
+    A factory calls L{build} from C{buildProtocol}. The subclass keeps the
+    name, module and everything else of the factory's class; it is rebuilt
+    when the factory's C{protocol} or any of its option values (by identity)
+    changes, so each connection sees the options of the moment it was built,
+    as with Autobahn's own copies.
+    """
+
+    def __init__(self) -> None:
+        self._base: type | None = None
+        self._values: tuple[Any, ...] = ()
+        self._lean: type | None = None
+
+    def protocol_class(self, factory: Any) -> type:
+        """The class to instantiate for C{factory}'s next connection."""
+        base: type = factory.protocol
+        names: tuple[str, ...] = tuple(getattr(base, "CONFIG_ATTRS", ()))
+        if not names:
+            return base
+        values = tuple(getattr(factory, name) for name in names)
+        lean = self._lean
+        if (
+            lean is None
+            or base is not self._base
+            or len(values) != len(self._values)
+            or not all(map(_is, values, self._values))
+        ):
+            lean = self._lean = _subclass_with(base, {**dict(zip(names, values)), **AUTOBAHN_INITIAL_STATE})
+            self._base, self._values = base, values
+        return lean
+
+    def build(self, factory: Any) -> Any:
+        """What Twisted's C{Factory.buildProtocol} does, with the lean class."""
+        protocol = self.protocol_class(factory)()
+        protocol.factory = factory
+        return protocol
+
+
+def _is(a: object, b: object) -> bool:
+    return a is b
+
+
+def _subclass_with(base: type, defaults: dict[str, Any]) -> type:
+    """C{base} with C{defaults} as class attributes, except names C{base} (a developer's subclass) already sets."""
+    attrs: dict[str, Any] = {
+        # A function option (perMessageCompressionAccept) must read as itself, not as a bound method.
+        name: staticmethod(value) if hasattr(type(value), "__get__") else value
+        for name, value in defaults.items()
+        if not hasattr(base, name)
+    }
+    attrs.update(__module__=base.__module__, __qualname__=base.__qualname__, __doc__=base.__doc__)
+    return type(base.__name__, (base,), attrs)
 
 
 #: Shared and empty: what C{http_headers} reads as once the upgrade is done.
