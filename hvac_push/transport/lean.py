@@ -33,6 +33,7 @@ from typing import Any, Iterator
 
 import autobahn.websocket.protocol as _autobahn_protocol
 from autobahn.websocket.protocol import Timings, TrafficStats
+from txaio._common import _BatchedTimer
 
 #: Handshake leftovers: read by Autobahn only while processing the upgrade request.
 HANDSHAKE_LEFTOVERS = ("http_request_data", "http_response_data", "http_status_line", "_wskey")
@@ -50,11 +51,16 @@ def release_handshake_state(protocol: Any) -> None:
         protocol.http_headers = _NO_HEADERS
     if not getattr(protocol, "trackTimings", False):
         protocol.trafficStats = SHARED_TRAFFIC_STATS
+    if protocol.__dict__.get("_valid_events") == ["message"]:  # only read, and replaced whole by set_valid_events
+        protocol._valid_events = _MESSAGE_EVENTS
     queue = protocol.__dict__.get("send_queue")
     if type(queue) is deque and not queue:
         protocol.send_queue = QueueUntilUsed(protocol)
     compact_attributes(protocol)
 
+
+#: What Autobahn's C{set_valid_events(["message"])} leaves on every connection, shared.
+_MESSAGE_EVENTS = ("message",)
 
 #: Types whose instances cannot change: an instance attribute holding the very object its class holds reads the same.
 _IMMUTABLE = (type(None), bool, int, float, str, bytes, tuple, frozenset)
@@ -242,3 +248,58 @@ def defer_autobahn_debug_formatting() -> None:
         _autobahn_protocol.pformat = LazyPformat  # type: ignore[assignment]
         # Its one use that must return text at once (trackTimings' report):
         Timings.__str__ = _timings_text  # type: ignore[method-assign]
+
+
+class LeanBatchedTimer(_BatchedTimer):
+    """txaio's batched timer, whose pending calls (one auto-ping per open client) take one small object each.
+
+    txaio wraps every call in an object with an attribute dictionary and a
+    closure over the function and its arguments (about 0.5 KB); Autobahn keeps
+    one per open connection for the next auto-ping. Buckets, chunking and
+    cancelling are txaio's own.
+    """
+
+    def call_later(self, delay: float, func: Any, *args: Any, **kwargs: Any) -> Any:
+        now = self._get_seconds()
+        real_time = int(now + delay) * 1000
+        real_time -= int(real_time % self._bucket_milliseconds)
+        call = _LeanBatchedCall(self, real_time, func, args, kwargs or None)
+        bucket = self._buckets.get(real_time)
+        if bucket is not None:
+            bucket[1].append(call)
+        else:
+            # Clamped: the bucket's second, quantized, may be slightly in the past.
+            delayed_call = self._create_delayed_call(max(0.0, real_time / 1000.0 - now), self._notify_bucket, real_time)
+            self._buckets[real_time] = (delayed_call, [call])
+        return call
+
+
+class _LeanBatchedCall:
+    """One pending call of a L{LeanBatchedTimer}: what txaio's C{_BatchedCall} does, in slots."""
+
+    __slots__ = ("_timer", "_index", "_func", "_args", "_kwargs")
+
+    def __init__(self, timer: Any, index: int, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any] | None):
+        self._timer = timer
+        self._index = index
+        self._func = func
+        self._args = args
+        self._kwargs = kwargs
+
+    def cancel(self) -> None:
+        self._timer._remove_call(self._index, self)
+        self._timer = None
+
+    def __call__(self) -> Any:
+        if self._kwargs:
+            return self._func(*self._args, **self._kwargs)
+        return self._func(*self._args)
+
+
+def lean_batched_timer(timer: Any) -> Any:
+    """The same timer (buckets, chunk size, clock), making lean calls; anything but txaio's own is left as it is."""
+    if type(timer) is not _BatchedTimer or timer._buckets:
+        return timer
+    return LeanBatchedTimer(
+        timer._bucket_milliseconds, timer._chunk_size, timer._get_seconds, timer._create_delayed_call, timer._loop
+    )
