@@ -3,7 +3,9 @@ the factory's options, and still honours them."""
 
 from __future__ import annotations
 
+import json
 import sys
+import time
 from collections import deque
 from typing import Any
 
@@ -13,7 +15,7 @@ from twisted.internet.task import Clock
 
 from hvac_push.core.points import Sample
 from hvac_push.testing import TEXT, MemoryServer
-from hvac_push.transport.lean import SHARED_TRAFFIC_STATS, LeanBatchedTimer, QueueUntilUsed
+from hvac_push.transport.lean import SHARED_TRAFFIC_STATS, LeanBatchedTimer, QueueUntilUsed, compact_attributes
 from hvac_push.transport.limits import Limits
 from hvac_push.transport.protocol import PushServerProtocol
 from tests.conftest import start_server, stop_server
@@ -170,6 +172,17 @@ async def test_a_lean_client_gets_the_factory_auto_pings_and_the_size_limit_over
         assert opcode == PING
         await raw.send(frame(PONG, payload))
         assert (await raw.read_frame(timeout=5))[0] == PING  # pinging goes on, answered or not
+        # The server side, over a real TCP transport: both attribute dictionaries compact, and updates still flow.
+        (server_side,) = running.factory.clients
+        assert sys.getsizeof(vars(server_side)) <= 1024 and sys.getsizeof(vars(server_side.transport)) <= 512
+        running.hub.publish(Sample("plant/probe/value", 42.0, ts=time.time()))
+        for _ in range(50):  # bounded; pings may come between
+            opcode, payload = await raw.read_frame(timeout=5)
+            if opcode == TEXT:
+                assert json.loads(payload)["points"]["plant/probe/value"]["value"] == 42.0
+                break
+        else:
+            raise AssertionError("the update never arrived")
         await raw.send(frame(TEXT, _ping_of(501)))
         assert (await raw.read_until_close())[1] == 1009
     finally:
@@ -199,3 +212,24 @@ def test_the_batched_timer_runs_its_calls_in_their_bucket_and_skips_cancelled_on
 def test_a_factory_schedules_autobahn_timers_on_the_lean_batched_timer() -> None:
     s = MemoryServer(PushServerProtocol)
     assert isinstance(s.factory._batched_timer, LeanBatchedTimer)
+
+
+def test_compacting_drops_only_attributes_identical_to_the_class_ones_and_shrinks_the_dictionary() -> None:
+    class Holder:
+        offset = 0
+        data = b""
+        peer: object = None
+        items: list[int] = []
+
+    h = Holder()
+    h.offset, h.data, h.peer, h.items = 0, b"", "tcp4:1.2.3.4:5", []  # the list is equal to the class's, not it
+    for n in range(60):  # grown as a long-lived connection's dictionary grows
+        setattr(h, f"extra{n}", n)
+    for n in range(60):
+        delattr(h, f"extra{n}")
+    grown = sys.getsizeof(vars(h))
+    compact_attributes(h)
+    assert sorted(vars(h)) == ["items", "peer"] and h.offset == 0 and h.data == b"" and h.peer == "tcp4:1.2.3.4:5"
+    assert sys.getsizeof(vars(h)) < grown / 2
+    h.offset = 7  # written again: an attribute of its own, as before
+    assert h.offset == 7 and Holder.offset == 0

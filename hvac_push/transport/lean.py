@@ -33,6 +33,7 @@ from typing import Any, Iterator
 
 import autobahn.websocket.protocol as _autobahn_protocol
 from autobahn.websocket.protocol import Timings, TrafficStats
+from twisted.internet import tcp
 from txaio._common import _BatchedTimer
 
 #: Handshake leftovers: read by Autobahn only while processing the upgrade request.
@@ -57,6 +58,11 @@ def release_handshake_state(protocol: Any) -> None:
     if type(queue) is deque and not queue:
         protocol.send_queue = QueueUntilUsed(protocol)
     compact_attributes(protocol)
+    transport = protocol.__dict__.get("transport")
+    if type(transport) is tcp.Server:
+        # Its dictionary is past the shared-keys form by now and, at the next write, would grow to 64 slots
+        # (0.8 KB) for ~17 attributes; rebuilt, the attributes Twisted sets on write still fit (0.45 KB).
+        compact_attributes(transport, rebuild=True)
 
 
 #: What Autobahn's C{set_valid_events(["message"])} leaves on every connection, shared.
@@ -67,19 +73,19 @@ _IMMUTABLE = (type(None), bool, int, float, str, bytes, tuple, frozenset)
 _MISSING = object()
 
 
-def compact_attributes(protocol: Any) -> None:
+def compact_attributes(obj: Any, rebuild: bool = False) -> None:
     """Drop instance attributes identical to their class attribute, then rebuild the dictionary at its size."""
-    cls = type(protocol)
-    state = protocol.__dict__
+    cls = type(obj)
+    state = obj.__dict__
     inherited = [
         name
         for name, value in state.items()
         if isinstance(value, _IMMUTABLE) and getattr(cls, name, _MISSING) is value
     ]
-    if inherited:
-        for name in inherited:
-            del state[name]
-        protocol.__dict__ = dict(state)
+    for name in inherited:
+        del state[name]
+    if inherited or rebuild:
+        obj.__dict__ = dict(state)
 
 
 class QueueUntilUsed:
