@@ -98,6 +98,10 @@ def test_an_open_client_holds_no_copy_of_the_factory_options() -> None:
     assert sys.getsizeof(own) <= 1024, (len(own), sys.getsizeof(own))
     # Flags Autobahn set to their initial value are read from the class too.
     assert "wasClean" not in own and protocol.wasClean is False and protocol.closeHandshakeTimeoutCall is None
+    # A client that sends messages too: what Autobahn keeps per message still fits.
+    c.send_json({"type": "ping", "id": 1})
+    assert c.messages()[-1] == {"type": "pong", "id": 1}
+    assert sys.getsizeof(vars(protocol)) <= 1024, (len(vars(protocol)), sys.getsizeof(vars(protocol)))
 
 
 def test_a_lean_client_still_honours_the_factory_message_size_limit() -> None:
@@ -220,16 +224,22 @@ def test_compacting_drops_only_attributes_identical_to_the_class_ones_and_shrink
         data = b""
         peer: object = None
         items: list[int] = []
+        shared: list[int] = []
+
+        def method(self) -> None:
+            pass
 
     h = Holder()
     h.offset, h.data, h.peer, h.items = 0, b"", "tcp4:1.2.3.4:5", []  # the list is equal to the class's, not it
+    h.shared = Holder.shared  # the class's own (mutable) object: the same whether read from the instance or the class
+    vars(h)["method"] = Holder.method  # a function on the instance reads unbound; from the class it would be bound: kept
     for n in range(60):  # grown as a long-lived connection's dictionary grows
         setattr(h, f"extra{n}", n)
     for n in range(60):
         delattr(h, f"extra{n}")
     grown = sys.getsizeof(vars(h))
     compact_attributes(h)
-    assert sorted(vars(h)) == ["items", "peer"] and h.offset == 0 and h.data == b"" and h.peer == "tcp4:1.2.3.4:5"
+    assert sorted(vars(h)) == ["items", "method", "peer"] and h.offset == 0 and h.shared is Holder.shared and h.data == b"" and h.peer == "tcp4:1.2.3.4:5"
     assert sys.getsizeof(vars(h)) < grown / 2
     h.offset = 7  # written again: an attribute of its own, as before
     assert h.offset == 7 and Holder.offset == 0

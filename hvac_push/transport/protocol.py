@@ -49,13 +49,13 @@ class PushServerProtocol(WebSocketServerProtocol):
     #: Message types a subclass handles in L{onCustomMessage}.
     customMessageTypes: ClassVar[frozenset[str]] = frozenset()
 
-    # Per-client state. What most clients never change is a class attribute until it is set
-    # (shared, immutable values): at 10,000 clients each instance attribute costs about 0.5 MB.
+    # Per-client state. What most clients never change is a class attribute until it is set (shared,
+    # immutable values), which keeps each client's attribute dictionary in a smaller size (lean.py).
     #: The hub version this client's view is complete up to.
     last_version = 0
     #: Whether the fan-out skips this client: the transport paused it (it stopped
     #: reading), or a fragmented message is being written (L{hvac_push.transport.streaming}).
-    paused = False
+    paused: bool
     #: Set by the transport (producer API) while the client is not reading.
     reading_paused = False
     #: The fragmented message being written, and the replies waiting behind it.
@@ -64,9 +64,9 @@ class PushServerProtocol(WebSocketServerProtocol):
     #: The resume point the client asked for in its handshake query.
     resume_from: wire.Resume | None = None
     #: Change-of-value filters, only for clients that asked for them.
-    cov: CovFilter | None = None
+    cov: CovFilter | None
     #: The socket under a plain-TCP transport, written directly by L{write_frame}; else L{None}.
-    direct_socket: socket.socket | None = None
+    direct_socket: socket.socket | None
     #: What this client may read and do (L{hvac_push.transport.auth}); everything when auth is off.
     permissions: Permissions = ALL
     _forbidden_query: tuple[Pattern, ...] = ()
@@ -82,6 +82,10 @@ class PushServerProtocol(WebSocketServerProtocol):
     def __init__(self) -> None:
         super().__init__()
         self.subscription: Subscription = EVERYTHING
+        # Read for every client in every delivery round: instance attributes (see lean.HOT_ATTRIBUTES).
+        self.paused = False
+        self.cov = None
+        self.direct_socket = None
 
     # -- handshake ----------------------------------------------------------
 
