@@ -27,6 +27,7 @@ from hvac_push.transport.interface import Client
 from hvac_push.transport.limits import DEFAULT_LIMITS, Limits
 from hvac_push.core.hub import Hub
 from hvac_push.transport.stats import DeliveryStats, GuardStats
+from hvac_push.transport.lean import LeanProtocols, lean_batched_timer
 from hvac_push.transport.protocol import PushServerProtocol
 from hvac_push.transport.rounds import DEFAULT_SLICE_CLIENTS, DeliveryRounds
 from hvac_push.transport.snapshots import SnapshotCache
@@ -99,7 +100,13 @@ class PushServerFactory(WebSocketServerFactory):
         self.store: StoreService | None = None
         #: Equipment kinds the plant file declares, by C{"site/unit"} (others are read from unit names).
         self.unit_kinds: dict[str, str] = {}
+        self._lean_protocols = LeanProtocols()
+        self._batched_timer = lean_batched_timer(self._batched_timer)
         hub.add_listener(self.wake)
+
+    def buildProtocol(self, addr: Any) -> Any:
+        """Each connection reads the factory's options from its class instead of copying them (L{LeanProtocols})."""
+        return self._lean_protocols.build(self)
 
     @property
     def guard_stats(self) -> GuardStats:

@@ -49,35 +49,43 @@ class PushServerProtocol(WebSocketServerProtocol):
     #: Message types a subclass handles in L{onCustomMessage}.
     customMessageTypes: ClassVar[frozenset[str]] = frozenset()
 
+    # Per-client state. What most clients never change is a class attribute until it is set (shared,
+    # immutable values), which keeps each client's attribute dictionary in a smaller size (lean.py).
+    #: The hub version this client's view is complete up to.
+    last_version = 0
+    #: Whether the fan-out skips this client: the transport paused it (it stopped
+    #: reading), or a fragmented message is being written (L{hvac_push.transport.streaming}).
+    paused: bool
+    #: Set by the transport (producer API) while the client is not reading.
+    reading_paused = False
+    #: The fragmented message being written, and the replies waiting behind it.
+    _fragments: FragmentWriter | None = None
+    streaming = False
+    #: The resume point the client asked for in its handshake query.
+    resume_from: wire.Resume | None = None
+    #: Change-of-value filters, only for clients that asked for them.
+    cov: CovFilter | None
+    #: The socket under a plain-TCP transport, written directly by L{write_frame}; else L{None}.
+    direct_socket: socket.socket | None
+    #: What this client may read and do (L{hvac_push.transport.auth}); everything when auth is off.
+    permissions: Permissions = ALL
+    _forbidden_query: tuple[Pattern, ...] = ()
+    _gate: MessageGate | None = None
+    _expiry: IDelayedCall | None = None
+    _abort_call: IDelayedCall | None = None
+    _deny_headers: list[tuple[str, str]] | None = None
+    #: Ranged history requests in flight; made on the first one.
+    _history_queries: HistoryQueries | None = None
+    #: The C{id} of the client message being handled, echoed by L{reply}.
+    request_id: wire.RequestId | None = None
+
     def __init__(self) -> None:
         super().__init__()
         self.subscription: Subscription = EVERYTHING
-        #: The hub version this client's view is complete up to.
-        self.last_version = 0
-        #: Whether the fan-out skips this client: the transport paused it (it stopped
-        #: reading), or a fragmented message is being written (L{hvac_push.transport.streaming}).
+        # Read for every client in every delivery round: instance attributes (see lean.HOT_ATTRIBUTES).
         self.paused = False
-        #: Set by the transport (producer API) while the client is not reading.
-        self.reading_paused = False
-        #: The fragmented message being written, and the replies waiting behind it.
-        self._fragments: FragmentWriter | None = None
-        self.streaming = False
-        #: The resume point the client asked for in its handshake query.
-        self.resume_from: wire.Resume | None = None
-        #: Change-of-value filters, only for clients that asked for them.
-        self.cov: CovFilter | None = None
-        #: The socket under a plain-TCP transport, written directly by L{write_frame}; else L{None}.
-        self.direct_socket: socket.socket | None = None
-        #: What this client may read and do (L{hvac_push.transport.auth}); everything when auth is off.
-        self.permissions: Permissions = ALL
-        self._forbidden_query: tuple[Pattern, ...] = ()
-        self._gate: MessageGate | None = None
-        self._expiry: IDelayedCall | None = None
-        self._abort_call: IDelayedCall | None = None
-        self._deny_headers: list[tuple[str, str]] | None = None
-        self._history_queries = HistoryQueries(self)
-        #: The C{id} of the client message being handled, echoed by L{reply}.
-        self.request_id: wire.RequestId | None = None
+        self.cov = None
+        self.direct_socket = None
 
     # -- handshake ----------------------------------------------------------
 
@@ -334,6 +342,8 @@ class PushServerProtocol(WebSocketServerProtocol):
 
     def history_range(self, request: wire.HistoryQuery) -> None:
         """C{history} with C{points}: read from the store off the reactor thread (L{store_answers})."""
+        if self._history_queries is None:
+            self._history_queries = HistoryQueries(self)
         self._history_queries.start(self.factory.store, request, self.factory.now())
 
     def answer_recorded(self, payload: bytes) -> None:
@@ -517,11 +527,15 @@ class PushServerProtocol(WebSocketServerProtocol):
         """
         limit = self.maxMessagePayloadSize
         if 0 < limit < len(payload):
+            own = "maxMessagePayloadSize" in vars(self)  # else the factory's, from the class (lean.LeanProtocols)
             self.maxMessagePayloadSize = 0
             try:
                 self.sendMessage(payload, isBinary=False)
             finally:
-                self.maxMessagePayloadSize = limit
+                if own:
+                    self.maxMessagePayloadSize = limit
+                else:
+                    del self.maxMessagePayloadSize
         else:
             self.sendMessage(payload, isBinary=False)
 
