@@ -11,11 +11,10 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from twisted.internet.task import Clock
 
 from hvac_push.core.points import Sample
 from hvac_push.testing import TEXT, MemoryServer
-from hvac_push.transport.lean import SHARED_TRAFFIC_STATS, LeanBatchedTimer, QueueUntilUsed, compact_attributes
+from hvac_push.transport.lean import SHARED_TRAFFIC_STATS, QueueUntilUsed, compact_attributes
 from hvac_push.transport.limits import Limits
 from hvac_push.transport.protocol import PushServerProtocol
 from tests.conftest import start_server, stop_server
@@ -192,30 +191,6 @@ async def test_a_lean_client_gets_the_factory_auto_pings_and_the_size_limit_over
     finally:
         raw.close()
         await stop_server(running)
-
-
-def test_the_batched_timer_runs_its_calls_in_their_bucket_and_skips_cancelled_ones() -> None:
-    clock = Clock()
-    timer = LeanBatchedTimer(200.0, 2, clock.seconds, clock.callLater)
-    ran: list[tuple[int, str]] = []
-    calls = [timer.call_later(1.0, lambda n, tag="": ran.append((n, tag)), n) for n in range(4)]
-    timer.call_later(1.0, lambda n, tag="": ran.append((n, tag)), 9, tag="kw")
-    calls[1].cancel()
-    assert not hasattr(calls[0], "__dict__") and sys.getsizeof(calls[0]) < 100  # txaio's own: ~0.5 KB with its closure
-    clock.advance(0.99)
-    assert ran == []
-    clock.advance(0.01)
-    clock.advance(0.2)  # chunks of 2, spread over the bucket
-    clock.advance(0.2)
-    assert ran == [(0, ""), (2, ""), (3, ""), (9, "kw")] and clock.getDelayedCalls() == []
-    last = timer.call_later(5.0, ran.append, 5)
-    last.cancel()  # the bucket's only call: its underlying delayed call goes too
-    assert clock.getDelayedCalls() == []
-
-
-def test_a_factory_schedules_autobahn_timers_on_the_lean_batched_timer() -> None:
-    s = MemoryServer(PushServerProtocol)
-    assert isinstance(s.factory._batched_timer, LeanBatchedTimer)
 
 
 def test_compacting_drops_only_attributes_identical_to_the_class_ones_and_shrinks_the_dictionary() -> None:

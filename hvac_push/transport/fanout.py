@@ -27,7 +27,7 @@ from hvac_push.transport.interface import Client
 from hvac_push.transport.limits import DEFAULT_LIMITS, Limits
 from hvac_push.core.hub import Hub
 from hvac_push.transport.stats import DeliveryStats, GuardStats
-from hvac_push.transport.lean import LeanProtocols, lean_batched_timer
+from hvac_push.transport.lean import LeanProtocols
 from hvac_push.transport.protocol import PushServerProtocol
 from hvac_push.transport.rounds import DEFAULT_SLICE_CLIENTS, DeliveryRounds
 from hvac_push.transport.snapshots import SnapshotCache
@@ -101,7 +101,6 @@ class PushServerFactory(WebSocketServerFactory):
         #: Equipment kinds the plant file declares, by C{"site/unit"} (others are read from unit names).
         self.unit_kinds: dict[str, str] = {}
         self._lean_protocols = LeanProtocols()
-        self._batched_timer = lean_batched_timer(self._batched_timer)
         hub.add_listener(self.wake)
 
     def buildProtocol(self, addr: Any) -> Any:

@@ -24,8 +24,6 @@ What is done here, invisible to code that reads C{self.X}:
   object from the class. Then it rebuilds the dictionary at its new,
   smaller size (a dictionary never shrinks by deletion), and that of a
   plain-TCP transport too. The empty send queue becomes L{QueueUntilUsed}.
-- L{LeanBatchedTimer}: Autobahn's pending auto-ping per connection costs one
-  slotted object instead of txaio's object, dictionary and closure.
 """
 
 from __future__ import annotations
@@ -38,7 +36,6 @@ from typing import Any, Iterator
 import autobahn.websocket.protocol as _autobahn_protocol
 from autobahn.websocket.protocol import Timings, TrafficStats
 from twisted.internet import tcp
-from txaio._common import _BatchedTimer
 
 #: Handshake leftovers: read by Autobahn only while processing the upgrade request.
 HANDSHAKE_LEFTOVERS = ("http_request_data", "http_response_data", "http_status_line", "_wskey")
@@ -282,58 +279,3 @@ def defer_autobahn_debug_formatting() -> None:
         _autobahn_protocol.pformat = LazyPformat  # type: ignore[assignment]
         # Its one use that must return text at once (trackTimings' report):
         Timings.__str__ = _timings_text  # type: ignore[method-assign]
-
-
-class LeanBatchedTimer(_BatchedTimer):
-    """txaio's batched timer, whose pending calls (one auto-ping per open client) take one small object each.
-
-    txaio wraps every call in an object with an attribute dictionary and a
-    closure over the function and its arguments (about 0.5 KB); Autobahn keeps
-    one per open connection for the next auto-ping. Buckets, chunking and
-    cancelling are txaio's own.
-    """
-
-    def call_later(self, delay: float, func: Any, *args: Any, **kwargs: Any) -> Any:
-        now = self._get_seconds()
-        real_time = int(now + delay) * 1000
-        real_time -= int(real_time % self._bucket_milliseconds)
-        call = _LeanBatchedCall(self, real_time, func, args, kwargs or None)
-        bucket = self._buckets.get(real_time)
-        if bucket is not None:
-            bucket[1].append(call)
-        else:
-            # Clamped: the bucket's second, quantized, may be slightly in the past.
-            delayed_call = self._create_delayed_call(max(0.0, real_time / 1000.0 - now), self._notify_bucket, real_time)
-            self._buckets[real_time] = (delayed_call, [call])
-        return call
-
-
-class _LeanBatchedCall:
-    """One pending call of a L{LeanBatchedTimer}: what txaio's C{_BatchedCall} does, in slots."""
-
-    __slots__ = ("_timer", "_index", "_func", "_args", "_kwargs")
-
-    def __init__(self, timer: Any, index: int, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any] | None):
-        self._timer = timer
-        self._index = index
-        self._func = func
-        self._args = args
-        self._kwargs = kwargs
-
-    def cancel(self) -> None:
-        self._timer._remove_call(self._index, self)
-        self._timer = None
-
-    def __call__(self) -> Any:
-        if self._kwargs:
-            return self._func(*self._args, **self._kwargs)
-        return self._func(*self._args)
-
-
-def lean_batched_timer(timer: Any) -> Any:
-    """The same timer (buckets, chunk size, clock), making lean calls; anything but txaio's own is left as it is."""
-    if type(timer) is not _BatchedTimer or timer._buckets:
-        return timer
-    return LeanBatchedTimer(
-        timer._bucket_milliseconds, timer._chunk_size, timer._get_seconds, timer._create_delayed_call, timer._loop
-    )
