@@ -174,7 +174,7 @@ class PushServerProtocol(WebSocketServerProtocol):
             self.reply(wire.encode_update(hub.epoch, hub.version, hub.changed_since(resume.since, self.subscription)))
             if alarms is not None:
                 self.replay_alarms(resume.alarm_seq)
-        elif self._shared_opening(resume):
+        elif self._shared_opening(resync=resume is not None):
             return
         else:
             points = hub.points(self.subscription)
@@ -192,29 +192,33 @@ class PushServerProtocol(WebSocketServerProtocol):
                 self.cov.record(points, self.factory.now())
         self.last_version = hub.version
 
-    def _shared_opening(self, resume: wire.Resume | None) -> bool:
+    def _shared_opening(self, resync: bool) -> bool:
         """The common first snapshot, encoded and framed once for everyone who opens within a second.
 
-        See L{hvac_push.transport.snapshots}: for full read permission, no
-        resume point and no COV filter only (the opening, which answers no request). Returns whether it was sent.
+        See L{hvac_push.transport.snapshots}: for full read permission and no
+        COV filter only (the opening, which answers no request). C{resync}:
+        the client asked to resume from another epoch, as every client does
+        after a server restart. Returns whether it was sent.
         """
         cache = getattr(self.factory, "snapshots", None)
-        if cache is None or resume is not None or self.cov is not None or not self.permissions.everything:
+        if cache is None or self.cov is not None or not self.permissions.everything:
             return False
         hub = self.factory.hub
         alarms = self.factory.alarms
         seq = None if alarms is None else alarms.seq
-        found = cache.get(self.subscription, seq)
-        if found is None:
+        found = cache.get(self.subscription, seq, resync)
+        # A resync answers a resume: it must be current, not a second old (those sharing one turn still share it).
+        if found is None or (resync and found[0] != hub.version):
             payload = wire.encode_snapshot(
                 hub.epoch,
                 hub.version,
                 hub.points(self.subscription),
+                resync=resync,
                 alarms=None if alarms is None else alarms.current(self.may_see),
                 alarm_seq=seq,
             )
             found = (hub.version, SharedMessage(payload, self.factory.prepareMessage))
-            cache.put(self.subscription, seq, *found)
+            cache.put(self.subscription, seq, *found, resync=resync)
         shared: SharedMessage = found[1]
         self.last_version = found[0]
         if shared.large and self.fragments_allowed():

@@ -11,8 +11,12 @@ after its snapshot was built). A large one is also cut into fragment frames
 once (L{SharedMessage.frames}), which every client walks by index
 (L{hvac_push.transport.streaming}).
 
-Only for the common opening: full read permission, no resume point, no
-change-of-value filter; anything else is built for the client alone.
+Only for the common opening: full read permission and no change-of-value
+filter; anything else is built for the client alone. A resume from another
+epoch gets the same snapshot marked C{resync}, kept apart and reused only
+while the hub has not moved (it answers a request, so it is current): after
+a server restart every client reconnects with such a resume at once, and
+those whose handshakes complete in one reactor turn share it.
 """
 
 from __future__ import annotations
@@ -34,20 +38,22 @@ class SnapshotCache:
     def __init__(self, now: Callable[[], float], max_age: float = DEFAULT_MAX_AGE):
         self._now = now
         self.max_age = max_age
-        self._entries: dict[tuple[Subscription, int | None], tuple[float, int, SharedMessage]] = {}
+        self._entries: dict[tuple[Subscription, int | None, bool], tuple[float, int, SharedMessage]] = {}
         self.hits = 0
         self.misses = 0
 
-    def get(self, subscription: Subscription, alarm_seq: int | None) -> tuple[int, SharedMessage] | None:
+    def get(self, subscription: Subscription, alarm_seq: int | None, resync: bool = False) -> tuple[int, SharedMessage] | None:
         """C{(hub version, message)} of a fresh shared snapshot, or L{None}."""
-        entry = self._entries.get((subscription, alarm_seq))
+        entry = self._entries.get((subscription, alarm_seq, resync))
         if entry is None or self._now() - entry[0] > self.max_age:
             self.misses += 1
             return None
         self.hits += 1
         return entry[1], entry[2]
 
-    def put(self, subscription: Subscription, alarm_seq: int | None, version: int, message: SharedMessage) -> None:
+    def put(
+        self, subscription: Subscription, alarm_seq: int | None, version: int, message: SharedMessage, resync: bool = False
+    ) -> None:
         if self.max_age <= 0:
             return
         entries = self._entries
@@ -56,4 +62,4 @@ class SnapshotCache:
             del entries[key]
         if len(entries) >= MAX_ENTRIES:
             del entries[next(iter(entries))]
-        entries[(subscription, alarm_seq)] = (now, version, message)
+        entries[(subscription, alarm_seq, resync)] = (now, version, message)
