@@ -466,8 +466,17 @@ def test_build_authenticator_admits_both_static_tokens_and_jwts(tmp_path):
     assert auth is not None
     assert auth.verify("static-0123456789abcdef").patterns == (P("a/#"),)
     assert auth.verify(make_jwt({"points": ["b/#"], "aud": "hvac", "iss": "idp"})).patterns == (P("b/#"),)
+    for claims in ({"aud": "hvac", "iss": "other"}, {"aud": "other", "iss": "idp"}):
+        with pytest.raises(AuthError):
+            auth.verify(make_jwt({"points": ["b/#"], **claims}))
+    private, public = write_keys(tmp_path, "ES256")
+    keyed = build_authenticator(jwt_public_key_file=public, jwt_algorithm="ES256", audience="hvac")
+    assert keyed is not None
+    assert keyed.verify(make_jwt({"points": ["c/#"], "aud": "hvac"}, key=private, algorithm="ES256")).everything is False
     with pytest.raises(AuthError):
-        auth.verify(make_jwt({"points": ["b/#"], "aud": "hvac", "iss": "other"}))
+        keyed.verify(make_jwt({"points": ["c/#"], "aud": "other"}, key=private, algorithm="ES256"))
+    with pytest.raises(ValueError, match="cannot check RS256"):
+        build_authenticator(jwt_public_key_file=public, jwt_algorithm="RS256")
     only_static = build_authenticator(token_file=path)
     assert only_static is not None and len(only_static.verifiers) == 1
     with pytest.raises(ValueError, match="^JWT options need --auth-jwt-secret-file or --auth-jwt-public-key-file$"):
