@@ -47,3 +47,18 @@ def test_subscriptions_with_equal_patterns_are_one_object():
     assert a is b
     assert a.matches("a/b/c") and a.matches("x/y/z") and not a.matches("a/b/d")
     assert EVERYTHING.everything and EVERYTHING.matches("q/r/s")
+
+
+def test_pattern_limits_and_levels_after_a_plus_are_checked():
+    """Mutation testing found these unpinned: the four-level limit, each refusal's reason, a bad level after C{+}."""
+    assert Pattern.parse("a/b/c/#").levels == ("a", "b", "c", "#")
+    for bad, reason in [("", "must be a non-empty string"), ("a/b/c/d/#", "too many levels"),
+                        ("+/b c/d", "is neither a name"), ("a/#/b", "'#' must be the last level"),
+                        ("a/b", "expected three levels")]:
+        with pytest.raises(InvalidPoint, match=reason):
+            Pattern.parse(bad)
+
+
+def test_a_subscription_knows_whether_it_takes_everything():
+    assert Subscription.of([Pattern.parse("#")]).everything
+    assert not Subscription.of([Pattern.parse("a/#"), Pattern.parse("+/+/+")]).everything
