@@ -185,7 +185,7 @@ def test_status_changes_and_declarations_go_on_past_points_they_skip_and_count_w
     assert hub.set_status(["s/u/none", "s/u/a", "s/u/b"], "stale") == 2
     assert hub.set_status(["s/u/a", "s/u/b", "s/u/w"], "fault") == 3
     assert hub.set_status(["s/u/a", "s/u/w"], "waiting") == 1
-    assert [hub.get(p).status for p in ("s/u/a", "s/u/b", "s/u/w")] == ["fault", "fault", "waiting"]  # type: ignore[union-attr]
+    assert [hub.get(p).status for p in ("s/u/a", "s/u/b", "s/u/w")] == ["fault", "fault", "waiting"]
     assert hub.declare([("s/u/a", ""), ("s/u/x", "°C"), ("t/v/y", "")]) == 2
     declared = hub.get("s/u/x")
     assert declared is not None and declared.point_id == "s/u/x" and declared.unit == "°C"
