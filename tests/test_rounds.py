@@ -212,13 +212,14 @@ def test_a_paused_client_does_not_hold_back_the_rest_of_its_slice():
 
 def test_groups_with_nothing_to_receive_do_not_hold_back_other_groups_in_any_slice():
     s = _server(slice_clients=4)
-    clients = [s.connect(f"/ws?points=p/u/{'ab'[i % 2]}", peer=f"127.0.0.{i + 1}") for i in range(20)]
+    # Each slice meets a client with nothing to receive (p/u/b) first, so its group comes first.
+    clients = [s.connect(f"/ws?points=p/u/{'ba'[i % 2]}", peer=f"127.0.0.{i + 1}") for i in range(20)]
     for _ in range(2):  # the second round finds last_version set by the cached "nothing" of the first
         s.publish(Sample("p/u/a", float(s.hub.version + 1), ts=float(s.hub.version + 1)))
         _finish_round(s)
         for i, c in enumerate(clients):
             assert c.protocol.last_version == s.hub.version
-            assert len(_values(c, "p/u/a")) == (s.hub.version if i % 2 == 0 else 0)
+            assert len(_values(c, "p/u/a")) == (s.hub.version if i % 2 == 1 else 0)
 
 
 def test_slice_size_zero_serves_everyone_in_one_turn_and_one_serves_one_client_per_turn():
@@ -269,13 +270,15 @@ def test_a_client_with_a_deadband_gets_only_moves_past_it_while_its_slice_mates_
     banded = s.connect("/ws?points=p/u/a", peer="127.0.5.1")
     banded.send_json({"type": "subscribe", "points": ["p/u/a"], "deadband": 1.0})
     for value in (0.0, 0.5, 0.9, 1.5, 1.6, 3.0):
-        s.publish(Sample("p/u/a", value, ts=value + 1))
+        s.publish(Sample("p/u/a", value, ts=value + 1), Sample("p/u/other", value, ts=value + 1))
         _finish_round(s)
+    assert all(set(m["points"]) == {"p/u/a"} for m in banded.messages() if m["type"] == "update")  # nothing else
+    assert s.factory.stats.messages_sent == 6 * 5 + 3 and s.factory.stats.bytes_sent > 0
     assert all(_values(c, "p/u/a") == [0.0, 0.5, 0.9, 1.5, 1.6, 3.0] for c in plain)
     assert _values(banded, "p/u/a") == [0.0, 1.5, 3.0]
     assert banded.protocol.last_version == s.hub.version
     updates = [m for m in banded.messages() if m["type"] == "update"]
-    assert [m["version"] for m in updates] == [1, 4, 6] and all(m["epoch"] == s.hub.epoch for m in updates)
+    assert [m["version"] for m in updates] == [2, 8, 12] and all(m["epoch"] == s.hub.epoch for m in updates)
 
 
 def test_a_factory_stopped_mid_round_leaves_no_timer_behind_and_delivers_nothing_more():
@@ -289,3 +292,4 @@ def test_a_factory_stopped_mid_round_leaves_no_timer_behind_and_delivers_nothing
     assert s.clock.getDelayedCalls() == [] and not _busy(s)
     s.advance(1.0)
     assert sorted(len(_values(c, "p/u/a")) for c in clients) == [0, 0, 1]
+    s.factory.stop()  # stopping again, with nothing running, is harmless
