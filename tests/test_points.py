@@ -73,6 +73,6 @@ def test_only_subscriptions_naming_site_and_unit_in_every_pattern_are_unit_scope
     def units(*texts: str) -> frozenset[tuple[str, str]] | None:
         return Subscription(frozenset(Pattern.parse(t) for t in texts)).units
 
-    assert units("s/u1/#", "s/u2/t", "r/u1/p") == {("s", "u1"), ("s", "u2"), ("r", "u1")}
+    assert units("s/u1/#", "s/u2/t", "r/u1/p") == frozenset({("s", "u1"), ("s", "u2"), ("r", "u1")})
     for scattered in (["+/u1/t"], ["s/+/t"], ["s/#"], ["#"], ["s/u1/#", "+/u2/t"], ["s/u1/t", "s/+/#"]):
         assert units(*scattered) is None, scattered
