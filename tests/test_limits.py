@@ -324,3 +324,48 @@ def test_the_subscription_cap_admits_exactly_its_number_of_patterns_at_the_hands
     refused = _ask(c, {"type": "subscribe", "points": ["a/b/e"]})
     assert (refused["error"], refused["detail"]) == (
         "too_many_subscriptions", "at most 2 patterns per connection (this would make 3)")
+
+
+def test_alarm_commands_record_who_and_why_and_map_engine_refusals_to_error_codes():
+    s, engine = _alarm_server({"bob": _grant("#", may_ack=True, may_shelve=True, subject="bob")})
+    c = s.connect(headers={"Authorization": "Bearer bob"})
+    assert _ask(c, {"type": "shelve", "alarm": "p/u/a:high", "minutes": 5, "comment": "noisy"})["type"] == "shelved"
+    assert engine.alarms["p/u/a:high"].comment == "noisy"
+    _ask(c, {"type": "unshelve", "alarm": "p/u/a:high", "comment": "fixed"})
+    assert (engine.alarms["p/u/a:high"].by, engine.alarms["p/u/a:high"].comment) == ("bob", "fixed")
+    assert _ask(c, {"type": "out_of_service", "point": "q/u/a", "on": True, "comment": "repair"})["on"] is True
+    assert engine.out_of_service["q/u/a"] == ("bob", "repair")
+    marker = engine.alarms["q/u/a:out_of_service"]
+    assert (marker.by, marker.comment) == ("bob", "repair")
+    cases: list[tuple[dict[str, Any], str, str]] = [
+        ({"type": "unshelve", "alarm": "p/u/a:high"}, "wrong_state", "p/u/a:high is not shelved"),
+        ({"type": "shelve", "alarm": "p/u/zz:high", "minutes": 5}, "unknown_alarm", "no listed alarm p/u/zz:high"),
+        ({"type": "out_of_service", "point": "p/u/zz", "on": True}, "unknown_point", "no point p/u/zz"),
+        ({"type": "ack", "alarm": "p/u/zz:high"}, "unknown_alarm", "no listed alarm p/u/zz:high"),
+    ]
+    for message, code, detail in cases:
+        answer = _ask(c, message)
+        assert (answer["error"], answer["detail"]) == (code, detail), message
+
+
+def test_without_alarms_or_history_the_commands_say_so():
+    s = Setup(authenticator=Authenticator([Grants({"all": _grant("#", may_ack=True, may_shelve=True)})]))
+    c = s.connect(headers={"Authorization": "Bearer all"})
+    commands: list[tuple[dict[str, Any], str]] = [
+        ({"type": "ack", "alarm": "p/u/a:high"}, "alarms are not enabled on this server"),
+        ({"type": "shelve", "alarm": "p/u/a:high", "minutes": 5}, "alarms are not enabled on this server"),
+        ({"type": "history", "point": "p/u/a"}, "history is not enabled on this server"),
+    ]
+    for message, detail in commands:
+        answer = _ask(c, message)
+        assert (answer["error"], answer["detail"]) == ("unavailable", detail)
+
+
+def test_a_resume_without_an_alarm_sequence_gets_the_full_readable_alarm_list():
+    s, engine = _alarm_server({"p": _grant("p/#")})
+    c = s.connect(headers={"Authorization": "Bearer p"})
+    c.send_json({"type": "resume", "since": 0, "epoch": s.hub.epoch})
+    listing = c.messages()[-1]
+    assert listing["type"] == "alarms" and listing["alarm_seq"] == engine.seq
+    assert [a["id"] for a in listing["alarms"]] == ["p/u/a:high"]
+
