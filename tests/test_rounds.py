@@ -252,6 +252,9 @@ def test_a_round_shares_one_frame_across_slices_and_counts_one_flush_only_when_s
     s.advance(s.factory.interval)  # a poll with nobody behind
     s.advance(s.factory.interval)
     assert (stats.ticks, stats.flushes, stats.frames_encoded, stats.messages_sent) == (2, 1, 1, 6)
+    s.publish(Sample("p/u/a", 2.0, ts=2.0))
+    _finish_round(s)
+    assert (stats.flushes, stats.frames_encoded, stats.messages_sent) == (2, 2, 12)  # counters add up
 
 
 def test_an_alarm_reaches_only_the_clients_subscribed_to_its_point_with_its_sequence_number():
@@ -273,7 +276,11 @@ def test_a_client_with_a_deadband_gets_only_moves_past_it_while_its_slice_mates_
         s.publish(Sample("p/u/a", value, ts=value + 1), Sample("p/u/other", value, ts=value + 1))
         _finish_round(s)
     assert all(set(m["points"]) == {"p/u/a"} for m in banded.messages() if m["type"] == "update")  # nothing else
-    assert s.factory.stats.messages_sent == 6 * 5 + 3 and s.factory.stats.bytes_sent > 0
+    stats = s.factory.stats
+    assert stats.messages_sent == 6 * 5 + 3
+    plain_bytes = sum((2 if len(f.payload) < 126 else 4) + len(f.payload) for f in plain[0].frames()[1:])
+    banded_payloads = sum(len(f.payload) for f in banded.frames() if b'"update"' in f.payload)
+    assert stats.bytes_sent == 5 * plain_bytes + banded_payloads  # a COV send counts its payload
     assert all(_values(c, "p/u/a") == [0.0, 0.5, 0.9, 1.5, 1.6, 3.0] for c in plain)
     assert _values(banded, "p/u/a") == [0.0, 1.5, 3.0]
     assert banded.protocol.last_version == s.hub.version
