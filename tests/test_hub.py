@@ -163,15 +163,19 @@ def test_samples_cannot_claim_to_be_waiting():
 def test_a_publish_or_status_change_made_by_a_listener_is_applied_after_the_notification():
     hub = Hub(epoch="E")
     hub.declare([("s/u/waiting", "")])
+    inside: list[object] = []  # what the calls returned inside the listener (the hub contains its failures)
 
     def listener() -> None:
         if hub.get("s/u/echo") is None:
-            assert hub.publish(Sample("s/u/echo", 2.0, ts=1.0)) is None  # queued
-            assert hub.set_status(["s/u/input"], "stale") == 0  # queued
-            assert hub.get("s/u/echo") is None and hub.get("s/u/input").status == "ok"  # type: ignore[union-attr]
+            inside.append(hub.publish(Sample("s/u/echo", 2.0, ts=1.0)))
+            inside.append(hub.set_status(["s/u/input"], "stale"))
+            inside.append(hub.publish_many([Sample("s/u/echo2", 3.0, ts=1.0)]))
+            echo, current = hub.get("s/u/echo"), hub.get("s/u/input")
+            inside.append((echo, current.status if current else None))
 
     hub.add_listener(listener)
     hub.publish(Sample("s/u/input", 1.0, "°C", ts=1.0))
+    assert inside == [None, 0, 0, (None, "ok")]  # all queued, nothing applied yet
     echo, marked = hub.get("s/u/echo"), hub.get("s/u/input")
     assert echo is not None and echo.value == 2.0
     assert marked is not None and (marked.status, marked.unit, marked.value) == ("stale", "°C", 1.0)
@@ -186,6 +190,8 @@ def test_status_changes_and_declarations_go_on_past_points_they_skip_and_count_w
     assert hub.set_status(["s/u/a", "s/u/b", "s/u/w"], "fault") == 3
     assert hub.set_status(["s/u/a", "s/u/w"], "waiting") == 1
     assert [hub.get(p).status for p in ("s/u/a", "s/u/b", "s/u/w")] == ["fault", "fault", "waiting"]
+    hub.set_status(["s/u/b"], "ok")
+    assert hub.set_status(["s/u/a", "s/u/b"], "fault") == 1  # a is fault already; b still changes
     assert hub.declare([("s/u/a", ""), ("s/u/x", "°C"), ("t/v/y", "")]) == 2
     declared = hub.get("s/u/x")
     assert declared is not None and declared.point_id == "s/u/x" and declared.unit == "°C"
