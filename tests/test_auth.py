@@ -3,6 +3,7 @@ test_e2e_auth.py)."""
 
 from __future__ import annotations
 
+import io
 import subprocess
 import sys
 import time
@@ -364,3 +365,180 @@ def test_any_text_either_verifies_or_raises_auth_error(text):
         auth.verify(text)
     except AuthError:
         pass
+
+
+# -- behaviours mutation testing found unpinned (scripts/mutation, docs/testing.md) ------------------
+
+
+def test_a_grant_of_exactly_the_pattern_limit_is_accepted():
+    assert len(permissions_from_claims({"points": [f"a/b/c{i}" for i in range(100)]}).patterns) == 100
+
+
+def test_the_shelve_claim_grants_shelving_and_must_be_a_bool():
+    assert permissions_from_claims({"points": ["#"], "shelve": True}).may_shelve
+    assert not permissions_from_claims({"points": ["#"]}).may_shelve
+    with pytest.raises(AuthError, match="^claim 'shelve' must be true or false$"):
+        permissions_from_claims({"points": ["#"], "shelve": "yes"})
+
+
+def test_a_grant_without_a_subject_is_anonymous():
+    assert permissions_from_claims({"points": ["#"]}).subject == ""
+
+
+def test_refusals_carry_the_exact_reason_clients_are_sent():
+    auth = Authenticator([JWTVerifier(SECRET, "HS256")])
+    for call, reason in [
+        (lambda: token_from_request({"authorization": "Basic x"}, [], ""), "Authorization must be 'Bearer <token>'"),
+        (lambda: auth.verify(""), "invalid token"),
+        (lambda: auth.verify("not-a-jwt"), "invalid token"),
+        (lambda: auth.verify("a.b.c"), "invalid token"),
+        (lambda: auth.authenticate({}, [], ""), "a bearer token is required"),
+        (lambda: permissions_from_claims({}), "token grants no points (claim 'points' must be a non-empty list)"),
+        (lambda: permissions_from_claims({"points": ["a/#/b"]}), "token holds a bad point pattern"),
+        (lambda: permissions_from_claims({"points": ["#"], "ack": 1}), "claim 'ack' must be true or false"),
+    ]:
+        with pytest.raises(AuthError) as e:
+            call()
+        assert e.value.reason == reason
+    with pytest.raises(AuthError) as e:
+        auth.authenticate({}, [], "")
+    assert e.value.token_presented is False
+
+
+def test_authenticate_returns_the_grant_of_the_presented_token():
+    auth = Authenticator([JWTVerifier(SECRET, "HS256")])
+    grant = auth.authenticate({"authorization": "Bearer " + make_jwt({"points": ["a/#"]})}, [], "")
+    assert grant.patterns == (P("a/#"),)
+
+
+def test_a_jwt_is_expired_from_the_second_its_exp_names_unless_leeway_is_given():
+    token = make_jwt({"points": ["#"]}, exp=int(time.time()))
+    with pytest.raises(AuthError, match="^token expired$"):
+        JWTVerifier(SECRET, "HS256").verify(token)
+    old = make_jwt({"points": ["#"]}, exp=int(time.time()) - 5)
+    assert JWTVerifier(SECRET, "HS256", leeway=600).verify(old).everything
+
+
+def test_an_unknown_jwt_algorithm_is_refused_naming_the_allowed_ones():
+    with pytest.raises(ValueError, match="^JWT algorithm must be one of HS256, RS256, ES256$"):
+        JWTVerifier(SECRET, "none")
+
+
+def test_a_secret_file_verifier_checks_signature_audience_and_issuer(tmp_path):
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"k" * 32 + b"\n")  # exactly the minimum length is enough
+    verifier = JWTVerifier.from_files(secret_file=str(secret), audience="hvac", issuer="idp")
+    assert verifier.algorithm == "HS256"
+    good = make_jwt({"points": ["#"], "aud": "hvac", "iss": "idp"}, key=b"k" * 32)
+    assert verifier.verify(good).everything
+    for claims in ({"aud": "other", "iss": "idp"}, {"aud": "hvac", "iss": "other"}):
+        with pytest.raises(AuthError):
+            verifier.verify(make_jwt({"points": ["#"], **claims}, key=b"k" * 32))
+    with pytest.raises(ValueError, match="^give exactly one of a JWT secret file or a JWT public key file$"):
+        JWTVerifier.from_files(secret_file=str(secret), public_key_file=str(secret))
+
+
+def test_a_public_key_verifier_checks_audience_and_issuer(tmp_path):
+    private, path = write_keys(tmp_path, "ES256")
+    verifier = JWTVerifier.from_files(public_key_file=path, audience="hvac", issuer="idp")
+    assert verifier.verify(make_jwt({"points": ["#"], "aud": "hvac", "iss": "idp"}, key=private, algorithm="ES256"))
+    for claims in ({"aud": "other", "iss": "idp"}, {"aud": "hvac", "iss": "other"}):
+        with pytest.raises(AuthError):
+            verifier.verify(make_jwt({"points": ["#"], **claims}, key=private, algorithm="ES256"))
+
+
+def test_an_ec_key_on_another_curve_than_p256_is_refused(tmp_path):
+    path = tmp_path / "p384.pem"
+    path.write_bytes(
+        ec.generate_private_key(ec.SECP384R1())
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    with pytest.raises(ValueError, match="expected an RSA or P-256 EC public key$"):
+        JWTVerifier.from_files(public_key_file=str(path))
+
+
+def test_build_authenticator_admits_both_static_tokens_and_jwts(tmp_path):
+    secret = tmp_path / "secret"
+    secret.write_bytes(SECRET)
+    path = token_file(tmp_path, f'[[token]]\nsha256 = "{hash_token("static-0123456789abcdef")}"\npoints = ["a/#"]\n')
+    auth = build_authenticator(token_file=path, jwt_secret_file=str(secret), audience="hvac", issuer="idp")
+    assert auth is not None
+    assert auth.verify("static-0123456789abcdef").patterns == (P("a/#"),)
+    assert auth.verify(make_jwt({"points": ["b/#"], "aud": "hvac", "iss": "idp"})).patterns == (P("b/#"),)
+    for claims in ({"aud": "hvac", "iss": "other"}, {"aud": "other", "iss": "idp"}):
+        with pytest.raises(AuthError):
+            auth.verify(make_jwt({"points": ["b/#"], **claims}))
+    private, public = write_keys(tmp_path, "ES256")
+    keyed = build_authenticator(jwt_public_key_file=public, jwt_algorithm="ES256", audience="hvac")
+    assert keyed is not None
+    assert keyed.verify(make_jwt({"points": ["c/#"], "aud": "hvac"}, key=private, algorithm="ES256")).everything is False
+    with pytest.raises(AuthError):
+        keyed.verify(make_jwt({"points": ["c/#"], "aud": "other"}, key=private, algorithm="ES256"))
+    with pytest.raises(ValueError, match="cannot check RS256"):
+        build_authenticator(jwt_public_key_file=public, jwt_algorithm="RS256")
+    only_static = build_authenticator(token_file=path)
+    assert only_static is not None and len(only_static.verifiers) == 1
+    with pytest.raises(ValueError, match="^JWT options need --auth-jwt-secret-file or --auth-jwt-public-key-file$"):
+        build_authenticator(token_file=path, issuer="idp")
+    with pytest.raises(ValueError, match="^an Authenticator needs at least one verifier$"):
+        Authenticator([])
+
+
+def test_the_token_length_limit_and_ascii_rule_hold_even_for_listed_tokens(tmp_path):
+    longest, too_long, accented = "t" * 8192, "t" * 8193, "tok\u00e9n-0123456789abcdef"
+    body = "".join(f'[[token]]\nsha256 = "{hash_token(t)}"\npoints = ["#"]\n' for t in (longest, too_long, accented))
+    auth = Authenticator([StaticTokens.load(token_file(tmp_path, body))])
+    assert auth.verify(longest).everything
+    for refused in (too_long, accented):
+        with pytest.raises(AuthError, match="^invalid token$"):
+            auth.verify(refused)
+
+
+def test_an_expired_static_token_is_reported_as_expired_through_the_authenticator(tmp_path, monkeypatch):
+    import hvac_push.transport.auth as auth_module
+
+    body = f'[[token]]\nsha256 = "{hash_token("timed-0123456789abcdef")}"\npoints = ["#"]\nexpires = 1000\n'
+    auth = Authenticator([StaticTokens.load(token_file(tmp_path, body))])  # integer epoch seconds are accepted
+    monkeypatch.setattr(auth_module, "_now", lambda: 999.5)
+    assert auth.verify("timed-0123456789abcdef").expires == 1000.0
+    monkeypatch.setattr(auth_module, "_now", lambda: 1000.0)  # expired at the very second it names
+    with pytest.raises(AuthError) as e:
+        auth.verify("timed-0123456789abcdef")
+    assert e.value.reason == "token expired"
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ("token = []", r"tokens.toml: no \[\[token\]\] entries$"),
+        ('[[token]]\npoints = ["#"]', r"tokens.toml: token 1: 'sha256' must be 64 hex digits$"),
+        ('[[token]]\nsha256 = 5\npoints = ["#"]', r"tokens.toml: token 1: 'sha256' must be 64 hex digits$"),
+        ('[[token]]\nsha256 = "' + "a" * 64 + '"\npoints = ["#"]\n[[token]]\npoints = ["#"]',
+         r"tokens.toml: token 2: 'sha256' must be 64 hex digits$"),
+        ('[[token]]\nsha256 = "' + "a" * 64 + '"\npoints = ["#"]\nname = 5', r"token 1: 'name' must be a string$"),
+        ('[[token]]\nsha256 = "' + "a" * 64 + '"\npoints = ["#"]\nexpires = true',
+         r"token 1: 'expires' must be a date-time or epoch seconds$"),
+        ('[[token]]\nsha256 = "' + "a" * 64 + '"\npoints = ["#"]\nexpires = "soon"',
+         r"token 1: 'expires' must be a date-time or epoch seconds$"),
+        ('[[token]]\nsha256 = "' + "a" * 64 + '"\npoints = ["#"]\nexpires = 2030-01-01T00:00:00',
+         r"token 1: 'expires' needs a time zone, e.g. 2026-06-30T00:00:00Z$"),
+    ],
+)
+def test_a_bad_token_file_entry_is_named_by_its_position_and_reason(tmp_path, body, message):
+    with pytest.raises(ValueError, match=message):
+        StaticTokens.load(token_file(tmp_path, body))
+
+
+def test_the_hash_helper_grants_ack_and_shelve_only_when_asked(tmp_path, capsys, monkeypatch):
+    tokens = ["plain-token-0123456789", "shelver-token-0123456789"]
+    entries = []
+    for token, flags in zip(tokens, ([], ["--shelve"])):
+        monkeypatch.setattr(sys, "stdin", io.StringIO(token + "\n"))
+        assert main(["hash", "--name", token[:5], "--points", "a/#", "--points", "b/#", *flags]) == 0
+        entries.append(capsys.readouterr().out)
+    static = StaticTokens.load(token_file(tmp_path, "".join(entries)))
+    plain, shelver = (static.verify(t) for t in tokens)
+    assert plain.patterns == shelver.patterns == (P("a/#"), P("b/#"))
+    assert not plain.may_ack and not plain.may_shelve
+    assert shelver.may_shelve and not shelver.may_ack

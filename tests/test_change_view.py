@@ -73,3 +73,14 @@ def test_a_view_follows_the_hub_as_it_moves_on():
     hub.publish(Sample("a/u2/t", 2.0, ts=5.0))
     assert [p.version for p in view.changed(1, unit)] == [2]
     assert [p.point_id for p in view.changed(0, _subscription(["#"]))] == ["a/u1/t", "a/u2/t"]
+
+
+def test_a_unit_scoped_view_leaves_out_the_change_a_client_already_has_and_merges_units_in_version_order():
+    """Mutation testing found these unpinned: C{since} is exclusive, and two units' buckets are interleaved."""
+    hub = _hub([("a/u1/t", 1), ("a/u2/t", 1), ("a/u1/p", 1), ("a/u2/p", 1), ("a/u3/t", 1)])
+    view = ChangeView(hub)
+    two_units = _subscription(["a/u2/#", "a/u1/#"])
+    assert [p.version for p in view.changed(0, two_units)] == [1, 2, 3, 4]
+    assert [p.version for p in view.changed(2, two_units)] == [3, 4]  # version 2 itself is not resent
+    one_unit = _subscription(["a/u1/#"])
+    assert [p.point_id for p in view.changed(1, one_unit)] == ["a/u1/p"]

@@ -132,3 +132,17 @@ def test_a_repeated_string_or_bool_is_not_resent_even_under_a_deadband_below_one
         since = hub.version
         hub.publish(Sample(POINT, value, "", float(ts) + 0.5))  # the same value again: it did not move
         assert sent_values(cov, hub, since, float(ts) + 0.5) == []
+
+
+def test_a_held_value_sent_in_a_snapshot_meanwhile_is_no_longer_held():
+    """Found unpinned by mutation testing: a re-subscribe's snapshot carries the held value, so it is not sent twice."""
+    hub, cov = setup(CovRule(min_interval=5.0))
+    since = hub.version
+    hub.publish(Sample(POINT, 21.0, "°C", 2.0))
+    assert cov.select(hub, since, EVERYTHING, now=2.0) == []  # held
+    assert cov.held
+    point = hub.get(POINT)
+    assert point is not None
+    cov.record([point], now=3.0)  # the snapshot sent it
+    assert not cov.held
+    assert cov.select(hub, hub.version, EVERYTHING, now=9.0) == []

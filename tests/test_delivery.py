@@ -186,3 +186,31 @@ def test_close_all_sends_every_client_a_close_frame_with_the_code_and_reason(arg
         frame = c.transport.value()
         assert frame[0] == 0x88 and int.from_bytes(frame[2:4], "big") == code
         assert frame[4 : 2 + frame[1]] == reason
+
+
+# -- behaviours mutation testing found unpinned (scripts/mutation, docs/testing.md) ------------------
+
+
+def test_origins_match_whatever_their_case_and_trailing_slash_and_each_refusal_is_counted():
+    s = Setup(allowed_origins=["https://SCADA.example/"])
+    for origin in ("https://scada.example", "https://scada.example/", "https://Scada.Example"):
+        assert s.connect(headers={"Origin": origin}).status == 101, origin
+    for origin in ("https://evil.example", "https://evil.example/", "https://scada.exampleX"):
+        assert s.connect(headers={"Origin": origin}).status == 403
+    assert s.factory.stats.handshakes_denied == {403: 3}
+
+
+def test_when_drained_fires_only_once_the_last_connection_is_lost():
+    s = Setup()
+    first, second = s.connect(), s.connect()
+    drained = s.factory.when_drained()
+    fired: list[None] = []
+    drained.addCallback(fired.append)
+    first.disconnect()
+    assert fired == []
+    second.disconnect()
+    assert fired == [None]
+    late: list[None] = []
+    s.factory.when_drained().addCallback(late.append)
+    assert late == [None]  # nobody left: at once
+

@@ -155,3 +155,55 @@ def test_samples_cannot_claim_to_be_waiting():
     assert hub.publish(Sample("p/u/a", 1, ts=1.0, status="waiting")) is None
     assert hub.publish(Sample("p/u/a", 1, ts=1.0, status="down")).status == "down"
     assert hub.rejected == 1
+
+
+# -- behaviours mutation testing found unpinned (scripts/mutation, docs/testing.md) ------------------
+
+
+def test_a_publish_or_status_change_made_by_a_listener_is_applied_after_the_notification():
+    hub = Hub(epoch="E")
+    hub.declare([("s/u/waiting", "")])
+    inside: list[object] = []  # what the calls returned inside the listener (the hub contains its failures)
+
+    def listener() -> None:
+        if hub.get("s/u/echo") is None:
+            inside.append(hub.publish(Sample("s/u/echo", 2.0, ts=1.0)))
+            inside.append(hub.set_status(["s/u/input"], "stale"))
+            inside.append(hub.publish_many([Sample("s/u/echo2", 3.0, ts=1.0)]))
+            echo, current = hub.get("s/u/echo"), hub.get("s/u/input")
+            inside.append((echo, current.status if current else None))
+
+    hub.add_listener(listener)
+    hub.publish(Sample("s/u/input", 1.0, "°C", ts=1.0))
+    assert inside == [None, 0, 0, (None, "ok")]  # all queued, nothing applied yet
+    echo, marked = hub.get("s/u/echo"), hub.get("s/u/input")
+    assert echo is not None and echo.value == 2.0
+    assert marked is not None and (marked.status, marked.unit, marked.value) == ("stale", "°C", 1.0)
+
+
+def test_status_changes_and_declarations_go_on_past_points_they_skip_and_count_what_changed():
+    hub = make_hub()
+    hub.publish_many([Sample("s/u/a", 1.0, ts=1.0), Sample("s/u/b", 1.0, ts=1.0)])
+    hub.declare([("s/u/w", "kW")])
+    # unknown, already stale, has a value (not waiting): skipped; the rest change.
+    assert hub.set_status(["s/u/none", "s/u/a", "s/u/b"], "stale") == 2
+    assert hub.set_status(["s/u/a", "s/u/b", "s/u/w"], "fault") == 3
+    assert hub.set_status(["s/u/a", "s/u/w"], "waiting") == 1
+    assert [hub.get(p).status for p in ("s/u/a", "s/u/b", "s/u/w")] == ["fault", "fault", "waiting"]
+    hub.set_status(["s/u/b"], "ok")
+    assert hub.set_status(["s/u/a", "s/u/b"], "fault") == 1  # a is fault already; b still changes
+    assert hub.declare([("s/u/a", ""), ("s/u/x", "°C"), ("t/v/y", "")]) == 2
+    declared = hub.get("s/u/x")
+    assert declared is not None and declared.point_id == "s/u/x" and declared.unit == "°C"
+    assert [p.point_id for p in hub.points(Subscription.of([Pattern.parse("t/v/#")]))] == ["t/v/y"]
+    assert hub.publish_many([Sample("s/u/a", 5.0, ts=2.0), Sample("s/u/b", 5.0, ts=2.0)]) == 2
+    assert hub.publish_many([Sample("s/u/a", 5.0, ts=2.0)]) == 0
+    assert hub.status_counts()["fault"] == 0 and hub.status_counts()["ok"] == 2
+
+
+def test_units_of_up_to_32_characters_are_accepted_and_others_rejected_without_raising():
+    hub = make_hub()
+    assert hub.publish(Sample("s/u/a", 1.0, "x" * 32, ts=1.0)) is not None
+    assert hub.publish(Sample("s/u/b", 1.0, "x" * 33, ts=1.0)) is None
+    assert hub.publish(Sample("s/u/c", 1.0, 5, ts=1.0)) is None  # type: ignore[arg-type]
+    assert hub.rejected == 2

@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import struct
 import time
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.internet.testing import StringTransport
 
+from hvac_push.analytics.alarms import AlarmEngine
+from hvac_push.analytics.history import History
 from hvac_push.transport.auth import AuthError, Authenticator, Permissions
 from hvac_push.transport.guard import ConnectionGuard
 from hvac_push.transport.limits import ABUSIVE, ACCEPT, LIMITED, Limits, MessageGate
-from hvac_push.core.points import Pattern, Sample
+from hvac_push.core.points import AlarmLimits, Pattern, Sample
 from hvac_push.testing import server_frames
 from tests.logwatch import watch_log
 from tests.nbsock import BINARY, CLOSE, PING, TEXT, frame
@@ -189,3 +192,180 @@ def test_any_bytes_after_the_upgrade_never_raise_or_log_a_traceback(chunks, spli
         proto.connectionLost()
     assert not log.failures()
     assert proto not in s.factory.connections and not s.factory.guard.per_ip
+
+
+# -- what each grant may do with alarms and history (found unpinned by mutation testing) ----------
+
+
+class Grants:
+    """A verifier that admits a few fixed tokens, each with its own grant."""
+
+    def __init__(self, grants: dict[str, Permissions]):
+        self.grants = grants
+
+    def verify(self, token: str) -> Permissions:
+        if token not in self.grants:
+            raise AuthError("invalid token")
+        return self.grants[token]
+
+
+def _alarm_server(grants: dict[str, Permissions]) -> tuple[Setup, AlarmEngine]:
+    """Two points in alarm, p/u/a and q/u/a, on a server whose tokens are C{grants}."""
+    s = Setup(authenticator=Authenticator([Grants(grants)]))
+    engine = AlarmEngine(s.hub, s.clock, max_shelve=3600)
+    for point in ("p/u/a", "q/u/a"):
+        engine.set_limits(point, AlarmLimits(high=25.0))
+    s.factory.attach_alarms(engine)
+    s.factory.history = History(s.hub)
+    s.publish(Sample("p/u/a", 26.0, ts=1.0), Sample("q/u/a", 26.0, ts=1.0))
+    return s, engine
+
+
+def _ask(c: Any, message: dict[str, Any]) -> dict[str, Any]:
+    """Send one command; its answer (the last message the server sent)."""
+    c.send_json(message)
+    answer: dict[str, Any] = c.messages()[-1]
+    return answer
+
+
+def _grant(text: str, **options: Any) -> Permissions:
+    return Permissions((Pattern.parse(text),), **options)
+
+
+def test_a_client_sees_only_the_alarms_of_points_it_subscribes_to_and_may_read():
+    s, engine = _alarm_server({"p": _grant("p/#"), "all": _grant("#")})
+    reader = s.connect(headers={"Authorization": "Bearer p"})
+    narrow = s.connect("/ws?points=q/u/b", headers={"Authorization": "Bearer all"})
+    everyone = s.connect(headers={"Authorization": "Bearer all"})
+
+    def listed(c: Any) -> list[str]:
+        return [a["id"] for m in c.messages() if m["type"] in ("snapshot", "alarms") for a in m.get("alarms", [])]
+
+    assert listed(reader) == ["p/u/a:high"]
+    assert listed(narrow) == []
+    assert sorted(listed(everyone)) == ["p/u/a:high", "q/u/a:high"]
+    seq = engine.seq
+    s.publish(Sample("p/u/a", 20.0, ts=2.0), Sample("q/u/a", 20.0, ts=2.0))  # both return to normal
+    s.advance(0)
+    moved = [m["alarm"]["id"] for m in reader.messages() if m["type"] == "alarm"]
+    assert moved == ["p/u/a:high"]
+    resumed = s.connect(headers={"Authorization": "Bearer p"})
+    resumed.send_json({"type": "resume", "since": 0, "epoch": s.hub.epoch, "alarm_seq": seq})
+    replayed = [(m["seq"], m["alarm"]["id"]) for m in resumed.messages() if m["type"] == "alarm"]
+    assert [alarm for _, alarm in replayed] == ["p/u/a:high"] and seq < replayed[0][0] <= engine.seq
+
+
+def test_acknowledging_needs_the_ack_claim_and_a_readable_alarm_and_records_who():
+    s, engine = _alarm_server({"reader": _grant("p/#"), "acker": _grant("p/#", may_ack=True, subject="ann"),
+                               "anon": _grant("#", may_ack=True)})
+    reader = s.connect(headers={"Authorization": "Bearer reader"})
+    acker = s.connect(headers={"Authorization": "Bearer acker"})
+    anon = s.connect(headers={"Authorization": "Bearer anon"})
+    refused = _ask(reader, {"type": "ack", "alarm": "p/u/a:high"})
+    assert (refused["error"], refused["detail"]) == ("forbidden", "not allowed to acknowledge alarms")
+    hidden = _ask(acker, {"type": "ack", "alarm": "q/u/a:high"})
+    assert (hidden["error"], hidden["detail"]) == ("unknown_alarm", "no listed alarm q/u/a:high")
+    assert engine.alarms["q/u/a:high"].state == "active"
+    assert _ask(acker, {"type": "ack", "alarm": "p/u/a:high", "comment": "seen"}) == {
+        "type": "acked", "alarm": "p/u/a:high"}
+    assert (engine.alarms["p/u/a:high"].by, engine.alarms["p/u/a:high"].comment) == ("ann", "seen")
+    assert _ask(anon, {"type": "ack", "alarm": "q/u/a:high"})["type"] == "acked"
+    assert (engine.alarms["q/u/a:high"].by, engine.alarms["q/u/a:high"].comment) == ("anonymous", None)
+
+
+def test_shelving_and_out_of_service_need_the_shelve_claim_and_a_readable_point():
+    s, engine = _alarm_server({"acker": _grant("p/#", may_ack=True), "shelver": _grant("p/#", may_shelve=True,
+                                                                                     subject="bob")})
+    acker = s.connect(headers={"Authorization": "Bearer acker"})
+    shelver = s.connect(headers={"Authorization": "Bearer shelver"})
+    refused = _ask(acker, {"type": "shelve", "alarm": "p/u/a:high", "minutes": 5})
+    assert (refused["error"], refused["detail"]) == (
+        "forbidden", "not allowed to shelve alarms or take points out of service")
+    assert _ask(shelver, {"type": "shelve", "alarm": "q/u/a:high", "minutes": 5})["error"] == "unknown_alarm"
+    outside = _ask(shelver, {"type": "out_of_service", "point": "q/u/a", "on": True})
+    assert (outside["error"], outside["detail"]) == ("forbidden", "not allowed to read q/u/a")
+    shelved = _ask(shelver, {"type": "shelve", "alarm": "p/u/a:high", "minutes": 5})
+    assert shelved == {"type": "shelved", "alarm": "p/u/a:high", "until": s.clock.seconds() + 300}
+    assert engine.alarms["p/u/a:high"].by == "bob"
+    assert _ask(shelver, {"type": "unshelve", "alarm": "p/u/a:high"}) == {
+        "type": "shelved", "alarm": "p/u/a:high", "until": None}
+    assert _ask(shelver, {"type": "out_of_service", "point": "p/u/a", "on": True}) == {
+        "type": "out_of_service", "point": "p/u/a", "on": True}
+    assert engine.alarms["q/u/a:high"].state == "active"  # untouched by all of the above
+
+
+def test_history_is_answered_only_for_points_the_grant_may_read():
+    s, _ = _alarm_server({"p": _grant("p/#")})
+    c = s.connect(headers={"Authorization": "Bearer p"})
+    refused = _ask(c, {"type": "history", "point": "q/u/a"})
+    assert (refused["error"], refused["detail"]) == ("forbidden", "not allowed to read q/u/a")
+    assert _ask(c, {"type": "history", "point": "p/u/zz"})["error"] == "unknown_point"
+    answer = _ask(c, {"type": "history", "point": "p/u/a"})
+    assert answer == {"type": "history", "point": "p/u/a", "samples": [[1.0, 26.0]]}
+
+
+def test_a_subscribe_outside_the_grant_is_refused_counted_and_changes_nothing():
+    s = Setup(authenticator=Authenticator([Grants({"p": _grant("p/#")})]))
+    c = s.connect(headers={"Authorization": "Bearer p"})
+    refused = _ask(c, {"type": "subscribe", "points": ["p/u/a", "q/#", "+/u/a"]})
+    assert (refused["error"], refused["detail"]) == ("forbidden", "not allowed to read q/#, +/u/a")
+    assert s.factory.guard_stats.forbidden == 1
+    assert c.protocol.subscription.key == {"p/#"}
+    assert _ask(c, {"type": "subscribe", "points": ["p/u/a"]})["type"] == "snapshot"
+
+
+def test_the_subscription_cap_admits_exactly_its_number_of_patterns_at_the_handshake_and_after():
+    s = Setup(limits=Limits(max_subscriptions=2))
+    assert s.connect("/ws?points=a/b/c,a/b/d").status == 101
+    over = s.connect("/ws?points=a/b/c,a/b/d,a/b/e")
+    assert over.status == 400 and b"at most 2 patterns per connection" in over.transport.value()
+    c = s.connect("/ws?points=a/b/c")
+    assert _ask(c, {"type": "subscribe", "points": ["a/b/c", "a/b/d"]})["type"] == "snapshot"
+    refused = _ask(c, {"type": "subscribe", "points": ["a/b/e"]})
+    assert (refused["error"], refused["detail"]) == (
+        "too_many_subscriptions", "at most 2 patterns per connection (this would make 3)")
+
+
+def test_alarm_commands_record_who_and_why_and_map_engine_refusals_to_error_codes():
+    s, engine = _alarm_server({"bob": _grant("#", may_ack=True, may_shelve=True, subject="bob")})
+    c = s.connect(headers={"Authorization": "Bearer bob"})
+    assert _ask(c, {"type": "shelve", "alarm": "p/u/a:high", "minutes": 5, "comment": "noisy"})["type"] == "shelved"
+    assert engine.alarms["p/u/a:high"].comment == "noisy"
+    _ask(c, {"type": "unshelve", "alarm": "p/u/a:high", "comment": "fixed"})
+    assert (engine.alarms["p/u/a:high"].by, engine.alarms["p/u/a:high"].comment) == ("bob", "fixed")
+    assert _ask(c, {"type": "out_of_service", "point": "q/u/a", "on": True, "comment": "repair"})["on"] is True
+    assert engine.out_of_service["q/u/a"] == ("bob", "repair")
+    marker = engine.alarms["q/u/a:out_of_service"]
+    assert (marker.by, marker.comment) == ("bob", "repair")
+    cases: list[tuple[dict[str, Any], str, str]] = [
+        ({"type": "unshelve", "alarm": "p/u/a:high"}, "wrong_state", "p/u/a:high is not shelved"),
+        ({"type": "shelve", "alarm": "p/u/zz:high", "minutes": 5}, "unknown_alarm", "no listed alarm p/u/zz:high"),
+        ({"type": "out_of_service", "point": "p/u/zz", "on": True}, "unknown_point", "no point p/u/zz"),
+        ({"type": "ack", "alarm": "p/u/zz:high"}, "unknown_alarm", "no listed alarm p/u/zz:high"),
+    ]
+    for message, code, detail in cases:
+        answer = _ask(c, message)
+        assert (answer["error"], answer["detail"]) == (code, detail), message
+
+
+def test_without_alarms_or_history_the_commands_say_so():
+    s = Setup(authenticator=Authenticator([Grants({"all": _grant("#", may_ack=True, may_shelve=True)})]))
+    c = s.connect(headers={"Authorization": "Bearer all"})
+    commands: list[tuple[dict[str, Any], str]] = [
+        ({"type": "ack", "alarm": "p/u/a:high"}, "alarms are not enabled on this server"),
+        ({"type": "shelve", "alarm": "p/u/a:high", "minutes": 5}, "alarms are not enabled on this server"),
+        ({"type": "history", "point": "p/u/a"}, "history is not enabled on this server"),
+    ]
+    for message, detail in commands:
+        answer = _ask(c, message)
+        assert (answer["error"], answer["detail"]) == ("unavailable", detail)
+
+
+def test_a_resume_without_an_alarm_sequence_gets_the_full_readable_alarm_list():
+    s, engine = _alarm_server({"p": _grant("p/#")})
+    c = s.connect(headers={"Authorization": "Bearer p"})
+    c.send_json({"type": "resume", "since": 0, "epoch": s.hub.epoch})
+    listing = c.messages()[-1]
+    assert listing["type"] == "alarms" and listing["alarm_seq"] == engine.seq
+    assert [a["id"] for a in listing["alarms"]] == ["p/u/a:high"]
+

@@ -47,3 +47,32 @@ def test_subscriptions_with_equal_patterns_are_one_object():
     assert a is b
     assert a.matches("a/b/c") and a.matches("x/y/z") and not a.matches("a/b/d")
     assert EVERYTHING.everything and EVERYTHING.matches("q/r/s")
+
+
+def test_pattern_limits_and_levels_after_a_plus_are_checked():
+    """Mutation testing found these unpinned: the four-level limit, each refusal's reason, a bad level after C{+}."""
+    assert Pattern.parse("a/b/c/#").levels == ("a", "b", "c", "#")
+    for bad, reason in [("", "must be a non-empty string"), ("a/b/c/d/#", "too many levels"),
+                        ("+/b c/d", "is neither a name"), ("a/#/b", "'#' must be the last level"),
+                        ("a/b", "expected three levels")]:
+        with pytest.raises(InvalidPoint, match=reason):
+            Pattern.parse(bad)
+
+
+def test_a_subscription_knows_whether_it_takes_everything():
+    assert Subscription.of([Pattern.parse("#")]).everything
+    assert not Subscription.of([Pattern.parse("a/#"), Pattern.parse("+/+/+")]).everything
+
+
+def test_only_subscriptions_naming_site_and_unit_in_every_pattern_are_unit_scoped():
+    """Built with the constructor, not C{of}: interned subscriptions made earlier would hide a change here.
+
+    (mutmut forks each mutant from a process where every test's subscriptions were interned already.)
+    """
+
+    def units(*texts: str) -> frozenset[tuple[str, str]] | None:
+        return Subscription(frozenset(Pattern.parse(t) for t in texts)).units
+
+    assert units("s/u1/#", "s/u2/t", "r/u1/p") == frozenset({("s", "u1"), ("s", "u2"), ("r", "u1")})
+    for scattered in (["+/u1/t"], ["s/+/t"], ["s/#"], ["#"], ["s/u1/#", "+/u2/t"], ["s/u1/t", "s/+/#"]):
+        assert units(*scattered) is None, scattered

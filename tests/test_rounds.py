@@ -170,3 +170,133 @@ def test_without_a_window_each_reactor_turn_flushes_its_own_changes():
     s.publish(Sample("p/u/b", 2.0, ts=2.0))
     s.advance(0.002)
     assert [list(m["points"]) for m in c.messages()[1:]] == [["p/u/a"], ["p/u/b"]]
+
+
+# -- behaviours mutation testing found unpinned (scripts/mutation, docs/testing.md) ------------------
+
+
+def _finish_round(s: MemoryServer[PushServerProtocol], limit: int = 50) -> None:
+    """Run reactor turns (no time passes, so no poll): the wake's, then until the round and its re-runs are over."""
+    one_turn(s)
+    for _ in range(limit):
+        if not _busy(s):
+            return
+        one_turn(s)
+    assert not _busy(s), "the round never ended"
+
+
+def test_a_change_made_mid_round_reaches_the_clients_already_passed_by_a_rerun_that_then_stops():
+    s = _server(slice_clients=5)
+    clients = _many(s, 15)
+    s.publish(Sample("p/u/a", 1.0, ts=1.0))
+    one_turn(s)  # the first slice of five has been served
+    assert sum(1 for c in clients if _values(c, "p/u/a") == [1.0]) == 5
+    s.publish(Sample("p/u/a", 2.0, ts=2.0))  # the last change; nothing else will wake the factory
+    _finish_round(s)
+    assert all(_values(c, "p/u/a")[-1] == 2.0 for c in clients)
+    assert all(c.protocol.last_version == s.hub.version for c in clients)
+
+
+def test_a_paused_client_does_not_hold_back_the_rest_of_its_slice():
+    s = _server(slice_clients=100)
+    clients = _many(s, 20)
+    paused = clients[::4]
+    for c in paused:
+        c.protocol.pauseProducing()
+    s.publish(Sample("p/u/a", 1.0, ts=1.0))
+    _finish_round(s)
+    assert all(_values(c, "p/u/a") == [1.0] for c in clients if c not in paused)
+    assert all(_values(c, "p/u/a") == [] for c in paused)
+    assert s.factory.stats.skipped_paused == len(paused)  # one skip each, counted once
+
+
+def test_groups_with_nothing_to_receive_do_not_hold_back_other_groups_in_any_slice():
+    s = _server(slice_clients=4)
+    # Each slice meets a client with nothing to receive (p/u/b) first, so its group comes first.
+    clients = [s.connect(f"/ws?points=p/u/{'ba'[i % 2]}", peer=f"127.0.0.{i + 1}") for i in range(20)]
+    for _ in range(2):  # the second round finds last_version set by the cached "nothing" of the first
+        s.publish(Sample("p/u/a", float(s.hub.version + 1), ts=float(s.hub.version + 1)))
+        _finish_round(s)
+        for i, c in enumerate(clients):
+            assert c.protocol.last_version == s.hub.version
+            assert len(_values(c, "p/u/a")) == (s.hub.version if i % 2 == 1 else 0)
+
+
+def test_slice_size_zero_serves_everyone_in_one_turn_and_one_serves_one_client_per_turn():
+    whole = _server(slice_clients=0)
+    clients = _many(whole, 5)
+    whole.publish(Sample("p/u/a", 1.0, ts=1.0))
+    one_turn(whole)
+    assert not _busy(whole) and all(_values(c, "p/u/a") == [1.0] for c in clients)
+    single = _server(slice_clients=1)
+    clients = _many(single, 3)
+    single.publish(Sample("p/u/a", 1.0, ts=1.0))
+    one_turn(single)
+    assert _busy(single) and sum(1 for c in clients if _values(c, "p/u/a")) == 1
+    _finish_round(single)
+    assert all(_values(c, "p/u/a") == [1.0] for c in clients)
+
+
+def test_a_round_shares_one_frame_across_slices_and_counts_one_flush_only_when_someone_was_behind():
+    s = _server(slice_clients=2)
+    clients = _many(s, 6)
+    assert s.factory.stats.handshakes_accepted == 6
+    s.publish(Sample("p/u/a", 1.0, ts=1.0))
+    _finish_round(s)
+    stats = s.factory.stats
+    assert (stats.flushes, stats.frames_encoded, stats.messages_sent) == (1, 1, 6)
+    update = clients[0].frames()[-1].payload
+    header = 2 if len(update) < 126 else 4  # RFC 6455: a 16-bit length follows from 126 bytes on
+    assert stats.bytes_sent == 6 * (header + len(update))
+    assert clients[0].messages()[-1]["epoch"] == s.hub.epoch
+    s.advance(s.factory.interval)  # a poll with nobody behind
+    s.advance(s.factory.interval)
+    assert (stats.ticks, stats.flushes, stats.frames_encoded, stats.messages_sent) == (2, 1, 1, 6)
+    s.publish(Sample("p/u/a", 2.0, ts=2.0))
+    _finish_round(s)
+    assert (stats.flushes, stats.frames_encoded, stats.messages_sent) == (2, 2, 12)  # counters add up
+
+
+def test_an_alarm_reaches_only_the_clients_subscribed_to_its_point_with_its_sequence_number():
+    s = _server(slice_clients=10)
+    watching = s.connect("/ws?points=p/u/a")
+    elsewhere = s.connect("/ws?points=p/u/b")
+    s.factory.send_alarm(7, _FakeAlarm("p/u/a"))  # type: ignore[arg-type]
+    alarms = [m for m in watching.messages() if m["type"] == "alarm"]
+    assert len(alarms) == 1 and alarms[0]["seq"] == 7
+    assert [m["type"] for m in elsewhere.messages()] == ["snapshot"]
+
+
+def test_a_client_with_a_deadband_gets_only_moves_past_it_while_its_slice_mates_get_every_change():
+    s = _server(slice_clients=100)
+    plain = _many(s, 5)
+    banded = s.connect("/ws?points=p/u/a", peer="127.0.5.1")
+    banded.send_json({"type": "subscribe", "points": ["p/u/a"], "deadband": 1.0})
+    for value in (0.0, 0.5, 0.9, 1.5, 1.6, 3.0):
+        s.publish(Sample("p/u/a", value, ts=value + 1), Sample("p/u/other", value, ts=value + 1))
+        _finish_round(s)
+    assert all(set(m["points"]) == {"p/u/a"} for m in banded.messages() if m["type"] == "update")  # nothing else
+    stats = s.factory.stats
+    assert stats.messages_sent == 6 * 5 + 3
+    plain_bytes = sum((2 if len(f.payload) < 126 else 4) + len(f.payload) for f in plain[0].frames()[1:])
+    banded_payloads = sum(len(f.payload) for f in banded.frames() if b'"update"' in f.payload)
+    assert stats.bytes_sent == 5 * plain_bytes + banded_payloads  # a COV send counts its payload
+    assert all(_values(c, "p/u/a") == [0.0, 0.5, 0.9, 1.5, 1.6, 3.0] for c in plain)
+    assert _values(banded, "p/u/a") == [0.0, 1.5, 3.0]
+    assert banded.protocol.last_version == s.hub.version
+    updates = [m for m in banded.messages() if m["type"] == "update"]
+    assert [m["version"] for m in updates] == [2, 8, 12] and all(m["epoch"] == s.hub.epoch for m in updates)
+
+
+def test_a_factory_stopped_mid_round_leaves_no_timer_behind_and_delivers_nothing_more():
+    s = _server(slice_clients=1)
+    clients = _many(s, 3)
+    s.publish(Sample("p/u/a", 1.0, ts=1.0))
+    one_turn(s)  # one client of three served, the round goes on
+    s.publish(Sample("p/u/a", 2.0, ts=2.0))  # and a flush is pending
+    assert _busy(s)
+    s.factory.stop()
+    assert s.clock.getDelayedCalls() == [] and not _busy(s)
+    s.advance(1.0)
+    assert sorted(len(_values(c, "p/u/a")) for c in clients) == [0, 0, 1]
+    s.factory.stop()  # stopping again, with nothing running, is harmless
