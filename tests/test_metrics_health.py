@@ -113,7 +113,7 @@ def test_the_hot_path_does_not_log_and_autobahn_debug_logging_is_off():
 
     hot: list[Callable[..., object]] = [
         PushServerFactory.flush, PushServerFactory.tick, PushServerFactory.wake, PushServerFactory._flush_now,
-        PushServerFactory._send_group, PushServerProtocol.write_frame, PushServerProtocol.send_prepared, PushServerProtocol.send_bytes,
+        PushServerProtocol.write_frame, PushServerProtocol.send_prepared, PushServerProtocol.send_bytes,
         PushServerProtocol.onMessage, PushServerProtocol.handle, Buckets.observe, Buckets.observe_ages,
         DeliveryRounds._run_slice, DeliveryRounds._deliver, ChangeView.changed,
     ]

@@ -219,12 +219,6 @@ class PushServerFactory(WebSocketServerFactory):
         """
         self.rounds.deliver_now(client)
 
-    def _send_group(self, members: list[Client], prepared: Any) -> None:
-        """One frame to every member; each client writes it the cheapest way it can (L{Client.write_frame})."""
-        frame = prepared.payloadHybi
-        for client in members:
-            client.write_frame(frame, prepared)
-
     def _flush_filtered(self, clients: list[Client], version: int) -> None:
         """Clients with change-of-value filters: one selection and encode each."""
         hub = self.hub

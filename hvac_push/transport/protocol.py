@@ -568,7 +568,7 @@ class PushServerProtocol(WebSocketServerProtocol):
     def send_prepared(self, prepared: Any) -> None:
         """Send a message prepared once for many clients through the transport.
 
-        The fan-out (L{PushServerFactory._send_group}) writes idle plain-TCP
+        The fan-out (L{hvac_push.transport.rounds.DeliveryRounds}) writes idle plain-TCP
         sockets directly and comes here for the rest: TLS, compression, or
         data already queued, where order requires the transport.
         """
