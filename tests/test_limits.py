@@ -312,6 +312,8 @@ def test_a_subscribe_outside_the_grant_is_refused_counted_and_changes_nothing():
     assert s.factory.guard_stats.forbidden == 1
     assert c.protocol.subscription.key == {"p/#"}
     assert _ask(c, {"type": "subscribe", "points": ["p/u/a"]})["type"] == "snapshot"
+    assert _ask(c, {"type": "subscribe", "points": ["q/u/a"]})["error"] == "forbidden"
+    assert s.factory.guard_stats.forbidden == 2  # each refusal counts
 
 
 def test_the_subscription_cap_admits_exactly_its_number_of_patterns_at_the_handshake_and_after():
