@@ -40,6 +40,7 @@ setup(
         "test": [
             "pytest>=8",
             "pytest-twisted>=1.14",
+            "pytest-xdist>=3.5",  # scripts/test: test files run in parallel workers (-n, --dist loadfile)
             "coverage>=7.10",  # scripts/test: patch = subprocess measures twistd children too (.coveragerc)
             "hypothesis>=6",
             "psutil>=5",
