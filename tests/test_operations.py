@@ -25,11 +25,19 @@ TWISTD = str(Path(sys.executable).with_name("twistd"))
 
 
 def twistd(tmp_path: Path, *args: str, twistd_args: tuple[str, ...] = ()) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [TWISTD, "-n", "--pidfile=", *twistd_args, "hvacpush", *args],
-        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
+    # A suite started as a shell's background job (`scripts/test &`, no job control) runs with SIGINT
+    # ignored, and a child inherits an ignored signal through exec: twistd would never see the SIGINT a
+    # test sends it. A handled signal is reset to the default on exec, so handle it while starting.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return subprocess.Popen(
+            [TWISTD, "-n", "--pidfile=", *twistd_args, "hvacpush", *args],
+            cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)},
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
 
 
 def twistd_listening(
