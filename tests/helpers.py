@@ -39,7 +39,11 @@ async def eventually(predicate: Callable[[], Any], timeout: float = 5.0, step: f
 
 
 async def until_state(client: Any, predicate: Callable[[dict[str, Any]], bool], seconds: float = 10.0) -> dict[str, Any]:
-    """Merge a client's snapshots and updates until C{predicate(points)} holds; return the points."""
+    """Merge a client's snapshots and updates until C{predicate(points)} holds; return the points.
+
+    Only messages from now on are merged, so a point the predicate names may not have arrived yet: a
+    C{KeyError} from the predicate means "not yet" (an update of another point can come first).
+    """
     state: dict[str, Any] = {}
 
     async def loop() -> dict[str, Any]:
@@ -47,7 +51,11 @@ async def until_state(client: Any, predicate: Callable[[dict[str, Any]], bool], 
             message = await client.next()
             if message["type"] in ("snapshot", "update"):
                 state.update(message["points"])
-                if predicate(state):
+                try:
+                    done = predicate(state)
+                except KeyError:
+                    done = False
+                if done:
                     return state
 
     return await within(seconds, loop())

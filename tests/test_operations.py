@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from typing import Any
@@ -27,8 +28,10 @@ TWISTD = str(Path(sys.executable).with_name("twistd"))
 def twistd(tmp_path: Path, *args: str, twistd_args: tuple[str, ...] = ()) -> subprocess.Popen[str]:
     # A suite started as a shell's background job (`scripts/test &`, no job control) runs with SIGINT
     # ignored, and a child inherits an ignored signal through exec: twistd would never see the SIGINT a
-    # test sends it. A handled signal is reset to the default on exec, so handle it while starting.
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    # test sends it. A handled signal is reset to the default on exec, so handle it while starting
+    # (only the main thread may; tests that start twistd from other threads send it no SIGINT).
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler) if in_main else None
     try:
         return subprocess.Popen(
             [TWISTD, "-n", "--pidfile=", *twistd_args, "hvacpush", *args],
