@@ -4,6 +4,7 @@ Autobahn client that trusts it."""
 from __future__ import annotations
 
 import datetime
+import json
 import ipaddress
 
 import jwt
@@ -150,3 +151,42 @@ def _other_cert() -> bytes:
         .sign(key, hashes.SHA256())
     )
     return cert.public_bytes(serialization.Encoding.PEM)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_snapshot_above_the_fragment_threshold_arrives_whole_over_wss_while_updates_flow(tmp_path):
+    """The fragmented path (written as TLS takes each fragment) loses nothing and never stalls."""
+    from twisted.internet.task import LoopingCall
+
+    from hvac_push.transport.streaming import STREAM_THRESHOLD
+
+    running, cert_pem = await start_tls_server(tmp_path)
+    hub = running.hub
+    hub.publish_many([Sample(f"plant/unit-{i // 7}/p{i % 7}", float(i), "°C", 1.0) for i in range(6000)])
+    changing = [f"plant/unit-{k}/p0" for k in range(0, 800, 80)]
+    rounds = {"n": 0}
+
+    def publish() -> None:
+        rounds["n"] += 1
+        hub.publish_many([Sample(p, 1000.0 + rounds["n"], "°C", 2.0 + rounds["n"]) for p in changing])
+
+    publisher = LoopingCall(publish)
+    publisher.clock = reactor()
+    finished = publisher.start(0.01, now=False)
+    try:
+        client = await within(10, connect(reactor(), running.port, tls=trusting(cert_pem), client=StateClient))
+        [proto] = running.factory.clients
+        assert proto.direct_socket is None and proto.fragments_allowed()
+        await eventually(lambda: rounds["n"] >= 30, timeout=20)
+        publisher.stop()
+        await finished
+        await eventually(lambda: client.seen_version == hub.version, timeout=20)
+        expected = {p.point_id: encode_point(p) for p in hub.points(EVERYTHING)}
+        assert client.view == expected and len(expected) == 6000
+        assert len(json.dumps({"points": expected})) > STREAM_THRESHOLD  # so it went in fragments
+        client.sendClose()
+        await within(5, client.closed)
+    finally:
+        if publisher.running:
+            publisher.stop()
+        await stop_server(running)
