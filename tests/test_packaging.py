@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from tests.test_operations import wait_ready
 from tests.wsprobe import bound_ports, first_messages
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,6 +48,8 @@ def test_wheel_in_a_fresh_venv_provides_the_hvacpush_plugin_that_serves_a_snapsh
     )
     try:
         [port] = bound_ports(tmp_path / "ports", alive=lambda: process.poll() is None)
+        # The port file is written once the port listens; /healthz is ready once the simulator has published.
+        assert wait_ready(port)["ready"] is True
         (snapshot,) = first_messages(port)
         assert snapshot["type"] == "snapshot" and snapshot["points"]
         tail = run(str(venv / "bin" / "hvac-push"), "tail", f"ws://127.0.0.1:{port}/ws", "--count", "3", cwd=tmp_path, env=env)

@@ -220,7 +220,8 @@ def test_sighup_reloads_a_running_twistd(tmp_path):
     )
     try:
         [port] = bound_ports(tmp_path / "ports", alive=lambda: process.poll() is None)
-        assert _snapshot_size(port) == 7  # one simulated chiller
+        # The port file is written once the port listens, maybe before the simulator's first values.
+        _wait_for(lambda: _snapshot_size(port) == 7, 15, "one simulated chiller's points")
         config.write_text(plant_toml(None, sim_units=2))
         process.send_signal(signal.SIGHUP)
         _wait_for(lambda: _snapshot_size(port) == 14, 15, "the reloaded simulator's points")
