@@ -72,3 +72,4 @@ def test_a_resync_snapshot_is_rebuilt_once_the_hub_has_moved_so_a_resume_is_answ
     s.publish(Sample("p/u/a", 2.0, ts=2.0))
     later = s.connect("/ws?since=7&epoch=an-old-epoch", peer="127.0.0.2")
     assert later.messages()[0]["points"]["p/u/a"]["value"] == 2.0 and later.protocol.last_version == s.hub.version
+    assert s.factory.snapshots.misses == 2 and s.factory.snapshots.hits == 0  # the stale one was not counted as used

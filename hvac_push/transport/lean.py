@@ -245,7 +245,6 @@ def _subclass_with(base: type, defaults: dict[str, Any], shared: dict[str, Any])
     return type(base.__name__, (base,), attrs)
 
 
-
 class LazyPformat:
     """C{pprint.pformat(obj)}, computed only if someone turns it into text.
 

@@ -206,9 +206,9 @@ class PushServerProtocol(WebSocketServerProtocol):
         hub = self.factory.hub
         alarms = self.factory.alarms
         seq = None if alarms is None else alarms.seq
-        found = cache.get(self.subscription, seq, resync)
         # A resync answers a resume: it must be current, not a second old (those sharing one turn still share it).
-        if found is None or (resync and found[0] != hub.version):
+        found = cache.get(self.subscription, seq, resync, version=hub.version if resync else None)
+        if found is None:
             payload = wire.encode_snapshot(
                 hub.epoch,
                 hub.version,

@@ -169,8 +169,7 @@ class DeliveryRounds:
 
     def deliver_now(self, client: Client) -> None:
         """Bring one client up to date at once, paused or not (frames shared with this version's groups)."""
-        if client.last_version < self.hub.version or (client.cov is not None and client.cov.held):
-            self._deliver((client,), even_paused=True)
+        self._deliver((client,), even_paused=True)
 
     def cancel(self) -> None:
         if self._call is not None and self._call.active():

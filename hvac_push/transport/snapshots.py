@@ -42,10 +42,15 @@ class SnapshotCache:
         self.hits = 0
         self.misses = 0
 
-    def get(self, subscription: Subscription, alarm_seq: int | None, resync: bool = False) -> tuple[int, SharedMessage] | None:
-        """C{(hub version, message)} of a fresh shared snapshot, or L{None}."""
+    def get(
+        self, subscription: Subscription, alarm_seq: int | None, resync: bool = False, version: int | None = None
+    ) -> tuple[int, SharedMessage] | None:
+        """C{(hub version, message)} of a fresh shared snapshot, or L{None}.
+
+        With C{version}, only a snapshot taken at that hub version will do (a resync answers a request).
+        """
         entry = self._entries.get((subscription, alarm_seq, resync))
-        if entry is None or self._now() - entry[0] > self.max_age:
+        if entry is None or self._now() - entry[0] > self.max_age or (version is not None and entry[1] != version):
             self.misses += 1
             return None
         self.hits += 1
